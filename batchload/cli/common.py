@@ -1,0 +1,119 @@
+"""What every command shares: output discipline, error-to-exit-code translation, options.
+
+``--json`` output goes to stdout and nothing else does; logs and progress go to
+stderr. Every line written for another program is flushed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchload.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchloadError
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Global output settings, set by ``--verbose`` / ``--quiet`` on the group."""
+
+    verbose: bool = False
+    quiet: bool = False
+
+    def info(self, message: str) -> None:
+        """A human-readable line on stderr, unless ``--quiet``."""
+        if not self.quiet:
+            click.echo(message, err=True)
+            sys.stderr.flush()
+
+    def detail(self, message: str) -> None:
+        """A line on stderr only with ``--verbose``."""
+        if self.verbose:
+            click.echo(message, err=True)
+            sys.stderr.flush()
+
+
+def output(ctx: click.Context | None = None) -> Output:
+    """The current command's :class:`Output` (defaults when run outside the group)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Output) else Output()
+
+
+def print_json(payload: Any) -> None:
+    """Print one JSON document on stdout and flush it."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
+    """Print ``error: message`` on stderr and exit; for checks the CLI layer makes itself."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def run_command(command: click.Command, args: list[str]) -> Any:
+    """Run a click command, turning every error into one stderr line and an exit code."""
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        return command.main(args=args, prog_name="batchload", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except BatchloadError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)",
+            err=True,
+        )
+        sys.exit(70)
+
+
+# Options several commands share, defined once.
+endpoint_option = click.option(
+    "--endpoint",
+    metavar="URL",
+    help="Ingestion API base URL. Default: $BATCHLOAD_ENDPOINT, else https://api.sigtech.com.",
+)
+token_file_option = click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API token from this file instead of $SIGTECH_PLATFORM_TOKEN.",
+)
+ca_bundle_option = click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Verify https certificates against this CA bundle (a private CA).",
+)
+insecure_option = click.option(
+    "--insecure-skip-tls-verify",
+    "insecure",
+    is_flag=True,
+    help="DANGEROUS: do not verify https certificates. Prints a warning.",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."
+)

@@ -1,0 +1,1 @@
+"""The local ingestion server (``batchload serve``): the API contract, implemented for real."""
