@@ -8,7 +8,9 @@
     ├── ConfigError                     exit 2  missing token, bad endpoint, bad CA bundle
     ├── AuthError                       exit 3  401/403: the token is missing, wrong or revoked
     ├── ServiceError                    exit 4  the service answered with an error we cannot fix
-    │   └── UnreachableError            exit 4  no answer at all (connection refused, DNS, timeout)
+    │   ├── TransientError              exit 4  worth retrying: 408, 429, 5xx, a dropped connection
+    │   │   └── UnreachableError        exit 4  no answer at all (connection refused, DNS, timeout)
+    │   └── PayloadTooLarge             exit 4  413: the request body is over the service's limit
     ├── FileProblem                     exit 1  one file cannot be read or sent (the run goes on)
     │   ├── UnreadableFile                      the bytes cannot be parsed in their format
     │   └── FileChanged                         the file changed on disk during the run
@@ -94,8 +96,29 @@ class ServiceError(BatchloadError):
         self.details = details
 
 
-class UnreachableError(ServiceError):
+class TransientError(ServiceError):
+    """A fault worth retrying (408, 429, 5xx, a dropped connection); may carry Retry-After."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+        details: object = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
+class UnreachableError(TransientError):
     """No answer from the endpoint at all: refused, unresolvable or timed out."""
+
+
+class PayloadTooLarge(ServiceError):
+    """413: the request body is over the service's limit; a smaller part may pass."""
 
 
 class FileProblem(BatchloadError):
