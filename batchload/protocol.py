@@ -34,6 +34,8 @@ ErrorCode = Literal[
     "unauthorized",
     "forbidden",
     "not_found",
+    "method_not_allowed",
+    "request_timeout",
     "payload_too_large",
     "unsupported_format",
     "schema_mismatch",
