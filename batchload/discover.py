@@ -1,0 +1,159 @@
+"""Discover: expand FILE_OR_GLOB arguments into a sorted, de-duplicated file set.
+
+A path named explicitly always gets an answer: it is in the file set, or it is
+*rejected* with a reason (missing, a directory, an unknown extension, unreadable).
+A glob only selects: the directories and unknown extensions it happens to match are
+counted as *ignored*, not rejected, so ``data/*`` beside a README still works. Files
+are identified by their real path, so ``a.csv``, ``./a.csv`` and a symlink to it are
+one file. Nothing here reads a file's content; only ``stat`` is called.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchload.errors import UsageError
+from batchload.protocol import SUFFIX_FORMATS, FileFormat
+
+_GLOB_CHARS = frozenset("*?[")
+_MAX_REASONS_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file to upload, as ``stat`` saw it when discovered."""
+
+    path: Path
+    """Absolute real path (symlinks resolved): the file's identity in the manifest."""
+    size: int
+    mtime_ns: int
+    file_format: FileFormat
+
+    @property
+    def stem(self) -> str:
+        """The file name without its extension."""
+        return self.path.stem
+
+    @property
+    def name(self) -> str:
+        """The file name with its extension."""
+        return self.path.name
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A path that was named but cannot be uploaded, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileSet:
+    """What discovery found: files to upload, paths rejected, and glob matches ignored."""
+
+    files: tuple[SourceFile, ...]
+    rejected: tuple[Rejected, ...] = ()
+    ignored: int = 0
+    """Glob matches that are not uploadable files (directories, other extensions)."""
+    unmatched: tuple[str, ...] = ()
+    """Globs that matched nothing at all."""
+
+    @property
+    def total_bytes(self) -> int:
+        """Total size of the files in the set."""
+        return sum(f.size for f in self.files)
+
+
+def file_format_of(path: Path | str) -> FileFormat | None:
+    """The file_format a name's suffix says (case-insensitive), or None."""
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern)
+
+
+def _examine(path: str) -> SourceFile | str:
+    """A SourceFile for ``path``, or the reason it cannot be one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "no such file"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link to a directory" if os.path.islink(path) else "a directory"
+        return f"is {kind}; name its files or use a glob such as DIR/*.csv"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    file_format = file_format_of(path)
+    if file_format is None:
+        suffixes = ", ".join(sorted(SUFFIX_FORMATS))
+        shown = Path(path).suffix or "(none)"
+        return f"unknown extension {shown}; expected one of {suffixes}"
+    if not os.access(path, os.R_OK):
+        return "not readable: permission denied"
+    return SourceFile(
+        path=Path(os.path.realpath(path)),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        file_format=file_format,
+    )
+
+
+def discover(
+    patterns: Iterable[str | Path], *, base: Path | None = None, require: bool = True
+) -> FileSet:
+    """Expand paths and globs (``**`` recursive) relative to ``base`` into a :class:`FileSet`.
+
+    With ``require`` (the default), a set with no uploadable file at all is a
+    :class:`~batchload.errors.UsageError` that says why.
+    """
+    root = base or Path.cwd()
+    found: dict[Path, SourceFile] = {}
+    rejected: dict[str, Rejected] = {}
+    unmatched: list[str] = []
+    ignored = 0
+    for pattern in patterns:
+        text = os.path.expanduser(str(pattern))
+        full = text if os.path.isabs(text) else os.path.join(root, text)
+        if not _is_glob(text):
+            result = _examine(full)
+            if isinstance(result, SourceFile):
+                found.setdefault(result.path, result)
+            else:
+                rejected.setdefault(text, Rejected(path=text, reason=result))
+            continue
+        matches = glob.glob(full, recursive=True)
+        if not matches:
+            unmatched.append(text)
+        for match in matches:
+            result = _examine(match)
+            if isinstance(result, SourceFile):
+                found.setdefault(result.path, result)
+            else:
+                ignored += 1
+    files = tuple(sorted(found.values(), key=lambda f: str(f.path)))
+    file_set = FileSet(
+        files=files,
+        rejected=tuple(sorted(rejected.values(), key=lambda r: r.path)),
+        ignored=ignored,
+        unmatched=tuple(unmatched),
+    )
+    if require and not files:
+        raise UsageError(_nothing_found(file_set))
+    return file_set
+
+
+def _nothing_found(file_set: FileSet) -> str:
+    reasons = [f"{r.path}: {r.reason}" for r in file_set.rejected[:_MAX_REASONS_SHOWN]]
+    reasons += [f"{p}: matched no files" for p in file_set.unmatched[:_MAX_REASONS_SHOWN]]
+    if file_set.ignored:
+        reasons.append(f"{file_set.ignored} match(es) ignored: not csv, parquet, xls or xlsx")
+    return "no files matched" + (": " + "; ".join(reasons) if reasons else "")

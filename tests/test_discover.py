@@ -1,0 +1,78 @@
+"""Discovery on real files: globs, explicit paths, rejections, de-duplication, order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchload.discover import discover, file_format_of
+from batchload.errors import UsageError
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "data" / "nested").mkdir(parents=True)
+    for name in ["b.csv", "a.csv", "c.parquet", "d.XLSX", "notes.txt"]:
+        (tmp_path / "data" / name).write_text("x\n1\n")
+    (tmp_path / "data" / "nested" / "e.csv").write_text("x\n1\n")
+    return tmp_path
+
+
+def test_glob_selects_sorted_known_formats(tree: Path) -> None:
+    found = discover(["data/*"], base=tree)
+    assert [f.name for f in found.files] == ["a.csv", "b.csv", "c.parquet", "d.XLSX"]
+    assert [f.file_format for f in found.files] == ["csv", "csv", "parquet", "xlsx"]
+    assert found.ignored == 2  # notes.txt and the nested directory
+    assert found.rejected == ()
+    first = found.files[0]
+    assert first.path.is_absolute()
+    assert first.size == 4
+    assert first.mtime_ns == os.stat(first.path).st_mtime_ns
+
+
+def test_recursive_glob(tree: Path) -> None:
+    found = discover(["data/**/*.csv"], base=tree)
+    assert [f.name for f in found.files] == ["a.csv", "b.csv", "e.csv"]
+
+
+def test_duplicates_collapse_to_one_file(tree: Path) -> None:
+    (tree / "link.csv").symlink_to(tree / "data" / "a.csv")
+    found = discover(["data/a.csv", "./data/a.csv", "data/*.csv", "link.csv"], base=tree)
+    assert [f.name for f in found.files] == ["a.csv", "b.csv"]
+
+
+def test_explicit_paths_get_reasons(tree: Path) -> None:
+    (tree / "dirlink").symlink_to(tree / "data" / "nested", target_is_directory=True)
+    (tree / "broken.csv").symlink_to(tree / "gone.csv")
+    found = discover(
+        ["data/a.csv", "missing.csv", "data/notes.txt", "data/nested", "dirlink", "broken.csv"],
+        base=tree,
+    )
+    assert [f.name for f in found.files] == ["a.csv"]
+    reasons = {r.path: r.reason for r in found.rejected}
+    assert reasons["missing.csv"] == "no such file"
+    assert reasons["data/notes.txt"].startswith("unknown extension .txt; expected one of .csv")
+    assert reasons["data/nested"].startswith("is a directory")
+    assert reasons["dirlink"].startswith("is a symbolic link to a directory")
+    assert reasons["broken.csv"] == "broken symbolic link"
+
+
+def test_no_files_is_a_usage_error_that_says_why(tree: Path) -> None:
+    with pytest.raises(UsageError, match=r"no files matched: nothing/\*\.csv: matched no files"):
+        discover(["nothing/*.csv"], base=tree)
+    with pytest.raises(UsageError, match=r"missing\.csv: no such file"):
+        discover(["missing.csv"], base=tree)
+    assert discover(["nothing/*.csv"], base=tree, require=False).files == ()
+
+
+def test_unmatched_glob_beside_matches_is_reported_not_fatal(tree: Path) -> None:
+    found = discover(["data/*.csv", "data/*.xls"], base=tree)
+    assert len(found.files) == 2
+    assert found.unmatched == ("data/*.xls",)
+
+
+def test_file_format_of() -> None:
+    assert file_format_of("x.PQ") == "parquet"
+    assert file_format_of("x.csv.gz") is None
