@@ -1,0 +1,309 @@
+"""Encode: request bodies streamed from disk without needless copies, and parts of large files.
+
+- A body is the JSON envelope (``name``, ``file_format``, ``upload_format``,
+  ``file_id``, options) with the file's base64 text as the last field. Its exact
+  length is known before a byte is read: ``len(head) + 4*ceil(n/3) + len(tail)``,
+  so it is sent with ``Content-Length`` (too small a length would silently truncate
+  it). The file is read in chunks whose size is a multiple of 3, so each chunk
+  encodes on its own and only the last one carries padding; pybase64 releases the
+  GIL, so large chunks encode in a worker thread.
+- The bytes sent are hashed on the way and compared with the sha256 taken when the
+  file was read. A file that changed in between raises
+  :class:`~batchload.errors.FileChanged` *before* the closing bytes are sent, so the
+  service never receives a complete body that is half old and half new.
+- A file whose request would exceed the limit is split by rows into parts written
+  as **parquet** from the validated frame, cast to the contract's Arrow types: the
+  service parses exactly the validated values, with none of CSV's quoting, float
+  formatting or type-inference pitfalls. Parts are cut deterministically (same
+  content and limit, same parts), so a resumed run re-sends identical parts.
+
+A :class:`RequestBody` streams once (an async generator cannot be rewound): build a
+fresh one for every attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pybase64
+
+from batchload.errors import FileChanged, FileProblem
+from batchload.protocol import FileFormat
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+RAW_CHUNK_BYTES = 3 * 1024 * 1024
+"""Bytes read and encoded at a time (a multiple of 3: no padding mid-stream)."""
+INLINE_CHUNK_BYTES = 256 * 1024
+"""Chunks up to this size are read and encoded on the event loop; larger ones in a thread."""
+HASH_CHUNK_BYTES = 1024 * 1024
+MIB = 1024 * 1024
+DEFAULT_MAX_REQUEST_MB = 5.0
+PART_FILL = 0.9
+"""Parts aim at this fraction of the byte budget, so most fit at the first try."""
+
+assert RAW_CHUNK_BYTES % 3 == 0
+
+
+def b64_len(n: int) -> int:
+    """Length of the padded standard base64 text of ``n`` bytes."""
+    return 4 * ((n + 2) // 3)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """Every field of a file body except the file's bytes."""
+
+    file_id: str
+    file_format: FileFormat
+    name: str | None = None
+    read_options: Mapping[str, Any] | None = None
+    convert_options: Mapping[str, Any] | None = None
+
+    def head_tail(self) -> tuple[bytes, bytes]:
+        """The bytes before and after the base64 text."""
+        fields: dict[str, Any] = {}
+        if self.name is not None:
+            fields["name"] = self.name
+        fields["upload_format"] = "base64"
+        fields["file_format"] = self.file_format
+        fields["file_id"] = self.file_id
+        if self.read_options:
+            fields["read_options"] = dict(self.read_options)
+        if self.convert_options:
+            fields["convert_options"] = dict(self.convert_options)
+        opening = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+        return (opening[:-1] + ',"file":"').encode("ascii"), b'"}'
+
+    def request_bytes(self, raw_bytes: int) -> int:
+        """The exact request body size for a file of ``raw_bytes`` bytes."""
+        head, tail = self.head_tail()
+        return len(head) + b64_len(raw_bytes) + len(tail)
+
+
+def raw_budget(max_request_bytes: int, envelope: Envelope) -> int:
+    """The most file bytes whose body still fits in ``max_request_bytes``."""
+    head, tail = envelope.head_tail()
+    return max(0, (max_request_bytes - len(head) - len(tail)) // 4 * 3)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSource:
+    """A file's original bytes, streamed from disk and checked against its sha256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySource:
+    """Bytes built in memory (a part, a DataFrame)."""
+
+    data: bytes
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(eq=False)
+class RequestBody:
+    """One attempt's request body: iterate it once, as aiohttp does when sending."""
+
+    envelope: Envelope
+    source: DiskSource | MemorySource
+    chunk_bytes: int = RAW_CHUNK_BYTES
+    problem: FileChanged | None = field(default=None, init=False)
+    """Set when the source changed; the transport raises it instead of a network error."""
+    _used: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes % 3:
+            raise ValueError("chunk_bytes must be a multiple of 3")
+        self.head, self.tail = self.envelope.head_tail()
+        self.content_length = len(self.head) + b64_len(self.source.size) + len(self.tail)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._used:
+            raise RuntimeError("a RequestBody streams once; build a new one for a retry")
+        self._used = True
+        if isinstance(self.source, MemorySource):
+            return self._from_memory(self.source)
+        return self._from_disk(self.source)
+
+    async def _from_memory(self, source: MemorySource) -> AsyncIterator[bytes]:
+        view = memoryview(source.data)
+        yield self.head
+        for start in range(0, len(view), self.chunk_bytes):
+            yield pybase64.b64encode(view[start : start + self.chunk_bytes])
+        yield self.tail
+
+    async def _from_disk(self, source: DiskSource) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256()
+        remaining = source.size
+        with open(source.path, "rb") as handle:  # noqa: ASYNC230 - small reads; big ones in a thread
+            yield self.head
+            while True:
+                want = min(self.chunk_bytes, remaining)
+                if want > INLINE_CHUNK_BYTES:
+                    chunk, encoded = await anyio.to_thread.run_sync(
+                        _read_encode, handle, want, digest
+                    )
+                else:
+                    chunk, encoded = _read_encode(handle, want, digest)
+                remaining -= len(chunk)
+                if remaining == 0 or len(chunk) < want:
+                    # Everything read: check before the last bytes go, so that a changed
+                    # file never reaches the service as a complete body.
+                    self._check_unchanged(handle, source, digest, remaining)
+                    yield encoded + self.tail
+                    return
+                yield encoded
+
+    def _check_unchanged(
+        self, handle: io.BufferedReader, source: DiskSource, digest: Any, remaining: int
+    ) -> None:
+        grew = bool(handle.read(1))
+        if remaining or grew or digest.hexdigest() != source.sha256:
+            how = "shrank" if remaining else "grew" if grew else "changed"
+            self.problem = FileChanged(
+                f"file {how} on disk after it was read; it was not sent",
+                path=source.path,
+                hint="re-run once the file is final",
+            )
+            raise self.problem
+
+
+def _read_encode(handle: io.BufferedReader, want: int, digest: Any) -> tuple[bytes, bytes]:
+    chunk = handle.read(want)
+    digest.update(chunk)
+    return chunk, pybase64.b64encode(chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What reading a file established: its hash, and the stat it was taken under."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def fingerprint_file(path: Path) -> Fingerprint:
+    """sha256 of a file with the stat before and after; raises FileChanged if they differ.
+
+    Blocking: run it in a worker thread (hashlib releases the GIL on large updates).
+    """
+    try:
+        before = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+        after = os.stat(path)
+    except OSError as exc:
+        raise FileProblem(f"cannot read: {exc.strerror or exc}", path=path) from None
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise FileChanged("file changed while it was being read", path=path)
+    return Fingerprint(digest.hexdigest(), after.st_size, after.st_mtime_ns)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- parts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One slice of a large file, as parquet bytes ready to send as its own file."""
+
+    index: int
+    """1-based."""
+    first_row: int
+    rows: int
+    source: MemorySource
+
+
+def arrow_schema(column_types: Mapping[str, str]) -> pa.Schema:
+    """An Arrow schema from the contract's ``{column: arrow type name}``."""
+    import pyarrow as pa
+
+    return pa.schema([(name, _arrow_type(type_name)) for name, type_name in column_types.items()])
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    import pyarrow as pa
+
+    text = name.strip()
+    if text.startswith("timestamp[") and "tz=" in text:
+        unit, _, tz = text[len("timestamp[") : -1].partition(",")
+        return pa.timestamp(unit.strip(), tz=tz.strip().removeprefix("tz=").strip())
+    return pa.type_for_alias(text)
+
+
+def parquet_bytes(frame: pl.DataFrame, schema: pa.Schema | None) -> bytes:
+    """A frame written as parquet, cast to ``schema`` when given (the contract's types)."""
+    import pyarrow.parquet as pq
+
+    table = frame.to_arrow()
+    if schema is not None:
+        table = table.select(schema.names).cast(schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def split_frame(
+    frame: pl.DataFrame,
+    *,
+    budget_bytes: int,
+    schema: pa.Schema | None,
+    path: Path | str = "<frame>",
+) -> Iterator[Part]:
+    """Cut a validated frame into parquet parts of at most ``budget_bytes`` each.
+
+    Rows per part start from the frame's in-memory size and then follow the bytes
+    per row the parts actually take; a part over budget is halved until it fits.
+    Deterministic for the same frame and budget. Blocking: run it in a thread.
+    """
+    total = frame.height
+    rows = max(1, int(total * budget_bytes * PART_FILL / max(frame.estimated_size(), 1)))
+    start, index = 0, 1
+    while start < total or (total == 0 and index == 1):
+        count = min(rows, total - start)
+        data = parquet_bytes(frame.slice(start, count), schema)
+        while len(data) > budget_bytes and count > 1:
+            count = max(1, count // 2)
+            data = parquet_bytes(frame.slice(start, count), schema)
+        if len(data) > budget_bytes:
+            raise FileProblem(
+                f"row {start + 1} alone is larger than the request limit allows",
+                path=path,
+                hint="raise --max-request-mb",
+            )
+        yield Part(index, start, count, MemorySource(data, sha256_bytes(data)))
+        rows = max(1, int(budget_bytes * PART_FILL * count / max(len(data), 1)))
+        start += count
+        index += 1
+
+
+def max_request_bytes(mb: float) -> int:
+    """``--max-request-mb`` in bytes (MiB, as the SDK's 3.8 MB split implies)."""
+    if mb <= 0:
+        raise ValueError("max request size must be positive")
+    return int(mb * MIB)
