@@ -1,0 +1,354 @@
+"""The manifest: a SQLite file (WAL) that is the truth about a run, and what resumes it.
+
+- One row per file or part (``files``), keyed by dataset name, source path and part
+  number (0 for a whole file); one row per dataset (``datasets``) whose id is
+  recorded before any file is sent to it.
+- One writer at a time: before a run, the pipeline's preflight; during it, the
+  writer task, which commits each batch of updates in one transaction. A state the
+  next step relies on (a dataset's id) is committed before that step starts.
+- Resume is fast because :meth:`Manifest.rows_by_source` reads a dataset's rows in
+  one query, so deciding that an unchanged file is done needs no read of the file.
+
+Schema (``PRAGMA user_version`` = 1)::
+
+    datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
+             file_id_template, created_at, updated_at)
+    files(dataset, source_path, part, parts, file_id, size, mtime_ns, sha256,
+          sent_sha256, file_format, dataset_id, rows, bytes_sent,
+          state pending|invalid|sent|done|failed, attempts, last_status, last_error,
+          receipt JSON, created_at, updated_at, done_at;
+          PK (dataset, source_path, part), UNIQUE (dataset, file_id))
+
+The token is never written here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from batchload.errors import UsageError
+
+State = Literal["pending", "invalid", "sent", "done", "failed"]
+STATES: tuple[State, ...] = ("pending", "invalid", "sent", "done", "failed")
+DatasetState = Literal["creating", "ready"]
+SCHEMA_VERSION = 1
+EXPORT_FORMATS = ("csv", "json", "parquet")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT PRIMARY KEY,
+    dataset_id TEXT,
+    state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
+    endpoint TEXT NOT NULL,
+    contract TEXT,
+    file_id_template TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    dataset TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    part INTEGER NOT NULL DEFAULT 0,
+    parts INTEGER,
+    file_id TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    sent_sha256 TEXT,
+    file_format TEXT,
+    dataset_id TEXT,
+    rows INTEGER,
+    bytes_sent INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'invalid', 'sent', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    receipt TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    done_at TEXT,
+    PRIMARY KEY (dataset, source_path, part),
+    UNIQUE (dataset, file_id)
+);
+"""
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRecord:
+    """One manifest row: a whole file (``part == 0``) or one of its parts."""
+
+    dataset: str
+    source_path: str
+    part: int = 0
+    parts: int | None = None
+    """How many rows the source has in all (1 for a whole file), once known."""
+    file_id: str | None
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+    """Of the source file."""
+    sent_sha256: str | None = None
+    """Of the bytes sent: the part's parquet, or the file itself."""
+    file_format: str | None = None
+    dataset_id: str | None = None
+    rows: int | None = None
+    bytes_sent: int | None = None
+    state: State
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    receipt: Mapping[str, Any] | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    done_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as plain data (receipt as an object)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetRecord:
+    """One dataset of the run: its name, and its id once created or given."""
+
+    name: str
+    dataset_id: str | None
+    state: DatasetState
+    endpoint: str
+    contract: str | None = None
+    file_id_template: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+_FILE_COLUMNS = [f.name for f in fields(FileRecord)]
+_WRITTEN = [c for c in _FILE_COLUMNS if c not in ("created_at", "updated_at", "done_at")]
+_UPSERT = (
+    f"INSERT INTO files ({', '.join(_WRITTEN)}, created_at, updated_at, done_at) "
+    f"VALUES ({', '.join('?' for _ in _WRITTEN)}, ?, ?, ?) "
+    "ON CONFLICT (dataset, source_path, part) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _WRITTEN if c not in ("dataset", "source_path"))
+    + ", updated_at = excluded.updated_at, done_at = excluded.done_at"
+)
+
+
+def _file_row(record: FileRecord, stamp: str) -> tuple[Any, ...]:
+    values = [getattr(record, c) for c in _WRITTEN]
+    receipt_at = _WRITTEN.index("receipt")
+    if values[receipt_at] is not None:
+        values[receipt_at] = json.dumps(values[receipt_at], sort_keys=True, default=str)
+    return (*values, stamp, stamp, stamp if record.state == "done" else None)
+
+
+def _record(row: sqlite3.Row) -> FileRecord:
+    data = dict(row)
+    if data["receipt"]:
+        data["receipt"] = json.loads(data["receipt"])
+    return FileRecord(**data)
+
+
+class Manifest:
+    """A manifest file, open for reading and (by one writer at a time) writing."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Manifest:
+        """Open (and with ``create``, create) the manifest at ``path``."""
+        if not create and not path.is_file():
+            raise UsageError(f"no manifest at {path}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise UsageError(f"{path} is a manifest of a newer batchload (v{version})")
+            if version == 0:
+                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"{path} is not a usable manifest: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot open manifest {path}: {exc.strerror or exc}") from None
+        return cls(path, db)
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        self._db.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- datasets ----------------------------------------------------------------------
+
+    def dataset(self, name: str) -> DatasetRecord | None:
+        """The dataset called ``name`` in this manifest, if any."""
+        row = self._db.execute("SELECT * FROM datasets WHERE name = ?", (name,)).fetchone()
+        return DatasetRecord(**dict(row)) if row else None
+
+    def datasets(self) -> list[DatasetRecord]:
+        """Every dataset in the manifest, by name."""
+        rows = self._db.execute("SELECT * FROM datasets ORDER BY name").fetchall()
+        return [DatasetRecord(**dict(r)) for r in rows]
+
+    def save_dataset(self, record: DatasetRecord) -> None:
+        """Insert or update a dataset row, committed before this returns."""
+        stamp = now_iso()
+        self._db.execute(
+            "INSERT INTO datasets (name, dataset_id, state, endpoint, contract, "
+            "file_id_template, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET dataset_id = excluded.dataset_id, "
+            "state = excluded.state, endpoint = excluded.endpoint, "
+            "contract = excluded.contract, file_id_template = excluded.file_id_template, "
+            "updated_at = excluded.updated_at",
+            (
+                record.name,
+                record.dataset_id,
+                record.state,
+                record.endpoint,
+                record.contract,
+                record.file_id_template,
+                stamp,
+                stamp,
+            ),
+        )
+
+    # --- files -------------------------------------------------------------------------
+
+    def rows_by_source(self, dataset: str) -> dict[str, list[FileRecord]]:
+        """Every row of a dataset, grouped by source path, in one query."""
+        grouped: dict[str, list[FileRecord]] = {}
+        for row in self._db.execute(
+            "SELECT * FROM files WHERE dataset = ? ORDER BY source_path, part", (dataset,)
+        ):
+            record = _record(row)
+            grouped.setdefault(record.source_path, []).append(record)
+        return grouped
+
+    def rows(self, *, dataset: str | None = None) -> list[FileRecord]:
+        """Every row (of one dataset, or all), ordered by dataset, source and part."""
+        where, params = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
+        query = f"SELECT * FROM files {where} ORDER BY dataset, source_path, part"
+        return [_record(r) for r in self._db.execute(query, params)]
+
+    def write(
+        self, records: Sequence[FileRecord], *, forget: Iterable[tuple[str, str, int]] = ()
+    ) -> None:
+        """Upsert rows and delete ``(dataset, source_path, part)`` rows in one transaction."""
+        stamp = now_iso()
+        forget = list(forget)
+        with self._transaction():
+            if forget:
+                self._db.executemany(
+                    "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
+                )
+            self._db.executemany(_UPSERT, [_file_row(r, stamp) for r in records])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{dataset: {state: count}}`` with every state present."""
+        result: dict[str, dict[str, int]] = {}
+        for row in self._db.execute(
+            "SELECT dataset, state, COUNT(*) FROM files GROUP BY dataset, state"
+        ):
+            result.setdefault(row[0], dict.fromkeys(STATES, 0))[row[1]] = row[2]
+        return result
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # --- export ------------------------------------------------------------------------
+
+    def export(self, fmt: str, out: Path) -> int:
+        """Write every file row to ``out`` as csv, json or parquet; returns the row count."""
+        import polars as pl
+
+        if fmt not in EXPORT_FORMATS:
+            raise UsageError(f"unknown export format {fmt!r}; use csv, json or parquet")
+        rows = [r.to_dict() for r in self.rows()]
+        for row in rows:
+            row["receipt"] = json.dumps(row["receipt"], sort_keys=True) if row["receipt"] else None
+        schema = {name: (pl.Int64 if name in _INT_COLUMNS else pl.String) for name in _FILE_COLUMNS}
+        frame = (
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        )
+        if fmt == "csv":
+            frame.write_csv(out)
+        elif fmt == "json":
+            frame.write_json(out)
+        else:
+            frame.write_parquet(out)
+        return frame.height
+
+
+_INT_COLUMNS = frozenset(
+    {"part", "parts", "size", "mtime_ns", "rows", "bytes_sent", "attempts", "last_status"}
+)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+Resume = Literal["done", "rehash", "send"]
+
+
+def resume_decision(rows: Sequence[FileRecord], *, size: int, mtime_ns: int) -> Resume:
+    """What a re-run does with a source file, from its manifest rows and a fresh ``stat``.
+
+    ``done``: every row (the whole file, or all its parts) is done and size and mtime
+    are unchanged, so the file is skipped without being read. ``rehash``: done, same
+    size, another mtime (touched, copied): hash it, skip it if the sha256 is the same.
+    ``send``: anything else.
+    """
+    if not rows or any(r.state != "done" for r in rows):
+        return "send"
+    expected = rows[0].parts or 1
+    numbers = sorted(r.part for r in rows)
+    if numbers != ([0] if expected == 1 and numbers == [0] else list(range(1, expected + 1))):
+        return "send"
+    if any((r.parts or 1) != expected for r in rows):
+        return "send"
+    if all(r.size == size and r.mtime_ns == mtime_ns for r in rows):
+        return "done"
+    if all(r.size == size and r.sha256 for r in rows):
+        return "rehash"
+    return "send"

@@ -1,0 +1,148 @@
+"""The manifest on a real SQLite file: upserts, resume decisions, reopen, export."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from batchload.errors import UsageError
+from batchload.manifest import DatasetRecord, FileRecord, Manifest, resume_decision
+
+
+def record(
+    source: str, *, part: int = 0, parts: int = 1, state: str = "done", **kw: object
+) -> FileRecord:
+    base = {
+        "dataset": "prices",
+        "source_path": source,
+        "part": part,
+        "parts": parts,
+        "file_id": Path(source).stem + (f".part-{part:04d}" if part else ""),
+        "size": 100,
+        "mtime_ns": 5,
+        "sha256": "ab" * 32,
+        "state": state,
+    }
+    base.update(kw)
+    return FileRecord(**base)  # type: ignore[arg-type]
+
+
+def test_rows_round_trip_and_upsert(tmp_path: Path) -> None:
+    path = tmp_path / "m" / "run.sqlite"
+    with Manifest.open(path) as manifest:
+        manifest.write(
+            [
+                record("/d/a.csv", state="pending"),
+                record("/d/b.csv", state="invalid", last_error="bad"),
+            ]
+        )
+        manifest.write(
+            [record("/d/a.csv", attempts=2, last_status=201, receipt={"rows": 3, "id": "ds1"})]
+        )
+    with Manifest.open(path, create=False) as manifest:
+        rows = manifest.rows()
+        assert [(r.source_path, r.state) for r in rows] == [
+            ("/d/a.csv", "done"),
+            ("/d/b.csv", "invalid"),
+        ]
+        a = rows[0]
+        assert a.receipt == {"id": "ds1", "rows": 3}
+        assert a.attempts == 2 and a.done_at is not None and a.created_at is not None
+        assert manifest.counts()["prices"] == {
+            "pending": 0,
+            "invalid": 1,
+            "sent": 0,
+            "done": 1,
+            "failed": 0,
+        }
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_one_file_id_per_dataset(tmp_path: Path) -> None:
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.write([record("/d/a.csv")])
+        with pytest.raises(sqlite3.IntegrityError):
+            manifest.write([record("/e/a.csv")])  # same file_id "a", other source
+        assert len(manifest.rows()) == 1  # the failed batch left nothing behind
+
+
+def test_forget_and_write_in_one_transaction(tmp_path: Path) -> None:
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.write([record("/d/a.csv")])
+        parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
+        manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
+        assert [r.file_id for r in manifest.rows()] == ["a.part-0001", "a.part-0002"]
+        assert list(manifest.rows_by_source("prices")) == ["/d/a.csv"]
+
+
+def test_datasets(tmp_path: Path) -> None:
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        assert manifest.dataset("prices") is None
+        creating = DatasetRecord(
+            name="prices", dataset_id=None, state="creating", endpoint="http://x"
+        )
+        manifest.save_dataset(creating)
+        manifest.save_dataset(replace(creating, dataset_id="ds-1", state="ready"))
+        got = manifest.dataset("prices")
+        assert got is not None and (got.dataset_id, got.state) == ("ds-1", "ready")
+        assert [d.name for d in manifest.datasets()] == ["prices"]
+
+
+RESUME_TABLE = [
+    ("whole file done, unchanged", [record("/a")], 100, 5, "done"),
+    ("touched: same size, other mtime", [record("/a")], 100, 6, "rehash"),
+    ("grown", [record("/a")], 101, 6, "send"),
+    ("failed last time", [record("/a", state="failed")], 100, 5, "send"),
+    ("sent, answer never recorded", [record("/a", state="sent")], 100, 5, "send"),
+    ("never seen", [], 100, 5, "send"),
+    ("all parts done", [record("/a", part=i, parts=3) for i in (1, 2, 3)], 100, 5, "done"),
+    ("a part missing", [record("/a", part=i, parts=3) for i in (1, 3)], 100, 5, "send"),
+    (
+        "a part not done",
+        [record("/a", part=1, parts=2), record("/a", part=2, parts=2, state="sent")],
+        100,
+        5,
+        "send",
+    ),
+    ("stale whole row beside parts", [record("/a"), record("/a", part=1, parts=1)], 100, 5, "send"),
+    ("one part", [record("/a", part=1, parts=1)], 100, 5, "done"),
+]
+
+
+@pytest.mark.parametrize(("why", "rows", "size", "mtime", "expected"), RESUME_TABLE)
+def test_resume_decision(
+    why: str, rows: list[FileRecord], size: int, mtime: int, expected: str
+) -> None:
+    assert resume_decision(rows, size=size, mtime_ns=mtime) == expected, why
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_export(tmp_path: Path, fmt: str) -> None:
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.write(
+            [
+                record("/d/a.csv", receipt={"rows": 3}),
+                record("/d/b.csv", state="failed", last_status=422),
+            ]
+        )
+        out = tmp_path / f"out.{fmt}"
+        assert manifest.export(fmt, out) == 2
+    frame = {"csv": pl.read_csv, "json": pl.read_json, "parquet": pl.read_parquet}[fmt](out)
+    assert frame["source_path"].to_list() == ["/d/a.csv", "/d/b.csv"]
+    assert frame["state"].to_list() == ["done", "failed"]
+    assert json.loads(frame["receipt"][0]) == {"rows": 3}
+
+
+def test_not_a_manifest(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.sqlite"
+    bogus.write_text("hello, not sqlite" * 100)
+    with pytest.raises(UsageError, match="not a usable manifest"):
+        Manifest.open(bogus)
+    with pytest.raises(UsageError, match="no manifest at"):
+        Manifest.open(tmp_path / "missing.sqlite", create=False)
