@@ -339,8 +339,8 @@ def resume_decision(rows: Sequence[FileRecord], *, size: int, mtime_ns: int) -> 
     size, another mtime (touched, copied): hash it, skip it if the sha256 is the same.
     ``send``: anything else.
     """
-    if not rows or any(r.state != "done" for r in rows):
-        return "send"
+    if not rows or any(r.state != "done" or r.parts is None for r in rows):
+        return "send"  # parts is None: a split interrupted before its last part was cut
     expected = rows[0].parts or 1
     numbers = sorted(r.part for r in rows)
     if numbers != ([0] if expected == 1 and numbers == [0] else list(range(1, expected + 1))):

@@ -112,6 +112,7 @@ RESUME_TABLE = [
     ),
     ("stale whole row beside parts", [record("/a"), record("/a", part=1, parts=1)], 100, 5, "send"),
     ("one part", [record("/a", part=1, parts=1)], 100, 5, "done"),
+    ("split interrupted: count unknown", [record("/a", part=1, parts=None)], 100, 5, "send"),
 ]
 
 
