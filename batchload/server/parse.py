@@ -148,6 +148,18 @@ def _read_csv(
         read_options=pa_csv.ReadOptions(**read_kwargs),
         convert_options=pa_csv.ConvertOptions(**convert_kwargs),
     )
+    # pyarrow infers ``binary`` for text that is not valid in the encoding: refuse it
+    # rather than lock a schema around mis-decoded bytes.
+    asked = convert_kwargs.get("column_types", {})
+    undecodable = [
+        f.name for f in table.schema if pa.types.is_binary(f.type) and f.name not in asked
+    ]
+    if undecodable:
+        encoding = read_kwargs.get("encoding", "utf8")
+        raise bad_request(
+            f"cannot parse the file as csv: columns that are not valid {encoding} text",
+            details={"columns": undecodable, "encoding": encoding},
+        )
     return table.schema, table.num_rows
 
 

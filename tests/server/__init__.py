@@ -1,0 +1,1 @@
+"""Tests of the local ingestion server (``batchload serve``), against a real process."""
