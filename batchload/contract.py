@@ -1,0 +1,630 @@
+"""Contracts: a dataset's locked schema written down, one YAML file per dataset in ``schemas/``.
+
+A contract file *is* pandera's own polars serialization (``schema_type:
+polars_dataframe``; ``pandera.polars.DataFrameSchema.from_yaml(path)`` loads it
+unchanged), with batchload's two extra facts where pandera's format leaves room:
+
+- the **dataset name** is the schema's ``name`` (pandera round-trips it; when it is
+  missing the file's stem is used);
+- the **Arrow type each column is sent as** lives under the top-level
+  ``metadata: {batchload: {arrow_types: {column: type}}}`` block. pandera's
+  ``DataFrameSchema(metadata=...)`` is not written by its YAML serializer and the
+  key is ignored when pandera loads the file, so batchload writes and reads that
+  block itself and puts it back on ``schema.metadata``. A column missing from the
+  block is sent as the Arrow type of its polars dtype (``Int64`` -> ``int64``,
+  ``String`` -> ``string``, ``Date`` -> ``date32[day]``).
+
+A contract must say ``strict: true`` and ``ordered: true`` (the API locks ordered
+columns, so an extra or moved column is a refused file) and must not ``coerce``
+(batchload sends the file's own bytes, so its types must already be right). Every
+mistake in a contract file is a :class:`~batchload.errors.ContractError` naming the
+file: a typo in a check name, which pandera would silently ignore, included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandera.polars as pa
+import polars as pl
+import yaml
+from pandera.api.checks import Check
+from pandera.io._flat_checks import COMPONENT_RESERVED_KEYS
+from pandera.io.polars_io import deserialize_schema, serialize_schema
+
+from batchload.errors import ContractError
+from batchload.protocol import normalize_arrow_type
+
+__all__ = [
+    "ColumnSpec",
+    "Contract",
+    "Drift",
+    "SchemaDifference",
+    "arrow_type_of",
+    "build_contract",
+    "contract_to_yaml",
+    "diff_locked",
+    "dump_contract",
+    "frame_fingerprint",
+    "infer_contract",
+    "load_contract",
+    "schema_fingerprint",
+]
+
+#: Key of batchload's block inside the contract's top-level ``metadata``.
+METADATA_KEY = "batchload"
+ARROW_TYPES_KEY = "arrow_types"
+
+#: Top-level keys pandera's polars serializer writes, plus ``metadata``.
+_SCHEMA_KEYS = frozenset(
+    {
+        "schema_type",
+        "version",
+        "api",
+        "columns",
+        "checks",
+        "index",
+        "dtype",
+        "coerce",
+        "strict",
+        "name",
+        "ordered",
+        "unique",
+        "report_duplicates",
+        "unique_column_names",
+        "add_missing_columns",
+        "title",
+        "description",
+        "drop_invalid_rows",
+        "metadata",
+    }
+)
+
+_HEADER = (
+    "# batchload contract: a pandera polars schema (pandera.polars.DataFrameSchema.from_yaml\n"
+    "# loads this file). metadata.batchload.arrow_types: the Arrow type each column is sent as.\n"
+)
+
+# Arrow types pyarrow's ``type_for_alias`` does not spell: zoned timestamps, decimals.
+_ARROW_EXTRA = re.compile(r"timestamp\[(s|ms|us|ns), tz=[^\]]+\]|decimal(128|256)?\(\d+, ?\d+\)")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """One column of a contract: its name, polars dtype, wire (Arrow) type and nullability."""
+
+    name: str
+    dtype: pl.DataType
+    arrow_type: str
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A loaded contract: the pandera schema plus what batchload derives from it."""
+
+    path: Path | None
+    dataset_name: str
+    schema: pa.DataFrameSchema = field(repr=False)
+    columns: tuple[ColumnSpec, ...]
+    unique: tuple[str, ...]
+    fingerprint: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Column names, in order."""
+        return tuple(c.name for c in self.columns)
+
+    def column_types(self) -> dict[str, str]:
+        """Column -> Arrow type name: the CSV ``convert_options.column_types`` to send."""
+        return {c.name: c.arrow_type for c in self.columns}
+
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        """Column -> polars dtype, in order."""
+        return {c.name: c.dtype for c in self.columns}
+
+    def locked_schema(self) -> list[dict[str, str]]:
+        """The schema as the API spells it: ``[{"name", "type"}, ...]``."""
+        return [{"name": c.name, "type": c.arrow_type} for c in self.columns]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (``batchload schema show --json``)."""
+        return {
+            "path": str(self.path) if self.path else None,
+            "dataset": self.dataset_name,
+            "fingerprint": self.fingerprint,
+            "unique": list(self.unique),
+            "columns": [
+                {
+                    "name": c.name,
+                    "dtype": str(c.dtype),
+                    "type": c.arrow_type,
+                    "nullable": c.nullable,
+                    "checks": [str(ch) for ch in self.schema.columns[c.name].checks],
+                }
+                for c in self.columns
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaDifference:
+    """One column-by-column difference between the contract and a locked schema."""
+
+    kind: Literal["missing", "extra", "reordered", "type"]
+    column: str
+    expected: str | None  # what the locked schema has (type or position)
+    actual: str | None  # what the contract has
+
+    def __str__(self) -> str:
+        if self.kind == "missing":
+            return f"column {self.column!r} is locked as {self.expected} but not in the contract"
+        if self.kind == "extra":
+            return f"column {self.column!r} ({self.actual}) is in the contract, not the dataset"
+        if self.kind == "reordered":
+            return (
+                f"column {self.column!r} is at position {self.actual} in the contract, "
+                f"{self.expected} in the dataset"
+            )
+        return f"column {self.column!r} is {self.actual} in the contract, locked as {self.expected}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "column": self.column,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """Where sample files disagree when a contract is inferred from several of them."""
+
+    kind: Literal["missing", "extra", "reordered", "type", "empty"]
+    column: str
+    detail: str
+    paths: tuple[Path, ...]
+
+    def __str__(self) -> str:
+        names = ", ".join(p.name for p in self.paths[:3])
+        more = f" and {len(self.paths) - 3} more" if len(self.paths) > 3 else ""
+        return f"{self.kind}: column {self.column!r}: {self.detail} (in {names}{more})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "column": self.column,
+            "detail": self.detail,
+            "paths": [str(p) for p in self.paths],
+        }
+
+
+# ---------------------------------------------------------------------------- types
+
+
+def _as_instance(dtype: Any) -> pl.DataType:
+    """``pl.Int64`` (a class) and ``pl.Int64()`` compare equal; keep instances."""
+    return dtype() if isinstance(dtype, type) else dtype  # type: ignore[no-any-return]
+
+
+def arrow_type_of(dtype: pl.DataType) -> str:
+    """The API's spelling of the Arrow type a polars dtype is written as."""
+    arrow = pl.Series(dtype=dtype).to_arrow().type
+    return normalize_arrow_type(str(arrow))
+
+
+def _arrow_type(name: str) -> Any:
+    """A pyarrow type from the API's spelling, or ``None`` when it is not one."""
+    import pyarrow as pa_arrow
+
+    try:
+        return pa_arrow.type_for_alias(name)
+    except (ValueError, KeyError):
+        pass
+    zoned = re.fullmatch(r"timestamp\[(s|ms|us|ns), tz=([^\]]+)\]", name)
+    if zoned:
+        return pa_arrow.timestamp(zoned.group(1), tz=zoned.group(2))
+    decimal = re.fullmatch(r"decimal(128|256)?\((\d+), ?(\d+)\)", name)
+    if decimal:
+        make = pa_arrow.decimal256 if decimal.group(1) == "256" else pa_arrow.decimal128
+        return make(int(decimal.group(2)), int(decimal.group(3)))
+    return None
+
+
+def arrow_schema(contract: Contract) -> Any:
+    """The contract as a ``pyarrow.Schema`` (what CSV reading converts to)."""
+    import pyarrow as pa_arrow
+
+    return pa_arrow.schema([(c.name, _arrow_type(c.arrow_type)) for c in contract.columns])
+
+
+def schema_fingerprint(columns: Iterable[tuple[str, str]]) -> str:
+    """A stable short hash of ordered ``(name, arrow type)`` pairs."""
+    text = "\n".join(f"{name}\t{normalize_arrow_type(t)}" for name, t in columns)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def frame_fingerprint(frame: pl.DataFrame) -> str:
+    """The fingerprint of a frame's columns as read (comparable with a contract's)."""
+    return schema_fingerprint((n, arrow_type_of(d)) for n, d in frame.schema.items())
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_contract(path: Path | str) -> Contract:
+    """Read and check a contract file; every problem is a ContractError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContractError("no such contract file", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ContractError(f"cannot read the contract: {reason}", path=path) from None
+    return contract_from_yaml(text, path=path)
+
+
+def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:
+    """Parse contract YAML text (``path`` only names the file in errors)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ContractError(f"not valid YAML{where}: {problem}", path=path) from None
+    if not isinstance(document, Mapping):
+        raise ContractError(
+            "not a pandera polars schema: expected a YAML mapping with `columns:`", path=path
+        )
+    document = dict(document)
+    schema_type = document.get("schema_type")
+    if schema_type != "polars_dataframe":
+        raise ContractError(
+            f"not a pandera polars schema: schema_type is {schema_type!r}, "
+            "expected 'polars_dataframe'",
+            path=path,
+        )
+    unknown = sorted(set(document) - _SCHEMA_KEYS)
+    if unknown:
+        raise ContractError(f"unknown top-level key {unknown[0]!r}", path=path)
+    metadata = document.pop("metadata", None) or {}
+    arrow_types = _arrow_types_from_metadata(metadata, path)
+    columns = document.get("columns")
+    if not isinstance(columns, Mapping) or not columns:
+        raise ContractError("`columns:` must map each column name to its options", path=path)
+    for name, options in columns.items():
+        _check_column_keys(str(name), options, path)
+    try:
+        schema = deserialize_schema(document)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # pandera raises TypeError, ValueError, re.error, ...
+        raise ContractError(_explain_deserialize_error(document, exc), path=path) from exc
+    schema.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
+    return build_contract(schema, path=path, arrow_types=arrow_types)
+
+
+def _arrow_types_from_metadata(metadata: Any, path: Path | None) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise ContractError("`metadata:` must be a mapping", path=path)
+    block = metadata.get(METADATA_KEY) or {}
+    if not isinstance(block, Mapping):
+        raise ContractError(f"`metadata.{METADATA_KEY}` must be a mapping", path=path)
+    unknown = sorted(set(block) - {ARROW_TYPES_KEY})
+    if unknown:
+        raise ContractError(f"unknown key `metadata.{METADATA_KEY}.{unknown[0]}`", path=path)
+    types = block.get(ARROW_TYPES_KEY) or {}
+    if not isinstance(types, Mapping) or not all(isinstance(v, str) for v in types.values()):
+        raise ContractError(
+            f"`metadata.{METADATA_KEY}.{ARROW_TYPES_KEY}` must map column names to type names",
+            path=path,
+        )
+    return {str(k): v for k, v in types.items()}
+
+
+def _check_column_keys(name: str, options: Any, path: Path | None) -> None:
+    """Reject what pandera would drop silently: unknown keys are usually typos of checks."""
+    if not isinstance(options, Mapping):
+        raise ContractError(
+            f"column {name!r}: expected a mapping with at least `dtype:`", path=path
+        )
+    for key in options:
+        if key in COMPONENT_RESERVED_KEYS:
+            continue
+        if not callable(getattr(Check, str(key), None)) or str(key).startswith("_"):
+            raise ContractError(
+                f"column {name!r}: unknown key {key!r} (not a pandera column option "
+                "or built-in check)",
+                path=path,
+            )
+
+
+def _explain_deserialize_error(document: Mapping[str, Any], exc: Exception) -> str:
+    """Find the column pandera choked on, so the message can name it."""
+    columns = document.get("columns") or {}
+    for name, options in columns.items():
+        try:
+            deserialize_schema({"columns": {name: options}})  # type: ignore[no-untyped-call]
+        except Exception as column_exc:
+            dtype = options.get("dtype") if isinstance(options, Mapping) else None
+            if isinstance(column_exc, TypeError) and "Polars data type" in str(column_exc):
+                return f"column {name!r}: unknown dtype {dtype!r}"
+            return f"column {name!r}: {_one_line(column_exc)}"
+    return f"not a valid pandera polars schema: {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def build_contract(
+    schema: pa.DataFrameSchema,
+    *,
+    path: Path | None = None,
+    arrow_types: Mapping[str, str] | None = None,
+    dataset_name: str | None = None,
+) -> Contract:
+    """Check a pandera polars schema against batchload's rules and derive a Contract."""
+    arrow_types = dict(arrow_types or {})
+
+    def fail(message: str, hint: str | None = None) -> ContractError:
+        return ContractError(message, path=path, hint=hint)
+
+    if not isinstance(schema, pa.DataFrameSchema):
+        raise fail("not a pandera polars DataFrameSchema")
+    if not schema.columns:
+        raise fail("the schema has no columns")
+    if not schema.strict or not schema.ordered:
+        raise fail(
+            "the schema must set `strict: true` and `ordered: true`",
+            hint="the API locks the ordered columns, so extra or moved columns are refused",
+        )
+    if schema.coerce:
+        raise fail("`coerce: true` is not supported: files are sent as they are, not coerced")
+    if schema.add_missing_columns:
+        raise fail("`add_missing_columns` is not supported: files are sent as they are")
+    unknown = sorted(set(arrow_types) - set(schema.columns))
+    if unknown:
+        raise fail(f"metadata.{METADATA_KEY}.{ARROW_TYPES_KEY} names unknown column {unknown[0]!r}")
+
+    specs: list[ColumnSpec] = []
+    for name, column in schema.columns.items():
+        if column.regex:
+            raise fail(f"column {name!r}: regex column names are not supported")
+        if column.coerce:
+            raise fail(f"column {name!r}: `coerce: true` is not supported")
+        if not column.required:
+            raise fail(f"column {name!r}: `required: false` is not supported")
+        if column.dtype is None:
+            raise fail(f"column {name!r}: no dtype")
+        dtype = _as_instance(column.dtype.type)
+        derived = arrow_type_of(dtype)
+        arrow = normalize_arrow_type(arrow_types.get(name, derived))
+        if arrow != derived:
+            arrow_dtype = _arrow_type(arrow)
+            if arrow_dtype is None:
+                raise fail(f"column {name!r}: {arrow!r} is not an Arrow type name")
+            import pyarrow as pa_arrow
+
+            sent_as = pl.from_arrow(pa_arrow.array([], type=arrow_dtype))
+            if not isinstance(sent_as, pl.Series) or sent_as.dtype != dtype:
+                raise fail(
+                    f"column {name!r}: Arrow type {arrow!r} does not hold polars {dtype}",
+                    hint=f"use {derived!r} or change the dtype",
+                )
+        specs.append(ColumnSpec(str(name), dtype, arrow, bool(column.nullable)))
+
+    unique = _unique_columns(schema.unique)
+    missing = [c for c in unique if c not in schema.columns]
+    if missing:
+        raise fail(f"`unique:` names unknown column {missing[0]!r}")
+    _dry_run(schema, specs, path)
+    name = dataset_name or schema.name or (path.stem if path else None)
+    if not name:
+        raise fail("the schema has no `name:` (the dataset name)")
+    return Contract(
+        path=path,
+        dataset_name=str(name),
+        schema=schema,
+        columns=tuple(specs),
+        unique=unique,
+        fingerprint=schema_fingerprint((c.name, c.arrow_type) for c in specs),
+    )
+
+
+def _unique_columns(unique: Any) -> tuple[str, ...]:
+    if not unique:
+        return ()
+    if isinstance(unique, str):
+        return (unique,)
+    return tuple(str(c) for c in unique)
+
+
+def _dry_run(schema: pa.DataFrameSchema, specs: Sequence[ColumnSpec], path: Path | None) -> None:
+    """Run every check on an empty frame: a check that cannot apply fails here, not per file."""
+    empty = pl.DataFrame(schema={c.name: c.dtype for c in specs})
+    try:
+        schema.validate(empty, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        for case in exc.failure_cases.iter_rows(named=True):
+            raise ContractError(
+                f"column {case['column']!r}: check {case['check']} cannot run: "
+                f"{_first_line(str(case['failure_case']))}",
+                path=path,
+            ) from None
+    except Exception as exc:  # a check pandera could not even build an expression for
+        raise ContractError(f"a check cannot run: {_one_line(exc)}", path=path) from exc
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    match = re.match(r'\w+\("(.*)', text, flags=re.S)
+    if match:
+        text = match.group(1)
+    return text.splitlines()[0] if text else text
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def contract_to_yaml(contract: Contract) -> str:
+    """pandera's own YAML for the schema, then batchload's ``metadata`` block."""
+    body = serialize_schema(contract.schema)
+    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    metadata: dict[str, Any] = {k: v for k, v in (contract.schema.metadata or {}).items()}
+    metadata[METADATA_KEY] = {ARROW_TYPES_KEY: contract.column_types()}
+    return (
+        _HEADER + text + yaml.safe_dump({"metadata": metadata}, sort_keys=False, allow_unicode=True)
+    )
+
+
+def dump_contract(contract: Contract, path: Path | str) -> Path:
+    """Write the contract to ``path`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    text = contract_to_yaml(contract)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- comparing
+
+
+def diff_locked(
+    contract: Contract, locked_schema: Sequence[Mapping[str, Any]]
+) -> list[SchemaDifference]:
+    """Compare the contract with a dataset's locked schema, column by column.
+
+    ``missing``: locked but not in the contract; ``extra``: in the contract only;
+    ``reordered``: in both at different positions among the shared columns;
+    ``type``: in both with other Arrow types (compared by the API's spelling).
+    """
+    locked = [
+        (str(c.get("name")), normalize_arrow_type(str(c.get("type", "")))) for c in locked_schema
+    ]
+    locked_types = dict(locked)
+    ours = [(c.name, c.arrow_type) for c in contract.columns]
+    our_types = dict(ours)
+    differences: list[SchemaDifference] = []
+    for name, kind in locked:
+        if name not in our_types:
+            differences.append(SchemaDifference("missing", name, kind, None))
+    for name, kind in ours:
+        if name not in locked_types:
+            differences.append(SchemaDifference("extra", name, None, kind))
+    shared_locked = [n for n, _ in locked if n in our_types]
+    shared_ours = [n for n, _ in ours if n in locked_types]
+    for position, (theirs, mine) in enumerate(zip(shared_locked, shared_ours, strict=True)):
+        if theirs != mine:
+            differences.append(
+                SchemaDifference(
+                    "reordered", mine, str(shared_locked.index(mine) + 1), str(position + 1)
+                )
+            )
+    for name, kind in ours:
+        if name in locked_types and locked_types[name] != kind:
+            differences.append(SchemaDifference("type", name, locked_types[name], kind))
+    return differences
+
+
+# ---------------------------------------------------------------------------- inferring
+
+
+def infer_contract(
+    paths: Sequence[Path | str], name: str, *, sheet: str | None = None
+) -> tuple[Contract, list[Drift]]:
+    """Infer a contract from sample files, and report where the samples disagree.
+
+    Columns keep the first file's order (then any column the others add); a dtype
+    is widened to what every sample fits (ints and floats -> Float64, anything and
+    text -> String); a column empty in a sample takes the others' dtype. Columns
+    with no null in any sample are ``nullable: false``. No value checks are written.
+    """
+    # read imports this module for the Contract type; importing it here keeps that one-way.
+    from batchload.read import read_sample
+
+    if not paths:
+        raise ContractError("no sample files to infer a contract from")
+    samples = [(Path(p), read_sample(Path(p), sheet=sheet)) for p in paths]
+    order: list[str] = []
+    for _, frame in samples:
+        order.extend(c for c in frame.columns if c not in order)
+
+    drift: list[Drift] = []
+    first_path, first = samples[0]
+    for path, frame in samples[1:]:
+        shared = [c for c in frame.columns if c in first.columns]
+        expected = [c for c in first.columns if c in frame.columns]
+        if shared != expected:
+            moved = next(a for a, b in zip(shared, expected, strict=True) if a != b)
+            detail = f"order {', '.join(shared)}; {first_path.name} has {', '.join(expected)}"
+            drift.append(Drift("reordered", moved, detail, (path,)))
+    for column in order:
+        absent = tuple(p for p, f in samples if column not in f.columns)
+        if absent:
+            kind: Literal["missing", "extra"] = "missing" if column in first.columns else "extra"
+            drift.append(Drift(kind, column, "not in every sample", absent))
+
+    columns: dict[str, pa.Column] = {}
+    for column in order:
+        present = [(p, f.get_column(column)) for p, f in samples if column in f.columns]
+        dtype, found = _widen(column, present)
+        drift.extend(found)
+        nullable = any(s.null_count() > 0 for _, s in present) or len(present) < len(samples)
+        columns[column] = pa.Column(dtype, nullable=nullable)
+    schema = pa.DataFrameSchema(columns, strict=True, ordered=True, name=name)
+    return build_contract(schema, dataset_name=name), drift
+
+
+def _widen(
+    column: str, present: Sequence[tuple[Path, pl.Series]]
+) -> tuple[pl.DataType, list[Drift]]:
+    """The one dtype all samples of a column fit, and the drift found on the way."""
+    drift: list[Drift] = []
+    empty = tuple(p for p, s in present if s.dtype == pl.Null or s.null_count() == s.len())
+    typed = [(p, s.dtype) for p, s in present if s.dtype != pl.Null]
+    if empty and len(empty) < len(present):
+        drift.append(Drift("empty", column, "all values empty", empty))
+    informative = [(p, d) for p, d in typed if p not in empty] or typed
+    kinds: dict[str, list[Path]] = {}
+    for p, d in informative:
+        kinds.setdefault(str(d), []).append(p)
+    if not informative:
+        return pl.String(), drift
+    dtypes = [d for _, d in informative]
+    chosen = dtypes[0]
+    for d in dtypes[1:]:
+        chosen = _supertype(chosen, d)
+    if len(kinds) > 1:
+        detail = "; ".join(f"{k} in {len(v)} file(s)" for k, v in kinds.items())
+        others = tuple(p for p, d in informative if d != dtypes[0])
+        drift.append(Drift("type", column, f"{detail}; the contract takes {chosen}", others))
+    return _as_instance(chosen), drift
+
+
+def _supertype(a: pl.DataType, b: pl.DataType) -> pl.DataType:
+    if a == b:
+        return a
+    if a.is_integer() and b.is_integer():
+        return pl.Int64()
+    if a.is_numeric() and b.is_numeric():
+        return pl.Float64()
+    if {type(a), type(b)} == {pl.Date, pl.Datetime}:
+        return a if isinstance(a, pl.Datetime) else b
+    return pl.String()

@@ -1,0 +1,436 @@
+"""Read one file into a polars DataFrame, typed by its contract, or say why it cannot be read.
+
+- **CSV** is parsed the way the API parses it: pyarrow's CSV reader with
+  ``convert_options.column_types`` taken from the contract (the very options the
+  upload sends), default null spellings (``""``, ``NA``, ``null``, ...), a UTF-8 BOM
+  skipped, blank lines skipped. Nothing is inferred for contract columns, so files
+  cannot drift. Columns are kept in the file's order, so a missing, extra or moved
+  column is left for validation to report.
+- **Parquet** is read with its own types.
+- **xlsx / xls** go through fastexcel (calamine) as the API reads them: the first
+  sheet unless ``sheet`` is given, each column's type guessed from all its cells
+  (numbers are doubles, dates are ``timestamp[ms]``). A cell that does not fit its
+  column's type (``"n/a"`` among numbers) would silently become null: it is
+  reported instead. A column guessed as another type than the contract's is a
+  dtype problem for validation to report.
+
+Row numbers are 1-based **data row** numbers everywhere: row 1 is the first row
+under the header (line 2 of a plain CSV, sheet row 2 of a workbook).
+
+Polars, pyarrow and fastexcel errors are translated here, once, into
+:class:`~batchload.errors.UnreadableFile` (one-line reason) or its subclass
+:class:`UnparseableValues` (which cells, in which columns).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from batchload.errors import UnreadableFile
+from batchload.protocol import SUFFIX_FORMATS, FileFormat
+
+if TYPE_CHECKING:
+    from batchload.contract import Contract
+
+__all__ = [
+    "BadCells",
+    "UnparseableValues",
+    "file_format",
+    "read_frame",
+    "read_sample",
+]
+
+#: Examples of bad cells kept per column (the count is always complete).
+MAX_EXAMPLES = 5
+#: A CSV at least this large is parsed with pyarrow's threads.
+THREADED_CSV_BYTES = 4 << 20
+#: Longest value quoted in a message, in characters.
+MAX_VALUE_CHARS = 60
+
+_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BadCells:
+    """Cells of one column that cannot be read as the contract's type."""
+
+    column: str
+    expected: str  # the Arrow type the column should hold
+    count: int
+    rows: tuple[int, ...]  # first few 1-based data rows
+    values: tuple[str, ...]  # their text, shortened
+
+
+class UnparseableValues(UnreadableFile):
+    """Some cells cannot be parsed as the contract's types; ``cells`` says which."""
+
+    def __init__(self, path: Path, cells: Sequence[BadCells]) -> None:
+        first = cells[0]
+        where = ", ".join(
+            f"row {r}: {v!r}" for r, v in zip(first.rows[:2], first.values[:2], strict=False)
+        )
+        message = (
+            f"{sum(c.count for c in cells)} value(s) cannot be read as the contract's types; "
+            f"column {first.column!r} is {first.expected} ({where})"
+        )
+        super().__init__(message, path=path)
+        self.cells = tuple(cells)
+
+
+def file_format(path: Path) -> FileFormat:
+    """The file_format a file's suffix names; an unknown suffix is an UnreadableFile."""
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(SUFFIX_FORMATS))
+        raise UnreadableFile(
+            f"unknown file extension {path.suffix or '(none)'!r}; expected one of {known}",
+            path=path,
+        )
+    return fmt
+
+
+def read_frame(path: Path, contract: Contract, *, sheet: str | None = None) -> pl.DataFrame:
+    """Read ``path`` typed by ``contract`` (raises UnreadableFile or UnparseableValues)."""
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt == "csv":
+        return _read_csv(path, contract)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    return _read_excel(path, contract, sheet)
+
+
+def read_sample(path: Path, *, sheet: str | None = None) -> pl.DataFrame:
+    """Read ``path`` with no contract, types as its format gives or infers them."""
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt == "csv":
+        return _read_csv(path, None)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    return _read_excel(path, None, sheet)
+
+
+def shorten(value: object) -> str:
+    """A value as text, cut to MAX_VALUE_CHARS."""
+    text = "null" if value is None else str(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- csv
+
+
+#: Bytes read up front: BOM and emptiness checks, and the whole of a small file.
+HEAD_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvSource:
+    """A CSV file: its first bytes, and all of them when the file is small."""
+
+    path: Path
+    head: bytes
+    whole: bool
+
+    def reader(self) -> Any:
+        """What pyarrow reads: the bytes in memory, or the path for a large file."""
+        import pyarrow as pa
+
+        if not self.whole:
+            return str(self.path)
+        if b"\n" in self.head or b"\r" in self.head:
+            return pa.BufferReader(self.head)
+        return pa.BufferReader(self.head + b"\n")  # pyarrow needs a line end after a lone header
+
+
+def _open_failure(path: Path, exc: OSError) -> UnreadableFile:
+    if isinstance(exc, FileNotFoundError):
+        return UnreadableFile("no such file", path=path)
+    if isinstance(exc, IsADirectoryError):
+        return UnreadableFile("is a directory, not a file", path=path)
+    return UnreadableFile(f"cannot read: {exc.strerror or exc}", path=path)
+
+
+def _csv_source(path: Path) -> _CsvSource:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES + 1)
+    except OSError as exc:
+        raise _open_failure(path, exc) from None
+    return _CsvSource(path, head[:HEAD_BYTES], len(head) <= HEAD_BYTES)
+
+
+def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    source = _csv_source(path)
+    for bom, encoding in _BOMS.items():
+        if source.head.startswith(bom):
+            raise UnreadableFile(
+                f"{encoding} text; the API reads CSV as UTF-8", path=path, hint="save it as UTF-8"
+            )
+    if source.whole and not source.head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UnreadableFile("empty file: no header row", path=path)
+    column_types: dict[str, Any] = {}
+    if contract is not None:
+        from batchload.contract import arrow_schema
+
+        column_types = {f.name: f.type for f in arrow_schema(contract)}
+    convert = pacsv.ConvertOptions(column_types=column_types)
+    threaded = not source.whole and path.stat().st_size >= THREADED_CSV_BYTES
+    try:
+        table = _pyarrow_csv(source, threaded, convert)
+    except pa.ArrowInvalid as exc:
+        error: Exception = exc
+        if threaded:  # pyarrow names the row only when parsing on one thread
+            try:
+                table = _pyarrow_csv(source, False, convert)
+            except pa.ArrowInvalid as single:
+                error = single
+            else:  # pragma: no cover - the threaded failure did not reproduce
+                return _csv_frame(source, table)
+        raise _translate_csv_error(source, error, contract) from exc
+    except OSError as exc:
+        raise _open_failure(path, exc) from exc
+    return _csv_frame(source, table)
+
+
+def _pyarrow_csv(source: _CsvSource, threaded: bool, convert: Any) -> Any:
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(
+        source.reader(),
+        read_options=pacsv.ReadOptions(use_threads=threaded),
+        convert_options=convert,
+    )
+
+
+def _csv_frame(source: _CsvSource, table: Any) -> pl.DataFrame:
+    names = list(table.column_names)
+    if any("\ufffd" in name for name in names):
+        try:
+            source.head.split(b"\n", 1)[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnreadableFile(
+                "the header is not UTF-8 text", path=source.path, hint="save the file as UTF-8"
+            ) from None
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UnreadableFile(
+            f"duplicate column name {duplicates[0]!r} in the header", path=source.path
+        )
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+_PARSE_ERROR = re.compile(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
+_CONVERSION_ERROR = re.compile(
+    r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): (.*)", re.S
+)
+
+
+def _translate_csv_error(
+    source: _CsvSource, exc: Exception, contract: Contract | None
+) -> UnreadableFile:
+    path = source.path
+    text = str(exc)
+    ragged = _PARSE_ERROR.search(text)
+    if ragged:
+        row, expected, got = ragged.groups()
+        where = f"row {int(row) - 1}" if row else "a row"
+        return UnreadableFile(
+            f"ragged rows: {where} has {got} fields, the header has {expected}", path=path
+        )
+    conversion = _CONVERSION_ERROR.search(text)
+    if conversion:
+        column_number, row, arrow_type, detail = conversion.groups()
+        header = _csv_header(source)
+        index = int(column_number)
+        column = header[index] if index < len(header) else f"#{index + 1}"
+        if "invalid UTF8" in detail:
+            where = f", row {int(row) - 1}" if row else ""
+            return UnreadableFile(
+                f"not UTF-8 text (column {column!r}{where})", path=path, hint="save it as UTF-8"
+            )
+        if contract is not None:
+            cells = _locate_bad_csv_cells(source, contract)
+            if not any(c.column == column for c in cells):
+                value = re.search(r"invalid value '(.*)'", detail, flags=re.S)
+                cells.insert(
+                    0,
+                    BadCells(
+                        column,
+                        arrow_type,
+                        1,
+                        (int(row) - 1,) if row else (),
+                        (shorten(value.group(1)),) if value else (),
+                    ),
+                )
+            return UnparseableValues(path, cells)
+        return UnreadableFile(f"column {column!r}: {detail.strip()}", path=path)
+    if "Empty CSV" in text:
+        return UnreadableFile("empty file: no header row", path=path)
+    return UnreadableFile(f"not a readable CSV file: {text.splitlines()[0]}", path=path)
+
+
+def _csv_header(source: _CsvSource) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(source.head.split(b"\n", 1)[0] + b"\n"),
+            read_options=pacsv.ReadOptions(use_threads=False),
+        )
+    except Exception:  # the header itself is broken; the caller falls back to positions
+        return []
+    return list(table.column_names)
+
+
+def _locate_bad_csv_cells(source: _CsvSource, contract: Contract) -> list[BadCells]:
+    """Re-read every column as text and find each cell that does not parse (error path only)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    defaults = pacsv.ConvertOptions()
+    as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(contract.names, pa.string()))
+    try:
+        table = _pyarrow_csv(source, not source.whole, as_text)
+    except pa.ArrowInvalid:
+        return []
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_row_index("__row", offset=1)
+    null_values = list(defaults.null_values)
+    bad: list[BadCells] = []
+    for spec in contract.columns:
+        if spec.name not in frame.columns or spec.dtype == pl.String:
+            continue
+        text = pl.col(spec.name)
+        parsed = _parse_text(text, spec.dtype, defaults)
+        failing = frame.filter(text.is_not_null() & ~text.is_in(null_values) & parsed.is_null())
+        if failing.height:
+            head = failing.head(MAX_EXAMPLES)
+            bad.append(
+                BadCells(
+                    spec.name,
+                    spec.arrow_type,
+                    failing.height,
+                    tuple(head.get_column("__row").to_list()),
+                    tuple(shorten(v) for v in head.get_column(spec.name).to_list()),
+                )
+            )
+    return bad
+
+
+def _parse_text(text: pl.Expr, dtype: pl.DataType, defaults: Any) -> pl.Expr:
+    """Parse text as pyarrow would, close enough to find the cells it refuses."""
+    if dtype == pl.Boolean:
+        return (
+            pl.when(text.is_in(list(defaults.true_values)))
+            .then(True)
+            .when(text.is_in(list(defaults.false_values)))
+            .then(False)
+        )
+    if dtype == pl.Date:
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if isinstance(dtype, pl.Datetime):
+        return text.str.to_datetime(time_unit=dtype.time_unit, strict=False)
+    return text.cast(dtype, strict=False)
+
+
+# ---------------------------------------------------------------------------- parquet
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    _check_file(path)
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        return _raise_unreadable(path, "not a readable parquet file", exc)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise _open_failure(path, exc) from None
+
+
+def _raise_unreadable(path: Path, what: str, exc: BaseException) -> pl.DataFrame:
+    lines = str(exc).strip().splitlines()
+    raise UnreadableFile(f"{what}: {lines[0] if lines else type(exc).__name__}", path=path) from exc
+
+
+# ---------------------------------------------------------------------------- excel
+
+
+def _read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.DataFrame:
+    """Load a sheet exactly as the API does (types guessed from every row), keeping the
+    cells calamine could not fit in the guessed type, which it would otherwise null."""
+    import fastexcel
+
+    _check_file(path)
+    try:
+        reader = fastexcel.read_excel(path)
+    except fastexcel.FastExcelError as exc:
+        return _raise_unreadable(path, f"not a readable {path.suffix.lstrip('.')} workbook", exc)
+    names = list(reader.sheet_names)
+    if not names:
+        raise UnreadableFile("the workbook has no sheets", path=path)
+    if sheet is None:
+        index = 0
+    elif sheet in names:
+        index = names.index(sheet)
+    else:
+        raise UnreadableFile(
+            f"no sheet {sheet!r}; sheets: {', '.join(repr(n) for n in names)}", path=path
+        )
+    try:
+        loaded = reader.load_sheet(index, schema_sample_rows=None)
+        batch, errors = loaded.to_arrow_with_errors()
+    except fastexcel.FastExcelError as exc:
+        return _raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.width == 0:
+        raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
+    if errors is not None and errors.errors:
+        raise UnparseableValues(path, _excel_bad_cells(frame, errors.errors))
+    return frame
+
+
+def _excel_bad_cells(frame: pl.DataFrame, errors: Sequence[Any]) -> list[BadCells]:
+    """Group calamine's cell errors by column (``offset_position`` is 0-based data row, column)."""
+    from batchload.contract import arrow_type_of
+
+    found: dict[str, list[tuple[int, str]]] = {}
+    for error in errors:
+        row, column = error.offset_position
+        name = frame.columns[column] if column < frame.width else f"#{column + 1}"
+        match = re.search(r"got '\w+\(\"?(.*?)\"?\)'", error.detail)
+        found.setdefault(name, []).append((row + 1, match.group(1) if match else error.detail))
+    return [
+        BadCells(
+            name,
+            arrow_type_of(frame.schema[name]) if name in frame.columns else "?",
+            len(cells),
+            tuple(r for r, _ in cells[:MAX_EXAMPLES]),
+            tuple(shorten(v) for _, v in cells[:MAX_EXAMPLES]),
+        )
+        for name, cells in found.items()
+    ]
