@@ -239,23 +239,6 @@ class Part:
     source: MemorySource
 
 
-def arrow_schema(column_types: Mapping[str, str]) -> pa.Schema:
-    """An Arrow schema from the contract's ``{column: arrow type name}``."""
-    import pyarrow as pa
-
-    return pa.schema([(name, _arrow_type(type_name)) for name, type_name in column_types.items()])
-
-
-def _arrow_type(name: str) -> pa.DataType:
-    import pyarrow as pa
-
-    text = name.strip()
-    if text.startswith("timestamp[") and "tz=" in text:
-        unit, _, tz = text[len("timestamp[") : -1].partition(",")
-        return pa.timestamp(unit.strip(), tz=tz.strip().removeprefix("tz=").strip())
-    return pa.type_for_alias(text)
-
-
 def parquet_bytes(frame: pl.DataFrame, schema: pa.Schema | None) -> bytes:
     """A frame written as parquet, cast to ``schema`` when given (the contract's types)."""
     import pyarrow.parquet as pq

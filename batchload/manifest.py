@@ -218,7 +218,9 @@ class Manifest:
 
     def save_dataset(self, record: DatasetRecord) -> None:
         """Insert or update a dataset row, committed before this returns."""
-        stamp = now_iso()
+        self._save_dataset(record, now_iso())
+
+    def _save_dataset(self, record: DatasetRecord, stamp: str) -> None:
         self._db.execute(
             "INSERT INTO datasets (name, dataset_id, state, endpoint, contract, "
             "file_id_template, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -257,12 +259,19 @@ class Manifest:
         return [_record(r) for r in self._db.execute(query, params)]
 
     def write(
-        self, records: Sequence[FileRecord], *, forget: Iterable[tuple[str, str, int]] = ()
+        self,
+        records: Sequence[FileRecord],
+        *,
+        forget: Iterable[tuple[str, str, int]] = (),
+        datasets: Sequence[DatasetRecord] = (),
     ) -> None:
-        """Upsert rows and delete ``(dataset, source_path, part)`` rows in one transaction."""
+        """In one transaction: save datasets, delete ``(dataset, source_path, part)`` rows,
+        then upsert ``records`` in order."""
         stamp = now_iso()
         forget = list(forget)
         with self._transaction():
+            for dataset in datasets:
+                self._save_dataset(dataset, stamp)
             if forget:
                 self._db.executemany(
                     "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
@@ -352,3 +361,14 @@ def resume_decision(rows: Sequence[FileRecord], *, size: int, mtime_ns: int) -> 
     if all(r.size == size and r.sha256 for r in rows):
         return "rehash"
     return "send"
+
+
+MANIFEST_DIR = Path(".batchload") / "manifests"
+
+
+def default_manifest_path(name: str, *, base: Path | None = None) -> Path:
+    """``.batchload/manifests/<name>.sqlite`` (relative to ``base``, default the cwd)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+    return (base or Path.cwd()) / MANIFEST_DIR / f"{safe}.sqlite"

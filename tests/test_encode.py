@@ -16,7 +16,6 @@ from batchload.encode import (
     Envelope,
     MemorySource,
     RequestBody,
-    arrow_schema,
     b64_len,
     fingerprint_file,
     raw_budget,
@@ -141,7 +140,9 @@ def test_split_frame_covers_every_row_once_within_budget() -> None:
             "value": [i * 0.5 for i in range(10_000)],
         }
     )
-    schema = arrow_schema({"date": "date32[day]", "ticker": "string", "value": "double"})
+    import pyarrow as pa
+
+    schema = pa.schema([("date", pa.date32()), ("ticker", pa.string()), ("value", pa.float64())])
     parts = list(split_frame(frame, budget_bytes=20_000, schema=schema))
     assert len(parts) > 3
     assert [p.index for p in parts] == list(range(1, len(parts) + 1))
