@@ -147,7 +147,7 @@ class Contract:
                     "dtype": str(c.dtype),
                     "type": c.arrow_type,
                     "nullable": c.nullable,
-                    "checks": [str(ch) for ch in self.schema.columns[c.name].checks],
+                    "checks": [_check_label(ch) for ch in self.schema.columns[c.name].checks],
                 }
                 for c in self.columns
             ],
@@ -208,6 +208,11 @@ class Drift:
 
 
 # ---------------------------------------------------------------------------- types
+
+
+def _check_label(check: Any) -> str:
+    """``in_range(0, 1)``: the label pandera uses in its failure cases."""
+    return str(getattr(check, "error", None) or getattr(check, "name", None) or check)
 
 
 def _as_instance(dtype: Any) -> pl.DataType:

@@ -124,6 +124,15 @@ class Problem:
         }
 
 
+def _label(problem: Problem) -> str:
+    """Where a problem is, in a word or two: a column, ``unique key``, ``no rows``."""
+    if problem.check in ("multiple_fields_uniqueness", "unique_across_files"):
+        return "unique key"
+    if problem.check == "no_rows":
+        return "no rows"
+    return problem.column or problem.check
+
+
 def _rows(problem: Problem) -> str:
     return ", ".join(str(r) for r in problem.rows)
 
@@ -150,13 +159,16 @@ class FileVerdict:
     def reason(self) -> str:
         """One line: ``valid (200 rows)``, ``invalid: ...``, ``unreadable: ...``."""
         if self.status == "valid":
-            return f"valid ({self.rows} rows)"
+            return f"valid ({self.rows} row{'' if self.rows == 1 else 's'})"
         if self.status == "unreadable":
             return f"unreadable: {self.error}"
         total = len(self.problems) + self.omitted
-        first = self.problems[0].message if self.problems else "invalid"
-        more = f" (+{total - 1} more problem{'s' if total > 2 else ''})" if total > 1 else ""
-        line = f"invalid: {first}{more}"
+        if total == 1:
+            line = f"invalid: {self.problems[0].message}"
+        else:
+            labels = list(dict.fromkeys(_label(p) for p in self.problems))
+            shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
+            line = f"invalid: {total} problems ({shown})"
         return line if len(line) <= 300 else line[:299] + "…"
 
     def to_dict(self) -> dict[str, Any]:
