@@ -44,7 +44,7 @@ class RawString:
         return text
 
 
-def loads(body: bytes | bytearray) -> Any:
+def loads(body: bytes | bytearray, *, large_string_bytes: int = LARGE_STRING_BYTES) -> Any:
     """Parse JSON like ``json.loads``; long escape-free strings come back as RawString."""
     if json.detect_encoding(body) != "utf-8":  # utf-16/32 or a BOM: no byte-level scan
         return json.loads(body)
@@ -58,7 +58,7 @@ def loads(body: bytes | bytearray) -> Any:
         end = _closing_quote(body, start)
         if end < 0:  # unterminated string: let json report it
             return json.loads(body)
-        if end - start - 1 >= LARGE_STRING_BYTES and body.find(_BACKSLASH, start, end) < 0:
+        if end - start - 1 >= large_string_bytes and body.find(_BACKSLASH, start, end) < 0:
             placeholder = f"\x00{nonce}:{len(spans)}"
             spans[placeholder] = RawString(view[start + 1 : end])
             pieces += [view[copied_to : start + 1], json.dumps(placeholder)[1:-1].encode()]
