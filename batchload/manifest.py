@@ -133,6 +133,16 @@ class DatasetRecord:
     updated_at: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One batch of manifest changes, applied together by :meth:`Manifest.apply`."""
+
+    records: tuple[FileRecord, ...] = ()
+    forget: tuple[tuple[str, str, int], ...] = ()
+    """``(dataset, source_path, part)`` rows to delete."""
+    datasets: tuple[DatasetRecord, ...] = ()
+
+
 _FILE_COLUMNS = [f.name for f in fields(FileRecord)]
 _WRITTEN = [c for c in _FILE_COLUMNS if c not in ("created_at", "updated_at", "done_at")]
 _UPSERT = (
@@ -277,6 +287,14 @@ class Manifest:
                     "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
                 )
             self._db.executemany(_UPSERT, [_file_row(r, stamp) for r in records])
+
+    def apply(self, changes: Sequence[Changes]) -> None:
+        """Apply many batches of changes in one transaction (the writer task's call)."""
+        self.write(
+            [r for c in changes for r in c.records],
+            forget=[f for c in changes for f in c.forget],
+            datasets=[d for c in changes for d in c.datasets],
+        )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{dataset: {state: count}}`` with every state present."""

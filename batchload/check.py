@@ -1,0 +1,219 @@
+"""Check: read, hash and validate files in a worker thread; the stage before upload.
+
+A group of small files costs one pandera call (see :mod:`batchload.validate`); a
+file that will be sent in parts is checked alone and keeps its validated frame,
+from which the parts are cut. Each file's sha256 is taken here, and its ``stat``
+checked again after validation, so what was validated is what the hash describes;
+the upload re-checks the hash while it streams. A file that an earlier run sent and
+that was only touched (same size and sha256) is found ``unchanged`` and not
+validated again. Everything here blocks: the pipeline runs it with
+``anyio.to_thread.run_sync`` under a CapacityLimiter of the CPU count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from batchload.encode import (
+    MIB,
+    Envelope,
+    Fingerprint,
+    fingerprint_file,
+    raw_budget,
+    split_frame,
+)
+from batchload.errors import BatchloadError, FileProblem
+from batchload.prepare import PreparedJob, Work
+from batchload.summary import PlannedRequest, Problem
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from batchload.validate import UniqueKeys
+
+GROUP_FILES = 64
+GROUP_BYTES = 16 * MIB
+"""Small files are read and validated together, up to this many files or bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What checking one file found."""
+
+    work: Work
+    fingerprint: Fingerprint | None
+    file_id: str | None
+    rows: int | None = None
+    frame: pl.DataFrame | None = None
+    """The validated frame, kept only for a file sent in parts."""
+    problem: str | None = None
+    problem_state: Literal["invalid", "failed"] = "invalid"
+    details: tuple[str, ...] = ()
+    unchanged: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not self.unchanged
+
+
+def groups(works: Sequence[Work]) -> Iterator[tuple[Work, ...]]:
+    """Works in the order given, small files batched, each file to be split alone."""
+    batch: list[Work] = []
+    size = 0
+    for work in works:
+        if work.split:
+            yield (work,)
+            continue
+        batch.append(work)
+        size += work.source.size
+        if len(batch) >= GROUP_FILES or size >= GROUP_BYTES:
+            yield tuple(batch)
+            batch, size = [], 0
+    if batch:
+        yield tuple(batch)
+
+
+def check_group(job: PreparedJob, works: Sequence[Work], keys: UniqueKeys | None) -> list[Checked]:
+    """Hash, read and validate ``works`` (one job's); one Checked per work, in order."""
+    from batchload.validate import validate_files
+
+    results: dict[int, Checked] = {}
+    pending: list[tuple[int, Work, Fingerprint, str]] = []
+    for index, work in enumerate(works):
+        try:
+            fp = fingerprint_file(work.source.path)
+        except FileProblem as exc:
+            results[index] = Checked(work, None, work.file_id, problem=str(exc))
+            continue
+        if work.decision == "rehash" and all(r.sha256 == fp.sha256 for r in work.previous):
+            results[index] = Checked(work, fp, work.file_id, unchanged=True)
+            continue
+        try:
+            file_id = work.file_id or job.template.render(
+                stem=work.source.stem, name=work.source.name, sha256=fp.sha256, part=None
+            )
+        except BatchloadError as exc:
+            results[index] = Checked(work, fp, None, problem=str(exc))
+            continue
+        pending.append((index, work, fp, file_id))
+    if pending:
+        verdicts = validate_files(
+            [work.source.path for _, work, _, _ in pending],
+            job.contract,
+            sheet=job.job.sheet,
+            keys=keys,
+            keep_frames=any(work.split for _, work, _, _ in pending),
+        )
+        for (index, work, fp, file_id), verdict in zip(pending, verdicts, strict=True):
+            if not verdict.valid:
+                details = tuple(p.message for p in verdict.problems)
+                results[index] = Checked(work, fp, file_id, problem=verdict.reason, details=details)
+            elif _changed_since(work, fp):
+                results[index] = Checked(
+                    work,
+                    fp,
+                    file_id,
+                    problem="file changed on disk while it was being checked; not sent",
+                    problem_state="failed",
+                )
+            else:
+                frame = verdict.frame if work.split else None
+                results[index] = Checked(work, fp, file_id, rows=verdict.rows, frame=frame)
+    return [results[i] for i in range(len(works))]
+
+
+def _changed_since(work: Work, fp: Fingerprint) -> bool:
+    try:
+        st = os.stat(work.source.path)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime_ns) != (fp.size, fp.mtime_ns)
+
+
+def plan_requests(
+    prepared: Sequence[PreparedJob], max_request_bytes: int
+) -> tuple[list[PlannedRequest], list[Problem]]:
+    """The dry run: check every file and list the requests a run would send."""
+    from batchload.contract import arrow_schema
+    from batchload.validate import UniqueKeys
+
+    plan: list[PlannedRequest] = []
+    problems: list[Problem] = []
+    keys: dict[str, UniqueKeys] = {}
+    for job in prepared:
+        job_keys = keys.setdefault(job.name, UniqueKeys.for_contract(job.contract))
+        creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
+        for group in groups(job.work):
+            for checked in check_group(job, group, job_keys):
+                work, path = checked.work, str(checked.work.source.path)
+                if checked.problem is not None:
+                    problems.append(problem_of(job, checked))
+                    continue
+                if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
+                    continue
+                name = job.name if creates and not plan else None
+                if checked.frame is None:
+                    envelope = Envelope(
+                        file_id=checked.file_id,
+                        file_format=work.source.file_format,
+                        name=name,
+                        convert_options=job.convert_options
+                        if work.source.file_format == "csv"
+                        else None,
+                    )
+                    plan.append(
+                        PlannedRequest(
+                            path=path,
+                            dataset=job.name,
+                            file_id=checked.file_id,
+                            file_format=work.source.file_format,
+                            rows=checked.rows,
+                            request_bytes=envelope.request_bytes(checked.fingerprint.size),
+                        )
+                    )
+                    continue
+                proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, name)
+                for part in split_frame(
+                    checked.frame,
+                    budget_bytes=raw_budget(max_request_bytes, proto),
+                    schema=arrow_schema(job.contract),
+                    path=path,
+                ):
+                    envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
+                    plan.append(
+                        PlannedRequest(
+                            path=path,
+                            dataset=job.name,
+                            file_id=envelope.file_id,
+                            file_format="parquet",
+                            rows=part.rows,
+                            request_bytes=envelope.request_bytes(part.source.size),
+                            part=part.index,
+                        )
+                    )
+    return plan, problems
+
+
+def part_envelope(
+    job: PreparedJob, work: Work, sha256: str, part: int, name: str | None = None
+) -> Envelope:
+    """The envelope of part ``part`` of a file: parquet, its own file_id."""
+    file_id = job.template.render(
+        stem=work.source.stem, name=work.source.name, sha256=sha256, part=part
+    )
+    return Envelope(file_id=file_id, file_format="parquet", name=name)
+
+
+def problem_of(job: PreparedJob, checked: Checked) -> Problem:
+    """The summary's line for a file that checking refused."""
+    return Problem(
+        path=str(checked.work.source.path),
+        dataset=job.name,
+        file_id=checked.file_id,
+        state=checked.problem_state,
+        reason=checked.problem or "",
+        details=checked.details,
+    )

@@ -1,0 +1,238 @@
+"""Prepare: turn upload jobs into the list of work, before anything is read or sent.
+
+For each job: load the contract, discover the file set, give every file its file_id,
+and decide from the manifest what an earlier run already did. Everything that
+makes a run impossible is found here and raised as a
+:class:`~batchload.errors.UsageError` before a byte is sent: two files mapping to
+one file_id (in this run, or against a file the manifest already sent under that
+id), a manifest made for another endpoint or with another file_id template, two
+jobs that disagree about one dataset. Only ``stat`` and the manifest are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batchload.discover import FileSet, SourceFile, discover
+from batchload.encode import Envelope
+from batchload.errors import UsageError
+from batchload.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
+from batchload.manifest import DatasetRecord, FileRecord, Manifest, Resume, resume_decision
+
+if TYPE_CHECKING:
+    from batchload.contract import Contract
+
+_SHA_PLACEHOLDER = "0" * 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadJob:
+    """One dataset's share of a run: which files, checked against which contract, sent where."""
+
+    files: tuple[str, ...]
+    """Paths and globs (``**`` recursive), relative to ``base``."""
+    schema: Path
+    """The contract file."""
+    dataset: str | None = None
+    """Dataset name; default: the contract's. Created by the first valid file if needed."""
+    dataset_id: str | None = None
+    """Add to this existing dataset instead of creating one."""
+    file_id: str = DEFAULT_TEMPLATE
+    sheet: str | None = None
+    base: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One file to read, validate and send."""
+
+    job: int
+    source: SourceFile
+    file_id: str | None
+    """None while it depends on the content (a ``{sha8}`` template)."""
+    decision: Resume
+    previous: tuple[FileRecord, ...]
+    """The file's rows from earlier runs (to re-check a hash, and to clean up old parts)."""
+    split: bool
+    """Its request would exceed the limit: it is sent in parts."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedJob:
+    """A job with its contract loaded, its files found and its work decided."""
+
+    index: int
+    job: UploadJob
+    name: str
+    contract: Contract
+    template: FileIdTemplate
+    file_set: FileSet
+    work: tuple[Work, ...]
+    skipped: tuple[SourceFile, ...]
+    record: DatasetRecord | None
+    owners: Mapping[str, str] = field(default_factory=dict)
+    """file_id -> source path for every id the manifest holds for this dataset."""
+    forget: tuple[tuple[str, str, int], ...] = ()
+    """Rows of files that are gone and whose ids a new file takes over."""
+
+    @property
+    def convert_options(self) -> dict[str, object] | None:
+        """What CSV bodies carry so the service parses exactly the validated types."""
+        return {"column_types": self.contract.column_types()}
+
+
+def prepare(
+    jobs: Sequence[UploadJob],
+    *,
+    manifest: Manifest | None,
+    endpoint: str | None,
+    max_request_bytes: int,
+) -> list[PreparedJob]:
+    """Prepare every job; raises UsageError (or ContractError) for an impossible run."""
+    from batchload.contract import load_contract
+
+    if not jobs:
+        raise UsageError("nothing to upload: no jobs")
+    prepared: list[PreparedJob] = []
+    by_name: dict[str, PreparedJob] = {}
+    for index, job in enumerate(jobs):
+        contract = load_contract(job.schema)
+        name = job.dataset or contract.dataset_name
+        template = FileIdTemplate(job.file_id)
+        file_set = discover(job.files, base=job.base)
+        record = manifest.dataset(name) if manifest else None
+        _check_record(record, job, name, endpoint, template)
+        rows = manifest.rows_by_source(name) if manifest else {}
+        owners = {r.file_id: r.source_path for rs in rows.values() for r in rs if r.file_id}
+        if (other := by_name.get(name)) is not None:
+            _check_same_dataset(other, job, contract, template, name)
+            owners.update(other.owners)
+        item = _plan_job(
+            index,
+            job,
+            name=name,
+            contract=contract,
+            template=template,
+            file_set=file_set,
+            record=record,
+            rows=rows,
+            owners=owners,
+            max_request_bytes=max_request_bytes,
+        )
+        by_name.setdefault(name, item)
+        prepared.append(item)
+    return prepared
+
+
+def _plan_job(
+    index: int,
+    job: UploadJob,
+    *,
+    name: str,
+    contract: Contract,
+    template: FileIdTemplate,
+    file_set: FileSet,
+    record: DatasetRecord | None,
+    rows: Mapping[str, list[FileRecord]],
+    owners: dict[str, str],
+    max_request_bytes: int,
+) -> PreparedJob:
+    work: list[Work] = []
+    skipped: list[SourceFile] = []
+    forget: list[tuple[str, str, int]] = []
+    convert = {"column_types": contract.column_types()}
+    ids: dict[Path, str | None] = {
+        s.path: None
+        if template.needs_hash
+        else template.render(stem=s.stem, name=s.name, sha256=None, part=None)
+        for s in file_set.files
+    }
+    check_unique((i, str(p)) for p, i in ids.items() if i is not None)
+    for source in file_set.files:
+        path = str(source.path)
+        file_id = ids[source.path]
+        if file_id is not None:
+            owner = owners.get(file_id)
+            if owner is not None and owner != path:
+                if os.path.exists(owner):
+                    raise UsageError(
+                        f"file_id {file_id!r} of {path} was sent from {owner} in an earlier "
+                        "run; sending it would overwrite that file",
+                        hint="choose a --file-id template that tells them apart, or a new "
+                        "--manifest for a new dataset",
+                    )
+                forget += [(name, owner, r.part) for r in rows.get(owner, [])]
+            owners[file_id] = path
+        previous = tuple(rows.get(path, ()))
+        decision = resume_decision(previous, size=source.size, mtime_ns=source.mtime_ns)
+        if decision == "done":
+            skipped.append(source)
+            continue
+        envelope = Envelope(
+            file_id=file_id
+            or template.render(
+                stem=source.stem, name=source.name, sha256=_SHA_PLACEHOLDER, part=None
+            ),
+            file_format=source.file_format,
+            name=name,
+            convert_options=convert if source.file_format == "csv" else None,
+        )
+        split = envelope.request_bytes(source.size) > max_request_bytes
+        work.append(Work(index, source, file_id, decision, previous, split))
+    return PreparedJob(
+        index=index,
+        job=job,
+        name=name,
+        contract=contract,
+        template=template,
+        file_set=file_set,
+        work=tuple(work),
+        skipped=tuple(skipped),
+        record=record,
+        owners=owners,
+        forget=tuple(forget),
+    )
+
+
+def _check_record(
+    record: DatasetRecord | None,
+    job: UploadJob,
+    name: str,
+    endpoint: str | None,
+    template: FileIdTemplate,
+) -> None:
+    if record is None:
+        return
+    if endpoint is not None and record.endpoint != endpoint:
+        raise UsageError(
+            f"the manifest's dataset {name!r} lives at {record.endpoint}, not {endpoint}",
+            hint="use another --manifest for another endpoint",
+        )
+    if job.dataset_id and record.dataset_id and job.dataset_id != record.dataset_id:
+        raise UsageError(
+            f"the manifest records dataset {name!r} as id {record.dataset_id}, "
+            f"not {job.dataset_id}",
+            hint="use another --manifest for another dataset",
+        )
+    if record.file_id_template and record.file_id_template != template.text:
+        raise UsageError(
+            f"the manifest's files of {name!r} were named with --file-id "
+            f"{record.file_id_template!r}, not {template.text!r}; mixing them would "
+            "duplicate data",
+            hint=f"pass --file-id {record.file_id_template!r} or use a new --manifest",
+        )
+
+
+def _check_same_dataset(
+    first: PreparedJob, job: UploadJob, contract: Contract, template: FileIdTemplate, name: str
+) -> None:
+    if first.contract.fingerprint != contract.fingerprint:
+        raise UsageError(f"two jobs send dataset {name!r} with different contracts")
+    if (first.job.dataset_id or None) != (job.dataset_id or None):
+        raise UsageError(f"two jobs send dataset {name!r} to different dataset ids")
+    if first.template != template:
+        raise UsageError(f"two jobs send dataset {name!r} with different --file-id templates")

@@ -1,0 +1,423 @@
+"""Upload: the stage that sends checked files, whole or in parts, and records each outcome.
+
+- A file is sent as its original bytes, streamed from disk and re-hashed on the
+  way. A file over the request limit is sent as parquet parts cut from its validated
+  frame, one after another; each part is a row of its own in the manifest.
+- A ``413`` halves the request limit for the rest of the run and the file is cut
+  again into smaller parts (a part that fitted before is re-sent under its same
+  file_id, an overwrite).
+- Once every part of a file is done, rows an earlier run left that the new cut does
+  not have (a file that was whole and is now split, or had more parts) are deleted
+  from the service and the manifest, so no stale rows stay behind.
+- Permanent refusals and exhausted retries fail the file and the run goes on; a
+  refused token, an unreachable service or an ambiguous dataset stop the run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from batchload.check import Checked, part_envelope, problem_of
+from batchload.encode import (
+    DiskSource,
+    Envelope,
+    MemorySource,
+    RequestBody,
+    raw_budget,
+    split_frame,
+)
+from batchload.errors import (
+    AuthError,
+    ConfigError,
+    FileProblem,
+    PayloadTooLarge,
+    ServiceError,
+    UnreachableError,
+    UsageError,
+)
+from batchload.manifest import Changes, FileRecord
+from batchload.prepare import PreparedJob
+from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
+from batchload.send import DatasetGate, Sender
+from batchload.summary import Problem
+
+if TYPE_CHECKING:
+    import polars as pl
+
+MAX_SPLITS = 6
+"""How often a 413 may halve the limit for one file before it fails."""
+#: Errors that end the whole run, not one file.
+RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
+
+Write = Callable[[Changes], Awaitable[None]]
+
+
+class ByteBudget:
+    """Bytes of large files' frames held in memory at once; waiters queue for room."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.used = 0
+        self._room = anyio.Condition()
+
+    async def acquire(self, n: int) -> int:
+        """Wait until ``n`` bytes (at most the total) fit; return what was taken."""
+        n = min(max(n, 1), self.total)
+        async with self._room:
+            while self.used + n > self.total:
+                await self._room.wait()
+            self.used += n
+        return n
+
+    async def release(self, n: int) -> None:
+        """Give back what :meth:`acquire` returned (0 is a no-op)."""
+        if n:
+            async with self._room:
+                self.used -= n
+                self._room.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A checked file on its way to the service, with the budget it holds."""
+
+    job: PreparedJob
+    checked: Checked
+    held: int = 0
+
+
+class Uploader:
+    """Sends Ready files; one instance shared by all upload tasks of a run."""
+
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        gates: Mapping[str, DatasetGate],
+        write: Write,
+        sink: Sink,
+        owners: dict[tuple[str, str], str],
+        max_request_bytes: int,
+        budget_bytes: int,
+    ) -> None:
+        self.sender = sender
+        self.gates = gates
+        self.write = write
+        self.sink = sink
+        self.owners = owners
+        self.max_request_bytes = max_request_bytes
+        self.budget = ByteBudget(budget_bytes)
+        self.problems: list[Problem] = []
+        self.uploaded = self.parts_uploaded = self.unchanged = 0
+        self.bytes_sent = self.request_bytes = 0
+
+    # --- intake: what checking found ---------------------------------------------------
+
+    async def accept(self, job: PreparedJob, checked: Checked, held: int) -> Ready | None:
+        """A Ready to send, or None when the outcome was recorded here and then."""
+        path = str(checked.work.source.path)
+        if checked.unchanged and checked.fingerprint is not None:
+            mtime = checked.fingerprint.mtime_ns
+            await self.write(
+                Changes(records=tuple(replace(r, mtime_ns=mtime) for r in checked.work.previous))
+            )
+            self.unchanged += 1
+            self.sink(FileSkipped(path))
+            return None
+        if checked.ok and checked.file_id and not self.claim(job.name, checked.file_id, path):
+            checked = replace(
+                checked,
+                problem=f"file_id {checked.file_id!r} is taken by another file of the dataset",
+                problem_state="failed",
+            )
+        if checked.problem is not None:
+            file_id = (
+                checked.file_id
+                if checked.file_id and self.claim(job.name, checked.file_id, path)
+                else None
+            )
+            await self._record_problem(job, replace(checked, file_id=file_id), None, None)
+            return None
+        return Ready(job, checked, held)
+
+    def claim(self, dataset: str, file_id: str, path: str) -> bool:
+        """Take ``file_id`` for ``path``; False when another source already holds it."""
+        owner = self.owners.setdefault((dataset, file_id), path)
+        return owner == path
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def run(self, items: ObjectReceiveStream[Ready]) -> None:
+        """One upload task: send items until the stream ends."""
+        async with items:
+            async for item in items:
+                try:
+                    await self._one(item)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.budget.release(item.held)
+
+    async def _one(self, item: Ready) -> None:
+        job, checked = item.job, item.checked
+        try:
+            if checked.frame is None:
+                await self._whole(job, checked)
+            else:
+                await self._parts(job, checked, checked.frame)
+        except RUN_STOPPERS:
+            raise
+        except (ServiceError, FileProblem) as exc:
+            status = exc.status if isinstance(exc, ServiceError) else None
+            self.problems.append(
+                replace(problem_of(job, checked), state="failed", reason=str(exc), status=status)
+            )
+            self.sink(
+                FileFailed(
+                    str(checked.work.source.path),
+                    checked.file_id,
+                    str(exc),
+                    checked.work.source.size,
+                )
+            )
+
+    async def _whole(self, job: PreparedJob, checked: Checked) -> None:
+        work, fp = checked.work, checked.fingerprint
+        assert fp is not None and checked.file_id is not None
+        file_format = work.source.file_format
+        options = job.convert_options if file_format == "csv" else None
+        file_id = checked.file_id
+        row = self._row(
+            job, checked, part=0, file_id=file_id, sent_sha256=fp.sha256, rows=checked.rows
+        )
+        try:
+            done = await self._send(
+                job,
+                row,
+                lambda name: Envelope(
+                    file_id=file_id, file_format=file_format, name=name, convert_options=options
+                ),
+                DiskSource(work.source.path, fp.size, fp.sha256),
+            )
+        except PayloadTooLarge:
+            self._halve()
+            frame = await anyio.to_thread.run_sync(self._read_frame, job, checked)
+            await self._parts(job, checked, frame)
+            return
+        await self._finish(job, checked, [replace(done, parts=1)])
+
+    async def _parts(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
+        from batchload.contract import arrow_schema
+
+        work, fp = checked.work, checked.fingerprint
+        assert fp is not None
+        path = str(work.source.path)
+        schema = arrow_schema(job.contract)
+        for _ in range(MAX_SPLITS):
+            proto = part_envelope(job, work, fp.sha256, 9999, job.name)
+            parts = split_frame(
+                frame,
+                budget_bytes=raw_budget(self.max_request_bytes, proto),
+                schema=schema,
+                path=path,
+            )
+            done: list[FileRecord] = []
+            try:
+                while (part := await anyio.to_thread.run_sync(next, parts, None)) is not None:
+                    file_id = part_envelope(job, work, fp.sha256, part.index).file_id
+                    if not self.claim(job.name, file_id, path):
+                        raise FileProblem(
+                            f"file_id {file_id!r} is taken by another file", path=path
+                        )
+                    row = self._row(
+                        job,
+                        checked,
+                        part=part.index,
+                        file_id=file_id,
+                        sent_sha256=part.source.sha256,
+                        rows=part.rows,
+                        file_format="parquet",
+                    )
+                    done.append(
+                        await self._send(
+                            job,
+                            row,
+                            lambda name, file_id=file_id: Envelope(  # type: ignore[misc]
+                                file_id=file_id, file_format="parquet", name=name
+                            ),
+                            part.source,
+                        )
+                    )
+                    self.parts_uploaded += 1
+            except PayloadTooLarge:
+                self._halve()
+                continue
+            await self._finish(job, checked, [replace(r, parts=len(done)) for r in done])
+            return
+        raise PayloadTooLarge(f"parts still too large after {MAX_SPLITS} halvings", status=413)
+
+    def _halve(self) -> None:
+        self.max_request_bytes = max(self.max_request_bytes // 2, 64 * 1024)
+
+    @staticmethod
+    def _read_frame(job: PreparedJob, checked: Checked) -> pl.DataFrame:
+        from batchload.read import read_frame
+
+        return read_frame(checked.work.source.path, job.contract, sheet=job.job.sheet)
+
+    async def _send(
+        self,
+        job: PreparedJob,
+        row: FileRecord,
+        envelope: Callable[[str | None], Envelope],
+        source: DiskSource | MemorySource,
+    ) -> FileRecord:
+        """Send one whole file or part; return its done row (failed row written on error)."""
+        gate = self.gates[job.name]
+        attempts = 0
+        length = 0
+
+        async def on_attempt(attempt: int) -> None:
+            nonlocal attempts
+            attempts = attempt
+            await self.write(Changes(records=(replace(row, state="sent", attempts=attempt),)))
+
+        def make_body(name: str | None) -> RequestBody:
+            nonlocal length
+            body = RequestBody(envelope(name), source)
+            length = body.content_length
+            return body
+
+        try:
+            receipt = await gate.send(
+                self.sender,
+                make_body,
+                label=(row.source_path, row.file_id or ""),
+                on_attempt=on_attempt,
+            )
+            _check_receipt(receipt, source.sha256)
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, (AuthError, UsageError)):
+                status = exc.status if isinstance(exc, ServiceError) else None
+                failed = replace(
+                    row, state="failed", attempts=attempts, last_status=status, last_error=str(exc)
+                )
+                with anyio.CancelScope(shield=True):
+                    await self.write(Changes(records=(failed,)))
+            raise
+        self.bytes_sent += source.size
+        self.request_bytes += length
+        done = replace(
+            row,
+            state="done",
+            attempts=attempts,
+            dataset_id=gate.dataset_id,
+            rows=_int(receipt.get("rows"), row.rows),
+            bytes_sent=length,
+            receipt=receipt,
+            last_status=None,
+            last_error=None,
+        )
+        await self.write(Changes(records=(done,)))
+        return done
+
+    async def _finish(self, job: PreparedJob, checked: Checked, rows: list[FileRecord]) -> None:
+        """Mark the file done (all parts counted), and clear what an earlier cut left."""
+        keep = {r.part for r in rows}
+        stale = [r for r in checked.work.previous if r.part not in keep]
+        gate = self.gates[job.name]
+        for old in stale:
+            if old.file_id and old.state in ("done", "sent") and gate.dataset_id:
+                delete = functools.partial(
+                    self.sender.client.delete_file, gate.dataset_id, old.file_id
+                )
+                try:
+                    await self.sender.call(delete)
+                except ServiceError as exc:
+                    if exc.status != 404 or isinstance(exc, UnreachableError):
+                        raise
+        forget = tuple((job.name, r.source_path, r.part) for r in stale)
+        await self.write(Changes(records=tuple(rows), forget=forget))
+        self.uploaded += 1
+        path = str(checked.work.source.path)
+        self.sink(
+            FileDone(
+                path,
+                rows[0].file_id or "",
+                checked.work.source.size,
+                len(rows) if rows[0].part else 0,
+            )
+        )
+
+    # --- records ---------------------------------------------------------------------------
+
+    def _row(
+        self,
+        job: PreparedJob,
+        checked: Checked,
+        *,
+        part: int,
+        file_id: str | None,
+        sent_sha256: str | None,
+        rows: int | None,
+        file_format: str | None = None,
+    ) -> FileRecord:
+        work, fp = checked.work, checked.fingerprint
+        return FileRecord(
+            dataset=job.name,
+            source_path=str(work.source.path),
+            part=part,
+            parts=None,
+            file_id=file_id,
+            size=fp.size if fp else work.source.size,
+            mtime_ns=fp.mtime_ns if fp else work.source.mtime_ns,
+            sha256=fp.sha256 if fp else None,
+            sent_sha256=sent_sha256,
+            file_format=file_format or work.source.file_format,
+            dataset_id=self.gates[job.name].dataset_id if job.name in self.gates else None,
+            rows=rows,
+            state="pending",
+        )
+
+    async def _record_problem(
+        self, job: PreparedJob, checked: Checked, status: int | None, attempts: int | None
+    ) -> None:
+        row = self._row(
+            job, checked, part=0, file_id=checked.file_id, sent_sha256=None, rows=checked.rows
+        )
+        state = checked.problem_state
+        await self.write(
+            Changes(
+                records=(
+                    replace(
+                        row,
+                        state=state,
+                        last_status=status,
+                        last_error=checked.problem,
+                        attempts=attempts or 0,
+                    ),
+                )
+            )
+        )
+        self.problems.append(problem_of(job, checked))
+        path, size = str(checked.work.source.path), checked.work.source.size
+        if state == "invalid":
+            self.sink(FileInvalid(path, checked.problem or "", size))
+        else:
+            self.sink(FileFailed(path, checked.file_id, checked.problem or "", size))
+
+
+def _check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:
+    """A receipt that reports a sha256 must report ours (the local server does)."""
+    theirs = receipt.get("sha256")
+    if isinstance(theirs, str) and theirs and theirs != sha256:
+        raise ServiceError(f"the service stored other bytes than were sent (sha256 {theirs[:12]}…)")
+
+
+def _int(value: object, default: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
