@@ -47,6 +47,7 @@ __all__ = [
     "Contract",
     "Drift",
     "SchemaDifference",
+    "arrow_schema",
     "arrow_type_of",
     "build_contract",
     "contract_to_yaml",

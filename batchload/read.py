@@ -218,14 +218,12 @@ def _pyarrow_csv(source: _CsvSource, threaded: bool, convert: Any) -> Any:
 
 
 def _csv_frame(source: _CsvSource, table: Any) -> pl.DataFrame:
-    names = list(table.column_names)
-    if any("\ufffd" in name for name in names):
-        try:
-            source.head.split(b"\n", 1)[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise UnreadableFile(
-                "the header is not UTF-8 text", path=source.path, hint="save the file as UTF-8"
-            ) from None
+    try:
+        names = list(table.column_names)
+    except UnicodeDecodeError:
+        raise UnreadableFile(
+            "the header is not UTF-8 text", path=source.path, hint="save the file as UTF-8"
+        ) from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UnreadableFile(

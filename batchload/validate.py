@@ -313,17 +313,7 @@ def _validate_chunk(
         schema = contract.schema
         unique_columns: list[str] = []
     else:
-        data = pl.concat(
-            [
-                frame.with_columns(
-                    pl.lit(position, pl.UInt32).alias(FILE_COLUMN),
-                    pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias(ROW_COLUMN),
-                )
-                for position, (_, frame) in enumerate(chunk)
-            ],
-            how="vertical",
-            rechunk=False,
-        )
+        data = _concat_with_positions([frame for _, frame in chunk])
         schema = _grouped_schema(contract.schema)
         unique_columns = [n for n, c in contract.schema.columns.items() if c.unique]
 
@@ -346,6 +336,20 @@ def _validate_chunk(
         for position, found in _summarise(failures, data.columns).items():
             problems[chunk[position][0]].extend(found)
     return problems
+
+
+def _concat_with_positions(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Concatenate frames, adding each row's file position and 1-based row in its file."""
+    heights = pl.Series([f.height for f in frames], dtype=pl.UInt32)
+    starts = heights.cum_sum() - heights
+    data = pl.concat(frames, how="vertical", rechunk=False)
+    positions = pl.select(
+        pl.int_range(0, len(frames), dtype=pl.UInt32).repeat_by(heights).explode().alias("p")
+    ).to_series()
+    if positions.len() != data.height:  # repeat_by of 0 gives a null row: drop it
+        positions = positions.drop_nulls()
+    rows = pl.int_range(1, data.height + 1, dtype=pl.UInt32, eager=True) - starts.gather(positions)
+    return data.with_columns(positions.alias(FILE_COLUMN), rows.alias(ROW_COLUMN))
 
 
 _CASES_SCHEMA = {
