@@ -17,7 +17,6 @@ that they never queue behind big uploads.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,15 +63,9 @@ class ServerState:
     ingest_pool: ThreadPoolExecutor
     meta_pool: ThreadPoolExecutor
 
-    async def ingest(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run upload work (decode, parse, store) on an ingest worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.ingest_pool, functools.partial(fn, *args))
-
     async def meta(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a metadata call on the small metadata pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.meta_pool, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.meta_pool, fn, *args)
 
 
 STATE = web.AppKey("batchload_server_state", ServerState)
@@ -282,8 +275,10 @@ async def get_dataset(request: web.Request) -> web.Response:
 async def create_from_file(request: web.Request) -> web.Response:
     """``POST /ingestion/datasets``: a new dataset from its first file."""
     state = request.app[STATE]
-    body = await read_body(request)
-    dataset, file = await state.ingest(ingest.create_from_file, state.store, body)
+    # The body is not kept here: ingest frees it as soon as the file is decoded.
+    dataset, file = await ingest.create_from_file(
+        state.store, state.ingest_pool, await read_body(request)
+    )
     request[_STORED] = True
     answer = {**file.to_json(), "name": dataset.name, "schema": schema_to_json(dataset.schema)}
     return web.json_response(answer, status=201)
@@ -295,8 +290,9 @@ async def add_file(request: web.Request) -> web.Response:
     dataset_id = _path_id(request, "id")
     if await state.meta(state.store.get_dataset, dataset_id) is None:  # before reading the body
         raise not_found(f"dataset {dataset_id!r} does not exist")
-    body = await read_body(request)
-    file, overwritten = await state.ingest(ingest.add_file, state.store, dataset_id, body)
+    file, overwritten = await ingest.add_file(
+        state.store, state.ingest_pool, dataset_id, await read_body(request)
+    )
     request[_STORED] = True
     answer = {**file.to_json(), "overwritten": overwritten}
     return web.json_response(answer, status=200 if overwritten else 201)
@@ -306,8 +302,9 @@ async def put_dataset(request: web.Request) -> web.Response:
     """``PUT /ingestion/datasets/{id}``: create with an explicit schema (201; 200 if same)."""
     state = request.app[STATE]
     dataset_id = _path_id(request, "id")
-    body = await read_body(request)
-    record, created = await state.ingest(ingest.create_dataset, state.store, dataset_id, body)
+    record, created = await ingest.create_dataset(
+        state.store, state.ingest_pool, dataset_id, await read_body(request)
+    )
     return web.json_response(record.to_json(), status=201 if created else 200)
 
 

@@ -110,7 +110,6 @@ class FileUpload:
     name: str | None
     file_id: str
     file_format: FileFormat
-    encoded: str | RawString
     tags: Mapping[str, Any] | None
     read_options: Mapping[str, Any]
     convert_options: Mapping[str, Any]
@@ -137,8 +136,11 @@ def parse_object(body: bytes | bytearray) -> dict[str, Any]:
     return value
 
 
-def file_upload(body: Mapping[str, Any], *, name_required: bool) -> FileUpload:
-    """Check a file body's fields: 400 for missing or mistyped ones, 415 for formats."""
+def file_upload(
+    body: Mapping[str, Any], *, name_required: bool
+) -> tuple[FileUpload, str | RawString]:
+    """Check a file body's fields (400 missing or mistyped, 415 formats); the upload's
+    fields, and the still-encoded file, kept apart so the body can be freed once decoded."""
     name = _field(body, "name", str, required=name_required)
     encoded = body.get("file")
     if encoded is None:
@@ -159,15 +161,15 @@ def file_upload(body: Mapping[str, Any], *, name_required: bool) -> FileUpload:
             details={"field": "file_format", "supported": list(FILE_FORMATS)},
         )
     check_id(file_id, "file_id")
-    return FileUpload(
+    upload = FileUpload(
         name=name,
         file_id=file_id,
         file_format=file_format,  # checked against FILE_FORMATS above
-        encoded=encoded,
         tags=_field(body, "tags", dict, required=False),
         read_options=_field(body, "read_options", dict, required=False) or {},
         convert_options=_field(body, "convert_options", dict, required=False) or {},
     )
+    return upload, encoded
 
 
 def dataset_spec(body: Mapping[str, Any]) -> DatasetSpec:

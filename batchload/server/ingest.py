@@ -1,24 +1,26 @@
-"""From a request body to a stored file or dataset: the work of a server worker thread.
+"""From a request body to a stored file or dataset, off the event loop.
 
-Everything heavy runs here, off the event loop: the JSON skeleton, base64 decoding
-(pybase64 releases the GIL), the sha256, parsing (pyarrow is multithreaded) and the
-durable write. Each function takes the raw body and returns records or raises
-:class:`~batchload.server.errors.ApiError`.
+Each upload takes three steps on the ingest thread pool, the middle two at once:
+
+1. read: the JSON skeleton, the field checks and the base64 decoding (pybase64
+   releases the GIL); the body is freed as soon as the file is decoded;
+2. stage (sha256, write, fsync) *while* parsing (pyarrow is multithreaded), so the
+   disk and the CPUs work together;
+3. commit: the schema check against the locked schema and the metadata transaction.
+
+Every refusal is an :class:`~batchload.server.errors.ApiError`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import functools
 import uuid
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
-from batchload.server.body import (
-    FileUpload,
-    dataset_spec,
-    decode_file,
-    file_upload,
-    parse_object,
-)
+from batchload.server.body import FileUpload, dataset_spec, decode_file, file_upload, parse_object
 from batchload.server.errors import ApiError, not_found
 from batchload.server.parse import ParsedFile, canonical_schema, parse_file
 from batchload.server.schema import Schema, diff_schemas
@@ -28,91 +30,122 @@ from batchload.server.store import (
     FileRecord,
     NewDataset,
     SchemaConflict,
+    StagedFile,
     Store,
     utc_now,
 )
 
+T = TypeVar("T")
 
-def create_from_file(store: Store, body: bytes | bytearray) -> tuple[DatasetRecord, FileRecord]:
+
+async def create_from_file(
+    store: Store, pool: Executor, body: bytearray
+) -> tuple[DatasetRecord, FileRecord]:
     """``POST /ingestion/datasets``: a new dataset whose locked schema is this file's."""
-    upload = file_upload(parse_object(body), name_required=True)
+    upload, data = await _in_thread(pool, _read_upload, body, True)
+    del body
     assert upload.name is not None
-    data, parsed = _decode_and_parse(upload)
+    staged, parsed = await _stage_and_parse(store, pool, upload, data)
+    del data
     dataset_id = uuid.uuid4().hex
-    record = _file_record(dataset_id, upload, data, parsed)
+    record = _file_record(dataset_id, upload, staged, parsed)
     new = NewDataset(id=dataset_id, name=upload.name, schema=parsed.schema)
-    store.put_file(dataset_id, record, data, schema=parsed.schema, create=new)
-    dataset = store.get_dataset(dataset_id)
+    commit = functools.partial(store.commit_file, schema=parsed.schema, create=new)
+    await _in_thread(pool, commit, record, staged)
+    dataset = await _in_thread(pool, store.get_dataset, dataset_id)
     assert dataset is not None
     return dataset, record
 
 
-def add_file(store: Store, dataset_id: str, body: bytes | bytearray) -> tuple[FileRecord, bool]:
+async def add_file(
+    store: Store, pool: Executor, dataset_id: str, body: bytearray
+) -> tuple[FileRecord, bool]:
     """``PUT|POST /ingestion/datasets/{id}/files``: the receipt, and whether it overwrote."""
-    upload = file_upload(parse_object(body), name_required=False)
-    dataset = store.get_dataset(dataset_id)
+    upload, data = await _in_thread(pool, _read_upload, body, False)
+    del body
+    dataset = await _in_thread(pool, store.get_dataset, dataset_id)
     if dataset is None:
         raise not_found(f"dataset {dataset_id!r} does not exist")
-    data, parsed = _decode_and_parse(upload)
-    _require_same_schema(dataset_id, dataset.schema, parsed.schema)
-    record = _file_record(dataset_id, upload, data, parsed)
+    staged, parsed = await _stage_and_parse(store, pool, upload, data)
+    del data
+    record = _file_record(dataset_id, upload, staged, parsed)
     try:
-        overwritten = store.put_file(dataset_id, record, data, schema=parsed.schema)
+        if dataset.schema != parsed.schema:
+            raise _mismatch(dataset_id, dataset.schema, parsed.schema)
+        commit = functools.partial(store.commit_file, schema=parsed.schema)
+        return record, await _in_thread(pool, commit, record, staged)
     except DatasetNotFound:
         raise not_found(f"dataset {dataset_id!r} was deleted during the upload") from None
     except SchemaConflict as conflict:  # deleted and recreated with another schema meanwhile
         raise _mismatch(dataset_id, conflict.locked, parsed.schema) from None
-    return record, overwritten
+    finally:
+        store.discard(staged)  # a no-op once committed (the bytes were moved into place)
 
 
-def create_dataset(
-    store: Store, dataset_id: str, body: bytes | bytearray
+async def create_dataset(
+    store: Store, pool: Executor, dataset_id: str, body: bytearray
 ) -> tuple[DatasetRecord, bool]:
     """``PUT /ingestion/datasets/{id}``: create with an explicit schema; True if created.
 
     Repeating the same create is harmless (the existing dataset, not created); a
     different schema for an existing id is a ``422`` with the differences.
     """
-    spec = dataset_spec(parse_object(body))
+    spec = dataset_spec(await _in_thread(pool, parse_object, body))
     schema = canonical_schema(spec.schema)
     new = NewDataset(
         id=dataset_id, name=spec.name, schema=schema, identifier=spec.identifier, tags=spec.tags
     )
-    record, created = store.create_dataset(new)
-    if not created:
-        _require_same_schema(dataset_id, record.schema, schema)
+    record, created = await _in_thread(pool, store.create_dataset, new)
+    if not created and record.schema != schema:
+        raise _mismatch(dataset_id, record.schema, schema)
     return record, created
 
 
-def _decode_and_parse(upload: FileUpload) -> tuple[bytes, ParsedFile]:
-    data = decode_file(upload.encoded)
-    parsed = parse_file(
+def _read_upload(body: bytearray, name_required: bool) -> tuple[FileUpload, bytes]:
+    upload, encoded = file_upload(parse_object(body), name_required=name_required)
+    return upload, decode_file(encoded)
+
+
+def _parse(upload: FileUpload, data: bytes) -> ParsedFile:
+    return parse_file(
         data,
         upload.file_format,
         read_options=upload.read_options,
         convert_options=upload.convert_options,
     )
-    return data, parsed
+
+
+async def _stage_and_parse(
+    store: Store, pool: Executor, upload: FileUpload, data: bytes
+) -> tuple[StagedFile, ParsedFile]:
+    """Stage the bytes and parse them at the same time; nothing is left staged on failure."""
+    staged, parsed = await asyncio.gather(
+        _in_thread(pool, store.stage, data),
+        _in_thread(pool, _parse, upload, data),
+        return_exceptions=True,
+    )
+    if isinstance(parsed, BaseException):
+        if isinstance(staged, StagedFile):
+            store.discard(staged)
+        raise parsed
+    if isinstance(staged, BaseException):
+        raise staged
+    return staged, parsed
 
 
 def _file_record(
-    dataset_id: str, upload: FileUpload, data: bytes, parsed: ParsedFile
+    dataset_id: str, upload: FileUpload, staged: StagedFile, parsed: ParsedFile
 ) -> FileRecord:
     return FileRecord(
         dataset_id=dataset_id,
         file_id=upload.file_id,
         rows=parsed.rows,
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=staged.bytes,
+        sha256=staged.sha256,
         file_format=upload.file_format,
         received_at=utc_now(),
         tags=upload.tags,
     )
-
-
-def _require_same_schema(dataset_id: str, locked: Schema, actual: Schema) -> None:
-    if locked != actual:
-        raise _mismatch(dataset_id, locked, actual)
 
 
 def _mismatch(dataset_id: str, locked: Schema, actual: Schema) -> ApiError:
@@ -138,3 +171,7 @@ def _describe(difference: dict[str, Any]) -> str:
             f"not {difference['expected_position']}"
         )
     return f"{column!r} is {problem}"
+
+
+async def _in_thread(pool: Executor, fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

@@ -3,20 +3,21 @@
 A file becomes visible only through its metadata row, and the row is committed only
 after the bytes are durable::
 
-    tmp/<random>            write, flush, fsync
-    files/<dataset>/<file_id>.<nonce>.<format>      rename, fsync the directory
-    files row -> that path  commit (WAL, synchronous=FULL)
-    the replaced path       unlinked after the commit (overwrite)
+    stage   tmp/<nonce>.part                              write, flush, fsync
+    commit  files/<dataset>/<file_id>.<nonce>.<format>    rename, fsync the directory,
+            the ``files`` row pointing at it              COMMIT (WAL, synchronous=FULL)
+            the bytes of the file it replaced             unlinked after the commit
 
 A crash at any step leaves either the old state or the new one, plus at most some
 unreferenced bytes, which :class:`Store` removes when it opens. The methods are
 blocking: the app calls them from worker threads. One lock serialises metadata work;
-writing the bytes happens outside it.
+staging (the slow part: hashing and writing) happens outside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -126,6 +127,15 @@ class FileRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StagedFile:
+    """Bytes written and fsynced under ``tmp/``, not yet part of any dataset."""
+
+    path: Path
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewDataset:
     """What creating a dataset needs."""
 
@@ -206,22 +216,47 @@ class Store:
         assert record is not None
         return record, created
 
-    def put_file(
+    def stage(self, data: bytes) -> StagedFile:
+        """Write ``data`` durably to a temporary file (not visible); then commit or discard."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self._tmp_dir / f"{uuid.uuid4().hex}.part"
+        with open(path, "xb") as handle:
+            try:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return StagedFile(path=path, bytes=len(data), sha256=sha256)
+
+    def discard(self, staged: StagedFile) -> None:
+        """Forget staged bytes that will not be committed."""
+        staged.path.unlink(missing_ok=True)
+
+    def commit_file(
         self,
-        dataset_id: str,
         file: FileRecord,
-        data: bytes,
+        staged: StagedFile,
         *,
         schema: Schema,
         create: NewDataset | None = None,
     ) -> bool:
-        """Store ``data`` as ``file``; True when it replaced a file with the same file_id.
+        """Make ``staged`` visible as ``file``; True when it replaced one with that file_id.
 
         ``schema`` is the file's. With ``create``, the dataset is created in the same
         transaction. Otherwise the dataset must exist (DatasetNotFound) and its locked
-        schema must equal ``schema`` (SchemaConflict), checked in the transaction.
+        schema must equal ``schema`` (SchemaConflict), checked in the transaction. The
+        staged bytes are moved into place or discarded, whatever happens.
         """
-        path = self._write_bytes(dataset_id, file.file_id, file.file_format, data)
+        dataset_id = file.dataset_id
+        final = (
+            self._files_dir
+            / dataset_id
+            / f"{file.file_id}.{staged.path.stem[:12]}.{file.file_format}"
+        )
+        if final.resolve().parent != self._files_dir / dataset_id:  # ids are checked; be sure
+            raise ValueError(f"refusing to write outside the data dir: {final}")
         try:
             with self._lock, self._transaction():
                 if create is not None:
@@ -234,6 +269,9 @@ class Store:
                     "SELECT path FROM files WHERE dataset_id = ? AND file_id = ?",
                     (dataset_id, file.file_id),
                 ).fetchone()
+                final.parent.mkdir(exist_ok=True)
+                os.replace(staged.path, final)
+                _fsync_dir(final.parent)
                 self._db.execute(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -245,11 +283,12 @@ class Store:
                         file.file_format,
                         file.received_at,
                         _dumps(file.tags),
-                        str(path.relative_to(self.data_dir)),
+                        str(final.relative_to(self.data_dir)),
                     ),
                 )
         except BaseException:
-            path.unlink(missing_ok=True)
+            self.discard(staged)
+            final.unlink(missing_ok=True)
             raise
         if old is not None:
             (self.data_dir / old[0]).unlink(missing_ok=True)
@@ -312,25 +351,6 @@ class Store:
                 utc_now(),
             ),
         )
-
-    def _write_bytes(self, dataset_id: str, file_id: str, file_format: str, data: bytes) -> Path:
-        """Write ``data`` durably under a fresh name, never visible half-written."""
-        nonce = uuid.uuid4().hex[:12]
-        final = self._files_dir / dataset_id / f"{file_id}.{nonce}.{file_format}"
-        if final.resolve().parent != self._files_dir / dataset_id:  # ids are checked; be sure
-            raise ValueError(f"refusing to write outside the data dir: {final}")
-        temp = self._tmp_dir / f"{nonce}.part"
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            final.parent.mkdir(exist_ok=True)
-            os.replace(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
-        return final
 
     def _remove_unreferenced(self) -> None:
         """Remove what a crash left behind: temp files and bytes no row points to."""

@@ -94,16 +94,18 @@ def test_opening_a_store_removes_what_a_crash_left_behind(tmp_path: Path) -> Non
     store = Store(tmp_path)
     schema = (Column("a", "int64"),)
     store.create_dataset(NewDataset(id="d", name="d", schema=schema))
+    staged = store.stage(b"a\n1\n")
     record = FileRecord(
         dataset_id="d",
         file_id="f",
         rows=1,
-        bytes=4,
-        sha256="0" * 64,
+        bytes=staged.bytes,
+        sha256=staged.sha256,
         file_format="csv",
         received_at="2025-01-01T00:00:00.000Z",
     )
-    store.put_file("d", record, b"a\n1\n", schema=schema)
+    assert store.commit_file(record, staged, schema=schema) is False
+    assert not staged.path.exists()  # moved into place, not copied
     store.close()
     # A temp file cut short, bytes renamed into place but never committed, and the
     # directory of a dataset whose delete was committed before its files were removed.
