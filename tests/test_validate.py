@@ -1,0 +1,330 @@
+"""Validation: verdicts per file, grouped calls mapped back to file and row, cross-file keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+import pytest
+import xlsxwriter
+
+from batchload.contract import Contract, build_contract
+from batchload.validate import (
+    MAX_EXAMPLES,
+    FileVerdict,
+    Problem,
+    UniqueKeys,
+    group_by_fingerprint,
+    validate_files,
+    validate_frame,
+)
+
+HEADER = "date,ticker,signal,volume\n"
+
+
+@pytest.fixture
+def contract() -> Contract:
+    schema = pa.DataFrameSchema(
+        {
+            "date": pa.Column(pl.Date),
+            "ticker": pa.Column(pl.String, pa.Check.str_matches(r"^[A-Z]+$")),
+            "signal": pa.Column(pl.Float64, pa.Check.in_range(-1.0, 1.0), nullable=True),
+            "volume": pa.Column(pl.Int64, pa.Check.ge(0)),
+        },
+        strict=True,
+        ordered=True,
+        unique=["date", "ticker"],
+        name="signals",
+    )
+    return build_contract(schema)
+
+
+def csv(path: Path, *rows: str, header: str = HEADER) -> Path:
+    path.write_text(header + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def day_file(tmp_path: Path, day: int, tickers: tuple[str, ...] = ("AAPL", "MSFT")) -> Path:
+    rows = [f"2024-01-{day:02d},{t},0.1,{i}" for i, t in enumerate(tickers)]
+    return csv(tmp_path / f"day-{day:02d}.csv", *rows)
+
+
+def problems_of(verdict: FileVerdict) -> dict[tuple[str | None, str], Problem]:
+    return {(p.column, p.check): p for p in verdict.problems}
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def test_valid_files(tmp_path: Path, contract: Contract) -> None:
+    paths = [day_file(tmp_path, d) for d in (2, 3)]
+    verdicts = validate_files(paths, contract)
+    assert [v.status for v in verdicts] == ["valid", "valid"]
+    assert [v.rows for v in verdicts] == [2, 2]
+    assert verdicts[0].reason == "valid (2 rows)"
+    assert verdicts[0].fingerprint == contract.fingerprint
+    assert verdicts[0].frame is None
+
+
+def test_each_bad_input_gets_a_verdict_and_the_run_goes_on(
+    tmp_path: Path, contract: Contract
+) -> None:
+    good = day_file(tmp_path, 2)
+    cases = {
+        "unknown.txt": ("unreadable", "unknown file extension '.txt'"),
+        "empty.csv": ("unreadable", "empty file: no header row"),
+        "ragged.csv": ("unreadable", "ragged rows: row 1 has 2 fields, the header has 4"),
+        "latin1.csv": ("unreadable", "not UTF-8 text"),
+        "header.csv": ("invalid", "no data rows (header only)"),
+        "text.csv": ("invalid", "signal: 1 value(s) are not double (rows 1: high)"),
+        "nulls.csv": ("invalid", "volume: 1 null value(s) (rows 2)"),
+        "missing.csv": ("invalid", "column 'volume' is missing"),
+        "extra.csv": ("invalid", "unexpected column 'note'"),
+        "moved.csv": ("invalid", "columns are out of order at 'ticker'"),
+        "range.csv": ("invalid", "signal: in_range(-1.0, 1.0) failed on 1 row(s) (rows 1: 1.5)"),
+    }
+    (tmp_path / "unknown.txt").write_text("x")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    csv(tmp_path / "ragged.csv", "2024-01-02,AAPL")
+    (tmp_path / "latin1.csv").write_bytes((HEADER + "2024-01-02,CAFÉ,0.1,1\n").encode("latin-1"))
+    csv(tmp_path / "header.csv")
+    csv(tmp_path / "text.csv", "2024-01-02,AAPL,high,1")
+    csv(tmp_path / "nulls.csv", "2024-01-02,AAPL,0.1,1", "2024-01-02,MSFT,0.1,")
+    csv(tmp_path / "missing.csv", "2024-01-02,AAPL,0.1", header="date,ticker,signal\n")
+    csv(tmp_path / "extra.csv", "2024-01-02,AAPL,0.1,1,x", header=HEADER.strip() + ",note\n")
+    csv(tmp_path / "moved.csv", "AAPL,2024-01-02,0.1,1", header="ticker,date,signal,volume\n")
+    csv(tmp_path / "range.csv", "2024-01-02,AAPL,1.5,1")
+    paths = [tmp_path / name for name in cases]
+    verdicts = validate_files([good, *paths], contract)
+    assert verdicts[0].valid
+    for path, verdict in zip(paths, verdicts[1:], strict=True):
+        status, message = cases[path.name]
+        assert verdict.path == path
+        assert verdict.status == status, (path.name, verdict.reason)
+        assert message in verdict.reason, (path.name, verdict.reason)
+        assert "\n" not in verdict.reason
+
+
+def test_several_problems_are_all_collected(tmp_path: Path, contract: Contract) -> None:
+    path = csv(
+        tmp_path / "bad.csv",
+        "2024-01-02,AAPL,1.5,1",
+        "2024-01-02,AAPL,0.1,-3",
+        "2024-01-03,aapl,,2",
+    )
+    (verdict,) = validate_files([path], contract)
+    found = problems_of(verdict)
+    assert found[("signal", "in_range(-1.0, 1.0)")].rows == (1,)
+    assert found[("volume", "greater_than_or_equal_to(0)")].values == ("-3",)
+    assert found[("ticker", "str_matches('^[A-Z]+$')")].rows == (3,)
+    unique = found[("date, ticker", "multiple_fields_uniqueness")]
+    assert unique.count == 2 and unique.rows == (1, 2)
+    assert unique.values[0] == '{"date":"2024-01-02","ticker":"AAPL"}'
+    assert verdict.reason.startswith("invalid: 4 problems (")
+
+
+def test_wrong_dtype_reports_the_dtype_not_check_errors(tmp_path: Path, contract: Contract) -> None:
+    frame = pl.DataFrame(
+        {
+            "date": [dt.date(2024, 1, 2)],
+            "ticker": ["AAPL"],
+            "signal": [0.5],
+            "volume": ["12"],
+        }
+    )
+    path = tmp_path / "typed.parquet"
+    frame.write_parquet(path)
+    (verdict,) = validate_files([path], contract)
+    assert [p.check for p in verdict.problems] == ["dtype('Int64')"]
+    assert verdict.problems[0].message == "column 'volume' is String, expected Int64"
+    assert verdict.fingerprint != contract.fingerprint
+
+
+def test_excel_number_column_needs_a_float_contract(tmp_path: Path, contract: Contract) -> None:
+    """A workbook's numbers are doubles for the API, so an Int64 contract column refuses it."""
+    path = tmp_path / "x.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet()
+    sheet.write_row(0, 0, ["ticker", "volume"])
+    sheet.write_row(1, 0, ["AAPL", 3])
+    book.close()
+    (verdict,) = validate_files([path], contract)
+    assert "column 'volume' is Float64, expected Int64" in [p.message for p in verdict.problems]
+
+
+def test_bounded_report_for_a_million_bad_rows(contract: Contract) -> None:
+    rows = 1_000_000
+    frame = pl.select(
+        (pl.lit(dt.date(2000, 1, 1)) + pl.duration(days=pl.int_range(0, rows))).alias("date"),
+        pl.lit("AAPL").alias("ticker"),
+        pl.lit(2.0).alias("signal"),
+        pl.lit(-1, pl.Int64).alias("volume"),
+    )
+    verdict = validate_frame(frame, contract, path="big.parquet")
+    found = problems_of(verdict)
+    signal = found[("signal", "in_range(-1.0, 1.0)")]
+    assert signal.count == rows
+    assert signal.rows == tuple(range(1, MAX_EXAMPLES + 1))
+    assert len(signal.values) == MAX_EXAMPLES
+    assert found[("volume", "greater_than_or_equal_to(0)")].count == rows
+    assert len(json.dumps(verdict.to_dict())) < 5_000
+
+
+# ---------------------------------------------------------------------------- grouped
+
+
+def test_grouped_failures_map_back_to_file_and_row(tmp_path: Path, contract: Contract) -> None:
+    a = day_file(tmp_path, 2)
+    b = csv(
+        tmp_path / "b.csv",
+        "2024-01-03,AAPL,0.1,1",
+        "2024-01-03,MSFT,0.1,2",
+        "2024-01-03,IBM,9.5,3",
+    )
+    c = csv(tmp_path / "c.csv", "2024-01-04,aapl,0.1,-1", "2024-01-04,MSFT,0.1,1")
+    d = csv(tmp_path / "d.csv", "2024-01-05,AAPL,0.1,1", "2024-01-05,AAPL,0.2,2")
+    grouped = validate_files([a, b, c, d], contract)
+    assert [v.status for v in grouped] == ["valid", "invalid", "invalid", "invalid"]
+    assert problems_of(grouped[1])[("signal", "in_range(-1.0, 1.0)")].rows == (3,)
+    assert problems_of(grouped[1])[("signal", "in_range(-1.0, 1.0)")].values == ("9.5",)
+    assert set(problems_of(grouped[2])) == {
+        ("ticker", "str_matches('^[A-Z]+$')"),
+        ("volume", "greater_than_or_equal_to(0)"),
+    }
+    assert problems_of(grouped[2])[("volume", "greater_than_or_equal_to(0)")].rows == (1,)
+    # uniqueness holds per file: the same (date, ticker) in two files of a group is not a
+    # within-file duplicate (that is UniqueKeys' job), but a repeat inside d.csv is
+    assert problems_of(grouped[3])[("date, ticker", "multiple_fields_uniqueness")].rows == (1, 2)
+    alone = [validate_files([p], contract)[0] for p in (a, b, c, d)]
+    assert [v.problems for v in alone] == [v.problems for v in grouped]
+
+
+def test_grouped_same_key_in_two_files_is_not_a_within_file_duplicate(
+    tmp_path: Path, contract: Contract
+) -> None:
+    first = day_file(tmp_path, 2)
+    again = csv(tmp_path / "again.csv", "2024-01-02,AAPL,0.3,5")
+    assert all(v.valid for v in validate_files([first, again], contract))
+
+
+def test_column_level_unique_is_per_file_in_a_group(tmp_path: Path) -> None:
+    schema = pa.DataFrameSchema(
+        {"id": pa.Column(pl.Int64, unique=True), "v": pa.Column(pl.Float64)},
+        strict=True,
+        ordered=True,
+        name="ids",
+    )
+    contract = build_contract(schema)
+    a = csv(tmp_path / "a.csv", "1,0.5", "2,0.5", header="id,v\n")
+    b = csv(tmp_path / "b.csv", "1,0.5", "3,0.5", "3,0.1", header="id,v\n")
+    verdicts = validate_files([a, b], contract)
+    assert verdicts[0].valid
+    problem = problems_of(verdicts[1])[("id", "field_uniqueness")]
+    assert (problem.count, problem.rows, problem.values) == (2, (2, 3), ("3", "3"))
+
+
+def test_mixed_layouts_in_one_call(tmp_path: Path, contract: Contract) -> None:
+    good = day_file(tmp_path, 2)
+    missing_a = csv(tmp_path / "m1.csv", "2024-01-03,AAPL,0.1", header="date,ticker,signal\n")
+    missing_b = csv(tmp_path / "m2.csv", "2024-01-04,AAPL,0.1", header="date,ticker,signal\n")
+    verdicts = validate_files([missing_a, good, missing_b], contract)
+    assert [v.status for v in verdicts] == ["invalid", "valid", "invalid"]
+    for verdict in (verdicts[0], verdicts[2]):
+        assert [p.message for p in verdict.problems] == ["column 'volume' is missing"]
+    groups = group_by_fingerprint(verdicts, contract)
+    assert [g.matches_contract for g in groups] == [False, True]
+    assert groups[0].paths == (missing_a, missing_b)
+    assert groups[0].columns == ("date: date32[day]", "ticker: string", "signal: double")
+
+
+def test_fingerprint_groups_report_odd_ones_first(tmp_path: Path, contract: Contract) -> None:
+    normal = [day_file(tmp_path, d) for d in (2, 3, 4)]
+    moved = csv(
+        tmp_path / "moved.csv", "AAPL,2024-01-05,0.1,1", header="ticker,date,signal,volume\n"
+    )
+    short = csv(tmp_path / "short.csv", "2024-01-06,AAPL", header="date,ticker\n")
+    short2 = csv(tmp_path / "short2.csv", "2024-01-07,AAPL", header="date,ticker\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"")
+    verdicts = validate_files([*normal, short, moved, short2, broken], contract)
+    groups = group_by_fingerprint(verdicts, contract)
+    assert [g.paths for g in groups] == [(moved,), (short, short2), tuple(normal)]
+    assert json.dumps([g.to_dict() for g in groups])
+
+
+def test_keep_frames_and_validate_frame(tmp_path: Path, contract: Contract) -> None:
+    good, bad = day_file(tmp_path, 2), csv(tmp_path / "bad.csv", "2024-01-03,AAPL,5,1")
+    verdicts = validate_files([good, bad], contract, keep_frames=True)
+    assert verdicts[0].frame is not None and verdicts[0].frame.height == 2
+    assert verdicts[1].frame is None
+    again = validate_frame(verdicts[0].frame, contract, path=good)
+    assert again.valid and again.path == good
+
+
+def test_verdict_to_dict_is_json(tmp_path: Path, contract: Contract) -> None:
+    bad = csv(tmp_path / "bad.csv", "2024-01-03,AAPL,5,1")
+    (verdict,) = validate_files([bad], contract)
+    payload = json.loads(json.dumps(verdict.to_dict()))
+    assert payload["status"] == "invalid" and payload["valid"] is False
+    assert payload["problems"][0]["rows"] == [1]
+    assert payload["problems"][0]["message"].startswith("signal: in_range")
+
+
+# ---------------------------------------------------------------------------- across files
+
+
+def test_backfill_sending_the_same_day_twice(tmp_path: Path, contract: Contract) -> None:
+    keys = UniqueKeys.for_contract(contract)
+    monday = day_file(tmp_path, 2)
+    (first,) = validate_files([monday], contract, keys=keys)
+    assert first.valid
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    monday_again = csv(rerun / "monday.csv", "2024-01-03,IBM,0.1,1", "2024-01-02,MSFT,0.2,2")
+    tuesday = day_file(tmp_path, 3, ("AAPL",))
+    verdicts = validate_files([monday_again, tuesday], contract, keys=keys)
+    clash = verdicts[0].problems[0]
+    assert clash.check == "unique_across_files"
+    assert (clash.count, clash.rows) == (1, (2,))
+    assert clash.detail == f"already in {monday}"
+    assert verdicts[0].reason.endswith(f"already in {monday}")
+    assert verdicts[1].valid
+
+
+def test_unique_keys_within_one_group_and_invalid_files_do_not_claim(
+    tmp_path: Path, contract: Contract
+) -> None:
+    keys = UniqueKeys.for_contract(contract)
+    invalid = csv(tmp_path / "a-invalid.csv", "2024-01-02,AAPL,9,1")
+    first = csv(tmp_path / "b-first.csv", "2024-01-02,AAPL,0.1,1")
+    repeat = csv(tmp_path / "c-repeat.csv", "2024-01-02,AAPL,0.1,1")
+    verdicts = validate_files([invalid, first, repeat], contract, keys=keys)
+    assert [v.status for v in verdicts] == ["invalid", "valid", "invalid"]
+    assert verdicts[2].problems[0].detail == f"already in {first}"
+    assert len(keys) == 1
+
+
+def test_unique_keys_many_files_many_runs() -> None:
+    keys = UniqueKeys(("k",))
+    for batch in range(20):
+        items = [
+            (
+                Path(f"f{batch}-{i}.csv"),
+                pl.DataFrame({"k": range(j := (batch * 10 + i) * 100, j + 100)}),
+            )
+            for i in range(10)
+        ]
+        assert keys.claim(items) == [None] * 10
+    assert len(keys) == 20_000
+    (clash,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [5, 19_999, 20_000]}))])
+    assert clash is not None
+    assert (clash.count, clash.rows) == (2, (1, 2))
+    assert clash.detail is not None and clash.detail.startswith("already in f")
+
+
+def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
+    keys = UniqueKeys(())
+    assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
