@@ -1,0 +1,193 @@
+"""``batchload manifest show|export`` and ``batchload reconcile``: reading a run's manifest.
+
+Only click and the standard library are imported at the top.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchload.cli.common import (
+    ca_bundle_option,
+    endpoint_option,
+    insecure_option,
+    json_option,
+    output,
+    print_json,
+    token_file_option,
+)
+
+MAX_FAILURES_SHOWN = 20
+manifest_argument = click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.group()
+def manifest() -> None:
+    """Read a run's manifest: what was sent, what is left, why files failed.
+
+    \b
+    Examples:
+      batchload manifest show .batchload/manifests/equity_signals.sqlite
+      batchload manifest export .batchload/manifests/equity_signals.sqlite --format csv -o run.csv
+    """
+
+
+@manifest.command()
+@manifest_argument
+@json_option
+def show(path: Path, as_json: bool) -> None:
+    """Show datasets, counts per state and the failures recorded in a manifest.
+
+    \b
+    Example:
+      batchload manifest show .batchload/manifests/equity_signals.sqlite
+    """
+    from batchload.manifest import Manifest
+
+    with Manifest.open(path, create=False) as opened:
+        datasets = opened.datasets()
+        counts = opened.counts()
+        problems = [r for r in opened.rows() if r.state in ("invalid", "failed")]
+    if as_json:
+        print_json(
+            {
+                "manifest": str(path),
+                "datasets": [
+                    {
+                        "name": d.name,
+                        "dataset_id": d.dataset_id,
+                        "state": d.state,
+                        "endpoint": d.endpoint,
+                        "contract": d.contract,
+                        "file_id_template": d.file_id_template,
+                        "files": counts.get(d.name, {}),
+                    }
+                    for d in datasets
+                ],
+                "problems": [
+                    {
+                        "path": r.source_path,
+                        "part": r.part,
+                        "file_id": r.file_id,
+                        "state": r.state,
+                        "last_status": r.last_status,
+                        "last_error": r.last_error,
+                    }
+                    for r in problems
+                ],
+            }
+        )
+        return
+    out = output()
+    click.echo(f"manifest {path}")
+    for d in datasets:
+        states = ", ".join(f"{n} {s}" for s, n in counts.get(d.name, {}).items() if n)
+        click.echo(f"  {d.name}: id {d.dataset_id or '-'} ({d.state}) at {d.endpoint}")
+        click.echo(f"    rows: {states or 'none'}")
+    for r in problems[:MAX_FAILURES_SHOWN]:
+        part = f" part {r.part}" if r.part else ""
+        click.echo(f"  {r.state}: {r.source_path}{part}: {r.last_error}")
+    if len(problems) > MAX_FAILURES_SHOWN:
+        out.info(f"  ... and {len(problems) - MAX_FAILURES_SHOWN} more")
+
+
+@manifest.command()
+@manifest_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet"]),
+    required=True,
+    help="Output format: one row per file or part.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write (default: the manifest's name with the format's extension).",
+)
+def export(path: Path, fmt: str, out_path: Path | None) -> None:
+    """Export every row of a manifest as csv, json or parquet.
+
+    \b
+    Example:
+      batchload manifest export .batchload/manifests/equity_signals.sqlite --format parquet
+    """
+    from batchload.manifest import Manifest
+
+    target = out_path or path.with_suffix(f".{fmt}")
+    with Manifest.open(path, create=False) as opened:
+        count = opened.export(fmt, target)
+    output().info(f"wrote {count} row(s) to {target}")
+
+
+@click.command()
+@click.option(
+    "--manifest",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The manifest of the run(s) to check.",
+)
+@endpoint_option
+@token_file_option
+@ca_bundle_option
+@insecure_option
+@json_option
+def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
+    path: Path,
+    endpoint: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """Compare a manifest with the service: files missing there, files unknown here.
+
+    Exit 0 when every file the manifest has as done is on the service, 1 otherwise.
+
+    \b
+    Example:
+      batchload reconcile --manifest .batchload/manifests/equity_signals.sqlite
+    """
+    import anyio
+
+    from batchload.config import client_config
+    from batchload.manifest import Manifest
+    from batchload.pipeline import reconcile as compare
+    from batchload.transport import IngestionClient
+
+    with Manifest.open(path, create=False) as opened:
+        endpoints = {d.endpoint for d in opened.datasets()}
+        chosen = endpoint or (endpoints.pop() if len(endpoints) == 1 else None)
+        config = client_config(
+            endpoint=chosen, token_file=token_file, ca_bundle=ca_bundle, insecure=insecure
+        )
+
+        async def check() -> Any:
+            async with IngestionClient(config) as client:
+                return await compare(client, opened)
+
+        results = anyio.run(check, backend="asyncio")
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({"manifest": str(path), "reconcile": [asdict(r) for r in results]})
+    else:
+        for r in results:
+            status = "ok" if r.ok else "NOT OK"
+            click.echo(
+                f"{r.dataset} ({r.dataset_id}): {status}: {r.expected} done in the manifest, "
+                f"{r.on_server} on the service"
+            )
+            if r.error:
+                click.echo(f"  could not list files: {r.error}")
+            for file_id in r.missing[:MAX_FAILURES_SHOWN]:
+                click.echo(f"  missing: {file_id}")
+            for file_id in r.unexpected[:MAX_FAILURES_SHOWN]:
+                click.echo(f"  unexpected: {file_id}")
+    click.get_current_context().exit(0 if all(r.ok for r in results) else 1)
