@@ -9,9 +9,9 @@ Requests pass three middlewares, outermost first:
 
 The event loop only moves bytes: a body is read into one preallocated buffer (the
 413 limit enforced while reading, so a huge declared length is refused before any
-of it is read) and handed to a worker thread, where :mod:`batchload.server.ingest`
-parses, decodes, checks and stores it. Metadata reads use a second, small pool so
-that they never queue behind big uploads.
+of it is read) and handed to :mod:`batchload.server.ingest`, which decodes, parses,
+checks and stores it on the ingest thread pool. Metadata calls use a second, small
+pool so that they never queue behind big uploads.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ from batchload.server.errors import bad_request, unsupported
 
 #: Strings at least this long (in bytes, without escapes) are left undecoded.
 LARGE_STRING_BYTES: Final = 64 * 1024
+#: A body with more strings than this is parsed by json.loads alone: upload bodies have
+#: a handful, and the byte-level scan is a Python loop per string.
+MAX_SCANNED_STRINGS: Final = 10_000
 
 _QUOTE, _BACKSLASH = b'"', b"\\"
 
@@ -54,9 +57,11 @@ def loads(body: bytes | bytearray, *, large_string_bytes: int = LARGE_STRING_BYT
     pieces: list[bytes | memoryview] = []
     copied_to = 0
     position = 0
+    scanned = 0
     while (start := body.find(_QUOTE, position)) >= 0:
         end = _closing_quote(body, start)
-        if end < 0:  # unterminated string: let json report it
+        scanned += 1
+        if end < 0 or scanned > MAX_SCANNED_STRINGS:  # unterminated (json reports it), or many
             return json.loads(body)
         if end - start - 1 >= large_string_bytes and body.find(_BACKSLASH, start, end) < 0:
             placeholder = f"\x00{nonce}:{len(spans)}"

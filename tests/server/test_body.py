@@ -74,6 +74,12 @@ def test_malformed_json_raises_value_error(body: bytes) -> None:
         loads(body)
 
 
+def test_bodies_with_many_strings_are_parsed_by_json_alone() -> None:
+    value = {"tags": [f"t{i}" for i in range(20_000)], "file": "QUJD" * 20_000}
+    body = json.dumps(value).encode()
+    assert loads(body) == value
+
+
 def test_utf16_bodies_fall_back_to_json_loads() -> None:
     body = json.dumps({"file": "QUJD" * 20_000}).encode("utf-16")
     assert loads(body) == json.loads(body)
