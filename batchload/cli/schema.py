@@ -257,6 +257,7 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
     for start in range(0, len(paths), VALIDATE_BATCH_FILES):
         batch = paths[start : start + VALIDATE_BATCH_FILES]
         verdicts.extend(validate_files(batch, contract, sheet=sheet, keys=keys))
+    verdicts.sort(key=lambda v: str(v.path))
     layouts = group_by_fingerprint(verdicts, contract)
     counts = {
         status: sum(v.status == status for v in verdicts)
