@@ -103,9 +103,7 @@ def hand_written(frame: pl.DataFrame, contract: Contract) -> dict[str, int]:
         "score_le_100": pl.col("score") > 100.0,
     }
     nulls = {
-        f"{c.name}_not_null": pl.col(c.name).is_null()
-        for c in contract.columns
-        if not c.nullable
+        f"{c.name}_not_null": pl.col(c.name).is_null() for c in contract.columns if not c.nullable
     }
     exprs = [e.sum().alias(n) for n, e in {**checks, **nulls}.items()]
     exprs.append(pl.struct("date", "ticker").is_duplicated().sum().alias("unique_key"))
@@ -154,9 +152,7 @@ def bench_small_files(contract: Contract, files: int, rows: int, repeats: int) -
         verdicts = validate_files(paths, contract)
         assert all(v.valid for v in verdicts), verdicts[0].reason
         grouped_s = best_of(repeats, lambda: validate_files(paths, contract))
-        each_s = best_of(
-            1, lambda: [validate_files([p], contract) for p in paths[:one_by_one]]
-        )
+        each_s = best_of(1, lambda: [validate_files([p], contract) for p in paths[:one_by_one]])
     return {
         "files": files,
         "rows_per_file": rows,
