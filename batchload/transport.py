@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import anyio
 
 from batchload.config import ClientConfig
 from batchload.encode import RequestBody
@@ -104,7 +105,8 @@ class IngestionClient:
         tb: TracebackType | None,
     ) -> None:
         if self._session is not None:
-            await self._session.close()
+            with anyio.CancelScope(shield=True):  # close cleanly even when cancelled
+                await self._session.close()
             self._session = None
 
     # --- the API ---------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""The pipeline against a real server: exactly once, resume, bad files, datasets, ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchload.errors import UsageError
+from batchload.manifest import Manifest
+from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
+from batchload.server.process import ServerProcess
+from tests.upload_helpers import (
+    HEADER,
+    ServerView,
+    job,
+    run,
+    sha256,
+    signal_csv,
+    write_signals,
+)
+
+
+def test_many_files_land_once_each_and_a_rerun_sends_nothing(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    paths = write_signals(tmp_path / "data", 150)
+    manifest = tmp_path / "m.sqlite"
+    events: list[Event] = []
+    first = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest, sink=events.append)
+
+    assert (first.uploaded, first.skipped, first.invalid, first.failed) == (150, 0, 0, 0)
+    assert first.exit_code == 0
+    view = ServerView(server, token)
+    datasets = view.datasets()
+    assert [d["name"] for d in datasets] == ["equity_signals"]
+    assert first.dataset_id == datasets[0]["id"]
+    on_server = view.files(first.dataset_id)
+    assert sorted(on_server) == sorted(p.stem for p in paths)
+    for path in paths:  # the bytes the server stored are the file's bytes
+        assert on_server[path.stem]["sha256"] == sha256(path)
+        assert on_server[path.stem]["rows"] == 20
+    assert first.bytes_sent == sum(p.stat().st_size for p in paths)
+    assert [r.missing for r in first.reconcile] == [()]
+    assert isinstance(events[0], RunStarted)
+    assert sum(isinstance(e, FileDone) for e in events) == 150
+    assert next(e for e in events if isinstance(e, DatasetReady)).created
+
+    with Manifest.open(manifest) as opened:
+        rows = opened.rows()
+        assert {r.state for r in rows} == {"done"}
+        assert {r.sha256 for r in rows} == {sha256(p) for p in paths}
+        assert all(r.receipt and r.receipt["sha256"] == r.sha256 for r in rows)
+        record = opened.dataset("equity_signals")
+        assert record is not None and record.dataset_id == first.dataset_id
+
+    again: list[Event] = []
+    second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest, sink=again.append)
+    assert (second.uploaded, second.skipped, second.request_bytes) == (0, 150, 0)
+    assert sum(isinstance(e, FileSkipped) for e in again) == 150
+    assert len(view.datasets()) == 1
+
+
+def test_changed_and_touched_files_on_rerun(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    paths = write_signals(tmp_path / "data", 4)
+    manifest = tmp_path / "m.sqlite"
+    first = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
+    changed, touched = paths[0], paths[1]
+    changed.write_text(signal_csv(0, rows=25))  # new content: re-sent under the same file_id
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes, new mtime
+
+    second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
+    assert (second.uploaded, second.skipped) == (1, 3)
+    on_server = ServerView(server, token).files(first.dataset_id or "")
+    assert on_server[changed.stem]["rows"] == 25
+    assert on_server[changed.stem]["sha256"] == sha256(changed)
+    assert len(on_server) == 4
+    with Manifest.open(manifest) as opened:
+        row = next(r for r in opened.rows() if r.file_id == touched.stem)
+        assert row.mtime_ns == touched.stat().st_mtime_ns  # the re-hash recorded the new mtime
+
+
+def test_bad_files_fail_and_good_ones_land(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    write_signals(data, 5)
+    (data / "out_of_range.csv").write_text(HEADER + "2024-01-02,AAA,5.0,0.5,5\n")
+    (data / "not_a_date.csv").write_text(HEADER + "yesterday,AAA,0.5,0.5,5\n")
+    (data / "zz_repeat.csv").write_text(signal_csv(0, rows=3))  # sig_0000 came first
+    (data / "notes.txt").write_text("ignored by the glob")
+
+    summary = run(server, token, [job(data / "*", data / "missing.csv")], tmp_path / "m.sqlite")
+    assert summary.uploaded + summary.invalid == 9
+    assert summary.invalid == 4  # three bad files and a missing one
+    assert summary.exit_code == 1
+    reasons = {Path(p.path).name: p.reason for p in summary.problems}
+    assert "in_range" in reasons["out_of_range.csv"]
+    assert "missing.csv" in reasons and reasons["missing.csv"] == "no such file"
+    assert "not_a_date.csv" in reasons
+    assert "repeat a (date, ticker) key" in reasons["zz_repeat.csv"]
+    assert "sig_0000.csv" in reasons["zz_repeat.csv"]
+    landed = set(ServerView(server, token).files(summary.dataset_id or ""))
+    assert {f"sig_{i:04d}" for i in range(5)} <= landed
+    assert "out_of_range" not in landed and "not_a_date" not in landed
+    with Manifest.open(tmp_path / "m.sqlite") as opened:
+        states = {Path(r.source_path).name: r.state for r in opened.rows()}
+    assert states["out_of_range.csv"] == "invalid"
+
+
+def test_two_files_one_file_id_is_refused_before_sending(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "a", 1)
+    write_signals(tmp_path / "b", 1, start=1)
+    (tmp_path / "b" / "sig_0001.csv").rename(tmp_path / "b" / "sig_0000.csv")
+    with pytest.raises(UsageError, match="two files map to one file_id"):
+        run(server, token, [job(tmp_path / "*" / "*.csv")], tmp_path / "m.sqlite")
+    assert ServerView(server, token).datasets() == []
+    ok = run(
+        server,
+        token,
+        [job(tmp_path / "*" / "*.csv", file_id="{stem}-{sha8}")],
+        tmp_path / "n.sqlite",
+    )
+    assert ok.uploaded == 2
+
+
+def test_existing_dataset_by_id_and_by_name(
+    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+) -> None:
+    server = server_factory()
+    write_signals(tmp_path / "one", 2)
+    write_signals(tmp_path / "two", 2, start=2)
+    first = run(server, token, [job(tmp_path / "one" / "*.csv")], tmp_path / "m1.sqlite")
+    # A new manifest naming the same dataset adopts it instead of creating a twin.
+    by_name = run(server, token, [job(tmp_path / "two" / "*.csv")], tmp_path / "m2.sqlite")
+    assert by_name.dataset_id == first.dataset_id
+    by_id = run(
+        server,
+        token,
+        [job(tmp_path / "two" / "*.csv", dataset_id=first.dataset_id)],
+        tmp_path / "m3.sqlite",
+    )
+    assert by_id.dataset_id == first.dataset_id
+    view = ServerView(server, token)
+    assert len(view.datasets()) == 1
+    assert len(view.files(first.dataset_id or "")) == 4
+
+
+def test_a_contract_unlike_the_locked_schema_is_refused(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "data", 1)
+    first = run(server, token, [job(tmp_path / "data" / "*.csv")], tmp_path / "m.sqlite")
+    prices = Path(__file__).resolve().parent.parent / "schemas" / "market_prices.yaml"
+    refused = run(
+        server,
+        token,
+        [job(tmp_path / "data" / "*.csv", schema=prices, dataset_id=first.dataset_id)],
+        tmp_path / "other.sqlite",
+    )
+    assert isinstance(refused.error, UsageError)
+    assert "does not match the locked schema" in str(refused.error)
+    assert (refused.uploaded, refused.exit_code) == (0, 2)
+
+
+def test_unknown_dataset_id_is_a_usage_error(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "data", 1)
+    summary = run(
+        server, token, [job(tmp_path / "data" / "*.csv", dataset_id="nope")], tmp_path / "m.sqlite"
+    )
+    assert isinstance(summary.error, UsageError)
+    assert "does not exist" in str(summary.error)
+    assert summary.exit_code == 2

@@ -1,0 +1,157 @@
+"""Faults, a revoked token and cancellation: every file still lands exactly once."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchload.errors import AuthError
+from batchload.manifest import Manifest
+from batchload.pipeline import RunOptions, run_upload
+from batchload.progress import DatasetReady, Event, FileDone, Retrying, Throttled
+from batchload.server.process import ServerProcess
+from tests.upload_helpers import (
+    FAST_RETRY,
+    ServerView,
+    config,
+    job,
+    run,
+    sha256,
+    write_signals,
+)
+
+DROP_RATE = 0.2
+
+
+def seed_dropping_first_upload() -> int:
+    """A seed whose first stored upload (the dataset's creation) loses its answer."""
+    return next(s for s in range(1000) if random.Random(f"{s}:drop").random() < DROP_RATE)
+
+
+def test_faults_together_every_file_exactly_once(
+    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+) -> None:
+    seed = seed_dropping_first_upload()
+    server = server_factory(
+        "--fail-rate",
+        "0.2",
+        "--drop-rate",
+        str(DROP_RATE),
+        "--rate-limit",
+        "60",
+        "--seed",
+        str(seed),
+    )
+    paths = write_signals(tmp_path / "data", 80)
+    events: list[Event] = []
+    summary = run(
+        server,
+        token,
+        [job(tmp_path / "data" / "*.csv")],
+        tmp_path / "m.sqlite",
+        sink=events.append,
+        concurrency=8,
+        seed=1,
+    )
+    assert (summary.uploaded, summary.failed, summary.invalid) == (80, 0, 0), summary.problems
+    view = ServerView(server, token)
+    datasets = view.datasets()
+    assert len(datasets) == 1  # created once, though the answer to the creation was lost
+    on_server = view.files(datasets[0]["id"])
+    assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
+    retries = [e for e in events if isinstance(e, Retrying)]
+    assert any(e.status == 503 for e in retries)
+    assert any(e.status is None for e in retries)  # dropped connections
+    assert any(isinstance(e, Throttled) for e in events)  # 429: paused and slowed down
+    assert sum(isinstance(e, DatasetReady) for e in events) == 1
+    with Manifest.open(tmp_path / "m.sqlite") as opened:
+        rows = opened.rows()
+    assert {r.state for r in rows} == {"done"}
+    assert max(r.attempts for r in rows) > 1
+
+
+def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
+    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+) -> None:
+    server = server_factory(tokens=(token, "observer-token"), name="auth")
+    paths = write_signals(tmp_path / "data", 40)
+    manifest = tmp_path / "m.sqlite"
+    done = 0
+
+    def revoke_after_five(event: Event) -> None:
+        nonlocal done
+        if isinstance(event, FileDone):
+            done += 1
+            if done == 5:
+                ServerView(server, token).revoke()
+
+    first = run(
+        server,
+        token,
+        [job(tmp_path / "data" / "*.csv")],
+        manifest,
+        sink=revoke_after_five,
+        concurrency=2,
+    )
+    assert isinstance(first.error, AuthError)
+    assert first.exit_code == 3
+    assert 5 <= first.uploaded < 40
+    with Manifest.open(manifest) as opened:
+        rows = opened.rows()
+        assert opened.dataset("equity_signals") is not None
+    assert sum(r.state == "done" for r in rows) >= first.uploaded
+    assert not any(r.state == "failed" for r in rows)  # a refused token is no file's fault
+
+    server.restart()  # revocations last until a restart
+    second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
+    assert second.error is None
+    assert second.uploaded + second.skipped == 40
+    view = ServerView(server, "observer-token")
+    assert len(view.datasets()) == 1
+    on_server = view.files(second.dataset_id or "")
+    assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
+
+
+@pytest.mark.parametrize("stop_after", [1, 12])
+def test_cancelled_midway_then_resumed(
+    server: ServerProcess, token: str, tmp_path: Path, stop_after: int
+) -> None:
+    paths = write_signals(tmp_path / "data", 30)
+    manifest = tmp_path / "m.sqlite"
+
+    async def cancelled_run() -> None:
+        with anyio.CancelScope() as scope:
+            seen = 0
+
+            def sink(event: Event) -> None:
+                nonlocal seen
+                if isinstance(event, FileDone):
+                    seen += 1
+                    if seen == stop_after:
+                        scope.cancel()
+
+            await run_upload(
+                [job(tmp_path / "data" / "*.csv")],
+                config=config(server, token),
+                manifest_path=manifest,
+                options=RunOptions(retry=FAST_RETRY, concurrency=4),
+                sink=sink,
+            )
+
+    anyio.run(cancelled_run)
+    with Manifest.open(manifest) as opened:
+        done_before = sum(r.state == "done" for r in opened.rows())
+    assert done_before < 30
+
+    resumed = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
+    assert resumed.skipped == done_before
+    assert resumed.uploaded == 30 - done_before
+    view = ServerView(server, token)
+    assert len(view.datasets()) == 1
+    on_server = view.files(resumed.dataset_id or "")
+    assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
+    assert [r.missing for r in resumed.reconcile] == [()]

@@ -1,0 +1,111 @@
+"""What the upload engine's tests share: real files for the example contracts, a view of
+what the server holds, and a fast retry policy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import requests
+
+from batchload.config import ClientConfig, Secret
+from batchload.pipeline import RunOptions, UploadJob, run_upload
+from batchload.progress import Event
+from batchload.retry import RetryPolicy
+from batchload.server.process import ServerProcess
+from batchload.summary import RunSummary
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNALS = ROOT / "schemas" / "equity_signals.yaml"
+HEADER = "date,ticker,signal,confidence,horizon_days\n"
+#: Fast backoff for tests (a 429's Retry-After is still honoured).
+FAST_RETRY = RetryPolicy(attempts=12, base_delay_s=0.005, max_delay_s=0.05)
+
+
+def signal_csv(index: int, rows: int = 20) -> str:
+    """A valid equity_signals CSV; ``index`` makes its (date, ticker) keys unique."""
+    lines = [HEADER]
+    for r in range(rows):
+        day = 1 + r % 28
+        month = 1 + (r // 28) % 12
+        year = 2000 + r // 336
+        confidence = "" if r % 7 == 0 else f"{(r % 10) / 10:.1f}"
+        lines.append(
+            f"{year}-{month:02d}-{day:02d},T{index}X,{((r % 21) - 10) / 10:.1f},{confidence},5\n"
+        )
+    return "".join(lines)
+
+
+def write_signals(directory: Path, count: int, *, rows: int = 20, start: int = 0) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + count):
+        path = directory / f"sig_{i:04d}.csv"
+        path.write_text(signal_csv(i, rows))
+        paths.append(path)
+    return paths
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ServerView:
+    """What a server holds, seen through plain HTTP (not through batchload)."""
+
+    def __init__(self, server: ServerProcess, token: str) -> None:
+        self.url = server.url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def datasets(self) -> list[dict[str, Any]]:
+        response = self.session.get(self.url + "/ingestion/datasets/", timeout=30)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    def files(self, dataset_id: str) -> dict[str, dict[str, Any]]:
+        response = self.session.get(f"{self.url}/ingestion/datasets/{dataset_id}/files", timeout=30)
+        response.raise_for_status()
+        return {f["file_id"]: f for f in response.json()["files"]}
+
+    def revoke(self) -> None:
+        """Make this view's token stop working (until the server restarts)."""
+        self.session.post(self.url + "/admin/revoke", timeout=30).raise_for_status()
+
+
+def config(server: ServerProcess, token: str) -> ClientConfig:
+    return ClientConfig(endpoint=server.url, token=Secret(token))
+
+
+def run(
+    server: ServerProcess,
+    token: str,
+    jobs: list[UploadJob],
+    manifest: Path,
+    *,
+    sink: Callable[[Event], None] | None = None,
+    **options: Any,
+) -> RunSummary:
+    """One library run against ``server`` with fast retries."""
+    options.setdefault("retry", FAST_RETRY)
+    opts = RunOptions(**options)
+
+    async def main() -> RunSummary:
+        return await run_upload(
+            jobs,
+            config=config(server, token),
+            manifest_path=manifest,
+            options=opts,
+            sink=sink or (lambda event: None),
+        )
+
+    return anyio.run(main)
+
+
+def job(*patterns: str | Path, **kwargs: Any) -> UploadJob:
+    kwargs.setdefault("schema", SIGNALS)
+    return UploadJob(files=tuple(str(p) for p in patterns), **kwargs)
