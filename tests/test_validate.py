@@ -328,3 +328,31 @@ def test_unique_keys_many_files_many_runs() -> None:
 def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
     keys = UniqueKeys(())
     assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
+
+
+def test_unique_key_agrees_with_pandera_own_check(contract: Contract) -> None:
+    """batchload runs the unique checks itself (faster); the failing rows must be pandera's."""
+    schema = pa.DataFrameSchema(
+        contract.schema.columns,
+        strict=True,
+        ordered=True,
+        unique=["date", "ticker"],
+        name="signals",
+    )
+    ours_contract = build_contract(schema)
+    day = dt.date(2024, 1, 2)
+    frame = pl.DataFrame(
+        {
+            "date": [day, day, day, day, day, day],
+            "ticker": ["A", "B", "A", None, None, "A"],
+            "signal": [0.1] * 6,
+            "volume": [1] * 6,
+        }
+    )
+    with pytest.raises(pa.errors.SchemaErrors) as caught:
+        schema.validate(frame, lazy=True)
+    cases = caught.value.failure_cases.filter(pl.col("check") == "multiple_fields_uniqueness")
+    theirs = tuple(sorted(i + 1 for i in cases.get_column("index").to_list()))
+    verdict = validate_frame(frame, ours_contract)
+    ours = problems_of(verdict)[("date, ticker", "multiple_fields_uniqueness")]
+    assert (ours.count, ours.rows) == (len(theirs), theirs[:MAX_EXAMPLES])
