@@ -50,8 +50,9 @@ from batchload.summary import Problem
 if TYPE_CHECKING:
     import polars as pl
 
-MAX_SPLITS = 6
+MAX_SPLITS = 8
 """How often a 413 may halve the limit for one file before it fails."""
+MIN_REQUEST_BYTES = 1024
 #: Errors that end the whole run, not one file.
 RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
 
@@ -195,6 +196,7 @@ class Uploader:
         row = self._row(
             job, checked, part=0, file_id=file_id, sent_sha256=fp.sha256, rows=checked.rows
         )
+        touched: dict[int, FileRecord] = {}
         try:
             done = await self._send(
                 job,
@@ -203,21 +205,28 @@ class Uploader:
                     file_id=file_id, file_format=file_format, name=name, convert_options=options
                 ),
                 DiskSource(work.source.path, fp.size, fp.sha256),
+                touched,
             )
         except PayloadTooLarge:
-            self._halve()
             frame = await anyio.to_thread.run_sync(self._read_frame, job, checked)
-            await self._parts(job, checked, frame)
+            await self._parts(job, checked, frame, touched)
             return
-        await self._finish(job, checked, [replace(done, parts=1)])
+        await self._finish(job, checked, [replace(done, parts=1)], touched)
 
-    async def _parts(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
+    async def _parts(
+        self,
+        job: PreparedJob,
+        checked: Checked,
+        frame: pl.DataFrame,
+        touched: dict[int, FileRecord] | None = None,
+    ) -> None:
         from batchload.contract import arrow_schema
 
         work, fp = checked.work, checked.fingerprint
         assert fp is not None
         path = str(work.source.path)
         schema = arrow_schema(job.contract)
+        touched = {} if touched is None else touched
         for _ in range(MAX_SPLITS):
             proto = part_envelope(job, work, fp.sha256, 9999, job.name)
             parts = split_frame(
@@ -247,22 +256,22 @@ class Uploader:
                         await self._send(
                             job,
                             row,
-                            lambda name, file_id=file_id: Envelope(  # type: ignore[misc]
-                                file_id=file_id, file_format="parquet", name=name
-                            ),
+                            functools.partial(_part_envelope_named, file_id),
                             part.source,
+                            touched,
                         )
                     )
                     self.parts_uploaded += 1
             except PayloadTooLarge:
-                self._halve()
-                continue
-            await self._finish(job, checked, [replace(r, parts=len(done)) for r in done])
+                continue  # _send lowered the limit: cut again, smaller
+            await self._finish(job, checked, [replace(r, parts=len(done)) for r in done], touched)
             return
         raise PayloadTooLarge(f"parts still too large after {MAX_SPLITS} halvings", status=413)
 
-    def _halve(self) -> None:
-        self.max_request_bytes = max(self.max_request_bytes // 2, 64 * 1024)
+    def _halve(self, failed_request_bytes: int) -> None:
+        """A 413: aim below half of the request that was refused, for the rest of the run."""
+        limit = min(self.max_request_bytes, failed_request_bytes) // 2
+        self.max_request_bytes = max(limit, MIN_REQUEST_BYTES)
 
     @staticmethod
     def _read_frame(job: PreparedJob, checked: Checked) -> pl.DataFrame:
@@ -276,8 +285,13 @@ class Uploader:
         row: FileRecord,
         envelope: Callable[[str | None], Envelope],
         source: DiskSource | MemorySource,
+        touched: dict[int, FileRecord],
     ) -> FileRecord:
-        """Send one whole file or part; return its done row (failed row written on error)."""
+        """Send one whole file or part; return its done row (failed row written on error).
+
+        ``touched`` collects the last row written for each part number of the file, so
+        that what a refused (413) cut left behind can be cleared when the file is done.
+        """
         gate = self.gates[job.name]
         attempts = 0
         length = 0
@@ -285,7 +299,8 @@ class Uploader:
         async def on_attempt(attempt: int) -> None:
             nonlocal attempts
             attempts = attempt
-            await self.write(Changes(records=(replace(row, state="sent", attempts=attempt),)))
+            touched[row.part] = replace(row, state="sent", attempts=attempt)
+            await self.write(Changes(records=(touched[row.part],)))
 
         def make_body(name: str | None) -> RequestBody:
             nonlocal length
@@ -301,14 +316,19 @@ class Uploader:
                 on_attempt=on_attempt,
             )
             _check_receipt(receipt, source.sha256)
-        except BaseException as exc:
-            if isinstance(exc, Exception) and not isinstance(exc, (AuthError, UsageError)):
-                status = exc.status if isinstance(exc, ServiceError) else None
-                failed = replace(
-                    row, state="failed", attempts=attempts, last_status=status, last_error=str(exc)
-                )
-                with anyio.CancelScope(shield=True):
-                    await self.write(Changes(records=(failed,)))
+        except PayloadTooLarge:
+            self._halve(length)  # not the file's failure: the caller cuts it smaller
+            raise
+        except (AuthError, UsageError):
+            raise  # the run stops; the row stays "sent" and a resume sends it again
+        except Exception as exc:
+            status = exc.status if isinstance(exc, ServiceError) else None
+            failed = replace(
+                row, state="failed", attempts=attempts, last_status=status, last_error=str(exc)
+            )
+            touched[row.part] = failed
+            with anyio.CancelScope(shield=True):
+                await self.write(Changes(records=(failed,)))
             raise
         self.bytes_sent += source.size
         self.request_bytes += length
@@ -323,13 +343,25 @@ class Uploader:
             last_status=None,
             last_error=None,
         )
+        touched[row.part] = done
         await self.write(Changes(records=(done,)))
         return done
 
-    async def _finish(self, job: PreparedJob, checked: Checked, rows: list[FileRecord]) -> None:
-        """Mark the file done (all parts counted), and clear what an earlier cut left."""
+    async def _finish(
+        self,
+        job: PreparedJob,
+        checked: Checked,
+        rows: list[FileRecord],
+        touched: Mapping[int, FileRecord],
+    ) -> None:
+        """Mark the file done (all parts counted), and clear rows no longer part of it.
+
+        Stale rows are those of an earlier run's cut (the file was whole and is now in
+        parts, or had more parts) and of a cut this run abandoned after a 413.
+        """
         keep = {r.part for r in rows}
-        stale = [r for r in checked.work.previous if r.part not in keep]
+        known = {r.part: r for r in checked.work.previous} | dict(touched)
+        stale = [r for part, r in sorted(known.items()) if part not in keep]
         gate = self.gates[job.name]
         for old in stale:
             if old.file_id and old.state in ("done", "sent") and gate.dataset_id:
@@ -344,15 +376,9 @@ class Uploader:
         forget = tuple((job.name, r.source_path, r.part) for r in stale)
         await self.write(Changes(records=tuple(rows), forget=forget))
         self.uploaded += 1
-        path = str(checked.work.source.path)
-        self.sink(
-            FileDone(
-                path,
-                rows[0].file_id or "",
-                checked.work.source.size,
-                len(rows) if rows[0].part else 0,
-            )
-        )
+        path, size = str(checked.work.source.path), checked.work.source.size
+        parts = len(rows) if rows[0].part else 0
+        self.sink(FileDone(path, rows[0].file_id or "", size, parts))
 
     # --- records ---------------------------------------------------------------------------
 
@@ -410,6 +436,11 @@ class Uploader:
             self.sink(FileInvalid(path, checked.problem or "", size))
         else:
             self.sink(FileFailed(path, checked.file_id, checked.problem or "", size))
+
+
+def _part_envelope_named(file_id: str, name: str | None) -> Envelope:
+    """A part's envelope (``name`` only when the part creates the dataset)."""
+    return Envelope(file_id=file_id, file_format="parquet", name=name)
 
 
 def _check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:

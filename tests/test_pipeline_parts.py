@@ -1,0 +1,129 @@
+"""Large files in parts, a 413 from a smaller server limit, stale parts, and the dry run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from batchload.manifest import Manifest
+from batchload.server.process import ServerProcess
+from tests.upload_helpers import ServerView, job, run, sha256, signal_csv, write_signals
+
+BIG_ROWS = 6000  # about 190 kB of CSV
+
+
+def make_big(directory: Path, rows: int = BIG_ROWS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "big.csv"
+    path.write_text(signal_csv(999, rows=rows))
+    return path
+
+
+def assert_parts_hold_every_row(view: ServerView, dataset_id: str, path: Path, rows: int) -> int:
+    files = view.files(dataset_id)
+    parts = {k: v for k, v in files.items() if k.startswith(f"{path.stem}.part-")}
+    assert f"{path.stem}" not in files  # no whole file beside its parts
+    assert sorted(parts) == [f"{path.stem}.part-{i:04d}" for i in range(1, len(parts) + 1)]
+    assert sum(p["rows"] for p in parts.values()) == rows
+    assert {p["file_format"] for p in parts.values()} == {"parquet"}
+    return len(parts)
+
+
+def test_a_file_over_the_limit_lands_every_row_in_parts(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    big = make_big(tmp_path / "data")
+    small = write_signals(tmp_path / "data", 2)
+    manifest = tmp_path / "m.sqlite"
+    summary = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest, max_request_mb=0.03)
+    assert (summary.uploaded, summary.failed) == (3, 0)
+    assert summary.parts_uploaded > 1
+    view = ServerView(server, token)
+    count = assert_parts_hold_every_row(view, summary.dataset_id or "", big, BIG_ROWS)
+    assert count == summary.parts_uploaded
+    files = view.files(summary.dataset_id or "")
+    assert all(files[p.stem]["sha256"] == sha256(p) for p in small)  # small files go whole
+    with Manifest.open(manifest) as opened:
+        rows = [r for r in opened.rows() if r.source_path == str(big)]
+    assert [r.part for r in rows] == list(range(1, count + 1))
+    assert {r.parts for r in rows} == {count}
+    assert {r.state for r in rows} == {"done"}
+    assert all(files[r.file_id or ""]["sha256"] == r.sent_sha256 for r in rows)
+    assert all(r.bytes_sent and r.bytes_sent <= 0.03 * 1024 * 1024 for r in rows)
+
+    again = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest, max_request_mb=0.03)
+    assert (again.uploaded, again.skipped) == (0, 3)
+
+
+def test_a_413_halves_the_request_size_until_parts_fit(
+    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+) -> None:
+    server = server_factory("--max-body-mb", "0.03")
+    big = make_big(tmp_path / "data")
+    summary = run(server, token, [job(big)], tmp_path / "m.sqlite")  # client limit: 5 MB
+    assert (summary.uploaded, summary.failed) == (1, 0), summary.problems
+    view = ServerView(server, token)
+    assert_parts_hold_every_row(view, summary.dataset_id or "", big, BIG_ROWS)
+    with Manifest.open(tmp_path / "m.sqlite") as opened:
+        rows = opened.rows()
+    assert 0 not in {r.part for r in rows}  # the refused whole-file attempt left no row
+    assert {r.state for r in rows} == {"done"}
+
+
+def test_a_file_that_grows_past_the_limit_replaces_its_whole_copy(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    big = make_big(tmp_path / "data", rows=500)
+    manifest = tmp_path / "m.sqlite"
+    first = run(server, token, [job(big)], manifest, max_request_mb=0.03)
+    view = ServerView(server, token)
+    assert list(view.files(first.dataset_id or "")) == ["big"]
+    make_big(tmp_path / "data")  # now 6000 rows: too big for one request
+    second = run(server, token, [job(big)], manifest, max_request_mb=0.03)
+    assert second.uploaded == 1
+    assert_parts_hold_every_row(view, first.dataset_id or "", big, BIG_ROWS)
+    make_big(tmp_path / "data", rows=3000)  # fewer parts: the extra ones go
+    run(server, token, [job(big)], manifest, max_request_mb=0.03)
+    assert_parts_hold_every_row(view, first.dataset_id or "", big, 3000)
+    with Manifest.open(manifest) as opened:
+        assert all(r.parts == len(opened.rows()) for r in opened.rows())
+
+
+def test_dry_run_plans_parts_and_sizes_and_sends_nothing(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    make_big(tmp_path / "data")
+    write_signals(tmp_path / "data", 2)
+    manifest = tmp_path / "m.sqlite"
+    summary = run(
+        server,
+        token,
+        [job(tmp_path / "data" / "*.csv")],
+        manifest,
+        max_request_mb=0.03,
+        dry_run=True,
+    )
+    assert summary.dry_run and summary.uploaded == 0
+    parts = [p for p in summary.plan if p.part]
+    whole = [p for p in summary.plan if not p.part]
+    assert [p.file_id for p in whole] == ["sig_0000", "sig_0001"]
+    assert len(parts) > 1 and sum(p.rows or 0 for p in parts) == BIG_ROWS
+    assert all(p.request_bytes <= 0.03 * 1024 * 1024 for p in summary.plan)
+    assert summary.request_bytes == sum(p.request_bytes for p in summary.plan)
+    assert ServerView(server, token).datasets() == []
+    assert not manifest.exists()
+
+
+def test_parts_keep_the_contract_types(server: ServerProcess, token: str, tmp_path: Path) -> None:
+    big = make_big(tmp_path / "data")
+    summary = run(server, token, [job(big)], tmp_path / "m.sqlite", max_request_mb=0.03)
+    view = ServerView(server, token)
+    response = view.session.get(f"{view.url}/ingestion/datasets/{summary.dataset_id}", timeout=30)
+    schema = {c["name"]: c["type"] for c in response.json()["schema"]}
+    assert schema == {
+        "date": "date32[day]",
+        "ticker": "string",
+        "signal": "double",
+        "confidence": "double",
+        "horizon_days": "int64",
+    }
