@@ -97,11 +97,14 @@ async def upload_files_async(
     sink: Sink = null_sink,
     ca_bundle: Path | None = None,
     verify_tls: bool = True,
+    validate: bool = True,
 ) -> RunSummary:
     """Validate ``files`` (paths or globs) against ``schema`` and upload them; resumable.
 
     The manifest (default ``.batchload/manifests/<dataset>.sqlite``) makes a re-run
-    skip what is done. Raises when the run cannot go on (see the module docstring).
+    skip what is done. ``validate=False`` sends files without validating them (see
+    :class:`~batchload.pipeline.RunOptions`). Raises when the run cannot go on (see
+    the module docstring).
     """
     if dataset and dataset_id:
         raise UsageError("give dataset or dataset_id, not both")
@@ -118,6 +121,7 @@ async def upload_files_async(
         max_request_mb=max_request_mb,
         dry_run=dry_run,
         retry=retry or RetryPolicy(),
+        validate=validate,
     )
     config = (
         None if dry_run else _config(endpoint, token, ca_bundle=ca_bundle, verify_tls=verify_tls)
@@ -147,6 +151,7 @@ def upload_files(
     sink: Sink = null_sink,
     ca_bundle: Path | None = None,
     verify_tls: bool = True,
+    validate: bool = True,
 ) -> RunSummary:
     """Blocking twin of :func:`upload_files_async`."""
     call = functools.partial(
@@ -167,6 +172,7 @@ def upload_files(
         sink=sink,
         ca_bundle=ca_bundle,
         verify_tls=verify_tls,
+        validate=validate,
     )
     return anyio.run(call, backend="asyncio")
 

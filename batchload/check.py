@@ -6,7 +6,9 @@ from which the parts are cut. Each file's sha256 is taken here, and its ``stat``
 checked again after validation, so what was validated is what the hash describes;
 the upload re-checks the hash while it streams. A file that an earlier run sent and
 that was only touched (same size and sha256) is found ``unchanged`` and not
-validated again. Everything here blocks: the pipeline runs it with
+validated again. With validation off (``validate=False``), a whole file is hashed
+and sent unread, and a file to be split is read (not validated) only to cut its
+parts. Everything here blocks: the pipeline runs it with
 ``anyio.to_thread.run_sync`` under a CapacityLimiter of the CPU count.
 """
 
@@ -25,7 +27,7 @@ from batchload.encode import (
     raw_budget,
     split_frame,
 )
-from batchload.errors import BatchloadError, FileProblem
+from batchload.errors import BatchloadError, FileProblem, UnreadableFile
 from batchload.prepare import PreparedJob, Work
 from batchload.summary import PlannedRequest, Problem
 
@@ -76,8 +78,17 @@ def groups(works: Sequence[Work]) -> Iterator[tuple[Work, ...]]:
         yield tuple(batch)
 
 
-def check_group(job: PreparedJob, works: Sequence[Work], keys: UniqueKeys | None) -> list[Checked]:
-    """Hash, read and validate ``works`` (one job's); one Checked per work, in order."""
+def check_group(
+    job: PreparedJob,
+    works: Sequence[Work],
+    keys: UniqueKeys | None,
+    *,
+    validate: bool = True,
+) -> list[Checked]:
+    """Hash, read and validate ``works`` (one job's); one Checked per work, in order.
+
+    With ``validate=False`` files are only hashed (and read when they must be split).
+    """
     from batchload.validate import validate_files
 
     results: dict[int, Checked] = {}
@@ -99,7 +110,10 @@ def check_group(job: PreparedJob, works: Sequence[Work], keys: UniqueKeys | None
             results[index] = Checked(work, fp, None, problem=str(exc))
             continue
         pending.append((index, work, fp, file_id))
-    if pending:
+    if pending and not validate:
+        for index, work, fp, file_id in pending:
+            results[index] = _unvalidated(job, work, fp, file_id)
+    elif pending:
         verdicts = validate_files(
             [work.source.path for _, work, _, _ in pending],
             job.contract,
@@ -125,6 +139,32 @@ def check_group(job: PreparedJob, works: Sequence[Work], keys: UniqueKeys | None
     return [results[i] for i in range(len(works))]
 
 
+def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) -> Checked:
+    """Validation off: a whole file goes unread; a file to split is read for its parts."""
+    frame = None
+    if work.split:
+        from batchload.read import read_frame
+
+        try:
+            frame = read_frame(work.source.path, job.contract, sheet=job.job.sheet)
+        except UnreadableFile as exc:
+            return Checked(work, fp, file_id, problem=str(exc))
+        missing = [name for name in job.contract.names if name not in frame.columns]
+        if missing:
+            return Checked(
+                work, fp, file_id, problem=f"cannot cut parts: column {missing[0]!r} is missing"
+            )
+    if _changed_since(work, fp):
+        return Checked(
+            work,
+            fp,
+            file_id,
+            problem="file changed on disk while it was being checked; not sent",
+            problem_state="failed",
+        )
+    return Checked(work, fp, file_id, rows=None if frame is None else frame.height, frame=frame)
+
+
 def _changed_since(work: Work, fp: Fingerprint) -> bool:
     try:
         st = os.stat(work.source.path)
@@ -134,7 +174,7 @@ def _changed_since(work: Work, fp: Fingerprint) -> bool:
 
 
 def plan_requests(
-    prepared: Sequence[PreparedJob], max_request_bytes: int
+    prepared: Sequence[PreparedJob], max_request_bytes: int, *, validate: bool = True
 ) -> tuple[list[PlannedRequest], list[Problem]]:
     """The dry run: check every file and list the requests a run would send."""
     from batchload.contract import arrow_schema
@@ -147,7 +187,7 @@ def plan_requests(
         job_keys = keys.setdefault(job.name, UniqueKeys.for_contract(job.contract))
         creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
         for group in groups(job.work):
-            for checked in check_group(job, group, job_keys):
+            for checked in check_group(job, group, job_keys, validate=validate):
                 work, path = checked.work, str(checked.work.source.path)
                 if checked.problem is not None:
                     problems.append(problem_of(job, checked))

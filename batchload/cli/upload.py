@@ -69,6 +69,13 @@ def run_options(fn: F) -> F:
                 is_flag=True,
                 help="Validate and plan (datasets, file ids, parts, request sizes); send nothing.",
             ),
+            click.option(
+                "--no-validate",
+                "no_validate",
+                is_flag=True,
+                help="Send files without validating them against the contract (the service "
+                "still parses them). For trusted files; files to split are still read.",
+            ),
             json_option,
         ]
     ):
@@ -175,6 +182,7 @@ def _execute(
     manifest_path: Path | None,
     max_request_mb: float | None,
     dry_run: bool,
+    no_validate: bool,
     as_json: bool,
 ) -> None:
     import anyio
@@ -195,6 +203,7 @@ def _execute(
         concurrency=concurrency or DEFAULT_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
         dry_run=dry_run,
+        validate=not no_validate,
     )
     path = manifest_path or default_manifest or _default_manifest(jobs[0])
     with progress_sink(quiet=out.quiet or dry_run) as sink:
