@@ -1,6 +1,8 @@
 """``python -m batchload``: the same as the ``batchload`` console script."""
 
+import sys
+
 from batchload.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
