@@ -80,6 +80,15 @@ Faults apply to /ingestion/... requests only; --seed makes their counts repeat.
     default=0.0,
     help="Requests per second; beyond it 429 with Retry-After. 0 = unlimited.",
 )
+@click.option(
+    "--spike-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of requests answered --spike-ms late (after storing): outlasts client timeouts.",
+)
+@click.option(
+    "--spike-ms", type=click.FloatRange(min=0), default=0.0, help="Length of a latency spike."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the fault knobs.")
 def serve(  # noqa: PLR0917  (click passes each option as an argument)
     host: str,
@@ -94,6 +103,8 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
     fail_rate: float,
     drop_rate: float,
     rate_limit: float,
+    spike_rate: float,
+    spike_ms: float,
     seed: int,
 ) -> None:
     """Run a local ingestion server implementing the Data Ingestion API."""
@@ -125,6 +136,8 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
             fail_rate=fail_rate,
             drop_rate=drop_rate,
             rate_limit=rate_limit,
+            spike_rate=spike_rate,
+            spike_ms=spike_ms,
             seed=seed,
         ),
     )

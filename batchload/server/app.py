@@ -4,8 +4,8 @@ Requests pass three middlewares, outermost first:
 
 - errors: every refusal becomes ``{"error": {"code", "message", "details"}}``;
 - auth: ``/ingestion/...`` and ``/admin/...`` need an accepted bearer token (401);
-- faults: ``/ingestion/...`` only: rate limit (429), fail rate (503), drop rate and
-  latency (see :mod:`batchload.server.faults`).
+- faults: ``/ingestion/...`` only: rate limit (429), fail rate (503), drop rate,
+  latency and latency spikes (see :mod:`batchload.server.faults`).
 
 The event loop only moves bytes: a body is read into one preallocated buffer (the
 413 limit enforced while reading, so a huge declared length is refused before any
@@ -171,8 +171,12 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request.transport.abort()
     except ApiError as exc:
         response = error_response(exc)
-    if faults.latency_s:
-        await asyncio.sleep(faults.latency_s)  # an injected delay, not a wait for anything
+    delay_s = faults.latency_s
+    if spike_s := faults.spike_s():
+        log.info("delaying the answer by %g ms (--spike-rate)", spike_s * 1000)
+        delay_s += spike_s
+    if delay_s:
+        await asyncio.sleep(delay_s)  # an injected delay, not a wait for anything
     return response
 
 

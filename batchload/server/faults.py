@@ -1,6 +1,9 @@
 """Fault knobs of the local server, seeded so that a run's counts repeat.
 
 - ``latency_ms``: added before answering any ingestion request.
+- ``spike_rate`` and ``spike_ms``: that share of ingestion requests is answered
+  ``spike_ms`` later still (after any upload was stored): latency spikes that outlast
+  a client's timeout, so the client sees no answer to a request that did succeed.
 - ``fail_rate``: that share of ingestion requests gets ``503`` before anything is stored.
 - ``drop_rate``: that share of successful file uploads is stored, then the connection is
   closed without an answer (the ambiguous failure a client must survive).
@@ -29,14 +32,16 @@ class FaultSettings:
     fail_rate: float = 0.0
     drop_rate: float = 0.0
     rate_limit: float = 0.0  # requests per second; 0 = unlimited
+    spike_rate: float = 0.0
+    spike_ms: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "drop_rate"):
+        for name in ("fail_rate", "drop_rate", "spike_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.latency_ms < 0 or self.rate_limit < 0:
-            raise ValueError("latency_ms and rate_limit must not be negative")
+        if self.latency_ms < 0 or self.rate_limit < 0 or self.spike_ms < 0:
+            raise ValueError("latency_ms, spike_ms and rate_limit must not be negative")
 
     def describe(self) -> str:
         """One log line's worth: the knobs that are on."""
@@ -45,6 +50,9 @@ class FaultSettings:
             f"fail-rate {self.fail_rate:g}" if self.fail_rate else "",
             f"drop-rate {self.drop_rate:g}" if self.drop_rate else "",
             f"rate-limit {self.rate_limit:g}/s" if self.rate_limit else "",
+            f"spikes of {self.spike_ms:g} ms on {self.spike_rate:g}"
+            if self.spike_rate and self.spike_ms
+            else "",
         ]
         active = ", ".join(k for k in knobs if k)
         return f"faults: {active} (seed {self.seed})" if active else "faults: none"
@@ -59,6 +67,7 @@ class Faults:
         self.settings = settings
         self._fail = random.Random(f"{settings.seed}:fail")
         self._drop = random.Random(f"{settings.seed}:drop")
+        self._spike = random.Random(f"{settings.seed}:spike")
         self._clock = clock
         self._capacity = max(1.0, settings.rate_limit)
         self._tokens = self._capacity
@@ -90,3 +99,10 @@ class Faults:
         """Draw for ``drop_rate`` (no draw when it is off)."""
         rate = self.settings.drop_rate
         return rate > 0 and self._drop.random() < rate
+
+    def spike_s(self) -> float:
+        """Seconds of spike to add to this answer: ``spike_ms`` on ``spike_rate``, else 0."""
+        rate, spike_ms = self.settings.spike_rate, self.settings.spike_ms
+        if rate > 0 and spike_ms > 0 and self._spike.random() < rate:
+            return spike_ms / 1000.0
+        return 0.0
