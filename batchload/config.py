@@ -18,6 +18,8 @@ TOKEN_ENV = "SIGTECH_PLATFORM_TOKEN"
 ENDPOINT_ENV = "BATCHLOAD_ENDPOINT"
 SERVER_TOKENS_ENV = "BATCHLOAD_SERVER_TOKENS"
 DEFAULT_ENDPOINT = "https://api.sigtech.com"
+DEFAULT_TIMEOUT_S = 300.0
+"""Longest silence while waiting for an answer (the service parses the file first)."""
 
 
 class Secret:
@@ -53,6 +55,12 @@ class ClientConfig:
     token: Secret | None
     ca_bundle: Path | None = None
     verify_tls: bool = True
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    """Longest wait for the next byte of an answer; then the request is retried."""
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout must be positive, not {self.timeout_s:g} s")
 
 
 def resolve_endpoint(flag: str | None) -> str:
@@ -95,6 +103,7 @@ def client_config(
     ca_bundle: Path | None = None,
     insecure: bool = False,
     token_required: bool = True,
+    timeout_s: float | None = None,
 ) -> ClientConfig:
     """Resolve everything the transport needs, once, at the edge of a command."""
     if ca_bundle is not None and not ca_bundle.is_file():
@@ -104,6 +113,7 @@ def client_config(
         token=resolve_token(token_file, required=token_required),
         ca_bundle=ca_bundle,
         verify_tls=not insecure,
+        timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
     )
 
 

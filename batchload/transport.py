@@ -43,8 +43,6 @@ from batchload.protocol import DATASETS_PATH
 from batchload.retry import parse_retry_after
 
 CONNECT_TIMEOUT_S = 30.0
-READ_TIMEOUT_S = 300.0
-"""Longest silence while waiting for an answer (the service parses the file first)."""
 MAX_CONNECTIONS = 64
 USER_AGENT = "batchload/0.1"
 _MAX_DETAIL_CHARS = 400
@@ -63,13 +61,13 @@ class IngestionClient:
         *,
         max_connections: int = MAX_CONNECTIONS,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
-        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.endpoint = config.endpoint.rstrip("/")
         self._max_connections = max_connections
+        # sock_read: the longest silence while an answer is awaited (config.timeout_s).
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+            total=None, connect=connect_timeout_s, sock_read=config.timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
 

@@ -53,6 +53,18 @@ def print_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
+INSECURE_WARNING = (
+    "warning: --insecure-skip-tls-verify: https certificates are NOT verified; "
+    "anyone on the network path can read the token and the data"
+)
+
+
+def warn_insecure() -> None:
+    """The warning every use of ``--insecure-skip-tls-verify`` prints (even with --quiet)."""
+    click.echo(INSECURE_WARNING, err=True)
+    sys.stderr.flush()
+
+
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
     """Print ``error: message`` on stderr and exit; for checks the CLI layer makes itself."""
     click.echo(f"error: {message}", err=True)
@@ -113,6 +125,13 @@ insecure_option = click.option(
     "insecure",
     is_flag=True,
     help="DANGEROUS: do not verify https certificates. Prints a warning.",
+)
+timeout_option = click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Longest wait for an answer to one request before it is retried. Default: 300.",
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."

@@ -17,7 +17,9 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    timeout_option,
     token_file_option,
+    warn_insecure,
 )
 
 MAX_FAILURES_SHOWN = 20
@@ -137,6 +139,7 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
 @token_file_option
 @ca_bundle_option
 @insecure_option
+@timeout_option
 @json_option
 def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     path: Path,
@@ -144,6 +147,7 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     token_file: Path | None,
     ca_bundle: Path | None,
     insecure: bool,
+    timeout_s: float | None,
     as_json: bool,
 ) -> None:
     """Compare a manifest with the service: files missing there, files unknown here.
@@ -165,8 +169,14 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
         endpoints = {d.endpoint for d in opened.datasets()}
         chosen = endpoint or (endpoints.pop() if len(endpoints) == 1 else None)
         config = client_config(
-            endpoint=chosen, token_file=token_file, ca_bundle=ca_bundle, insecure=insecure
+            endpoint=chosen,
+            token_file=token_file,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
+            timeout_s=timeout_s,
         )
+        if insecure:
+            warn_insecure()
 
         async def check() -> Any:
             async with IngestionClient(config) as client:

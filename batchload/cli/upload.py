@@ -22,7 +22,9 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    timeout_option,
     token_file_option,
+    warn_insecure,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ def run_options(fn: F) -> F:
             token_file_option,
             ca_bundle_option,
             insecure_option,
+            timeout_option,
             click.option(
                 "--concurrency",
                 type=click.IntRange(1, 256),
@@ -178,6 +181,7 @@ def _execute(
     token_file: Path | None,
     ca_bundle: Path | None,
     insecure: bool,
+    timeout_s: float | None,
     concurrency: int | None,
     manifest_path: Path | None,
     max_request_mb: float | None,
@@ -195,10 +199,14 @@ def _execute(
     config: ClientConfig | None = None
     if not dry_run:
         config = client_config(
-            endpoint=endpoint, token_file=token_file, ca_bundle=ca_bundle, insecure=insecure
+            endpoint=endpoint,
+            token_file=token_file,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
+            timeout_s=timeout_s,
         )
         if insecure:
-            out.info("warning: https certificates are NOT verified (--insecure-skip-tls-verify)")
+            warn_insecure()
     options = RunOptions(
         concurrency=concurrency or DEFAULT_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
