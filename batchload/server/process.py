@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from batchload.config import SERVER_TOKENS_ENV
 from batchload.errors import ConfigError
 from batchload.protocol import HEALTH_PATH
 
@@ -30,13 +31,16 @@ START_TIMEOUT_S = 30.0
 class ServerProcess:
     """A local ingestion server in a child process; use as a context manager.
 
-    ``knobs`` are extra ``serve`` flags, e.g. ``["--latency-ms", "20"]``.
+    ``knobs`` are extra ``serve`` flags, e.g. ``["--latency-ms", "20"]``. With
+    ``tokens_in_env`` the tokens reach the child in ``BATCHLOAD_SERVER_TOKENS``
+    instead of ``--token`` flags, so they stay out of the process list.
     """
 
     data_dir: Path
     tokens: tuple[str, ...] = ("local-token",)
     port: int = 0
     knobs: list[str] = field(default_factory=list)
+    tokens_in_env: bool = False
     url: str = ""
     proc: subprocess.Popen[bytes] | None = None
     stderr_path: Path | None = None
@@ -45,8 +49,9 @@ class ServerProcess:
         """The argv that starts this server."""
         argv = [sys.executable, "-m", "batchload", "serve", "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
-        for token in self.tokens:
-            argv += ["--token", token]
+        if not self.tokens_in_env:
+            for token in self.tokens:
+                argv += ["--token", token]
         if not self.tokens:
             argv.append("--no-auth")
         return argv + list(self.knobs)
@@ -61,13 +66,19 @@ class ServerProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env(),
             )
         self.url = self._read_listening_line()
         if self.port == 0:  # keep the port, so a restart comes back on the same address
             self.port = int(self.url.rsplit(":", 1)[1])
         self._wait_healthy()
         return self
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.tokens_in_env:
+            env[SERVER_TOKENS_ENV] = ",".join(self.tokens)
+        return env
 
     def _read_listening_line(self) -> str:
         assert self.proc is not None and self.proc.stdout is not None
