@@ -306,6 +306,7 @@ class _Schemas:
     grouped: pa.DataFrameSchema
     key: tuple[str, ...]  # the frame-level unique key
     unique_columns: tuple[str, ...]  # columns with ``unique: true``
+    provable: bool  # only features _proven_valid knows are used
 
 
 _SCHEMA_CACHE: dict[int, _Schemas] = {}
@@ -328,6 +329,7 @@ def _schemas(contract: Contract) -> _Schemas:
         grouped,
         contract.unique,
         unique_columns,
+        _provable(schema),
     )
     if len(_SCHEMA_CACHE) > 64:
         _SCHEMA_CACHE.clear()
@@ -335,10 +337,82 @@ def _schemas(contract: Contract) -> _Schemas:
     return built
 
 
+def _provable(schema: pa.DataFrameSchema) -> bool:
+    """Whether :func:`_proven_valid` covers everything this schema can do to a frame."""
+    if schema.dtype is not None or schema.unique_column_names or schema.drop_invalid_rows:
+        return False
+    checks = [*schema.checks, *(c for col in schema.columns.values() for c in col.checks)]
+    return all(
+        col.default is None and not getattr(col, "parsers", None) for col in schema.columns.values()
+    ) and all(getattr(c, "_check_fn", None) is not None and not c.groupby for c in checks)
+
+
+def _proven_valid(data: pl.DataFrame, contract: Contract, grouped: bool) -> bool:
+    """Prove a frame valid in one parallel Polars pass, or say it cannot (then run pandera).
+
+    Each check is built by pandera's own check backend, from the contract's own
+    Check objects, and judged as pandera judges it (``ignore_na``); dtypes must equal
+    the contract's exactly; nullability counts NaN as null in float columns, as
+    pandera does. Any doubt, including an error, returns False: pandera then
+    validates the frame in full and its report is the verdict.
+    """
+    from pandera.api.polars.types import PolarsData
+    from pandera.backends.polars.checks import PolarsCheckBackend
+    from pandera.constants import CHECK_OUTPUT_KEY
+
+    expected = contract.polars_schema()
+    per_file = [FILE_COLUMN] if grouped else []  # over a concatenation, unique per file
+    if grouped:
+        expected = {**expected, FILE_COLUMN: pl.UInt32(), ROW_COLUMN: pl.UInt32()}
+    if data.schema != pl.Schema(expected):  # names, order and dtypes, exactly
+        return False
+    frame = data.lazy()
+    passed = pl.col(CHECK_OUTPUT_KEY)
+    queries: list[pl.LazyFrame] = []
+    checks = [("*", c) for c in contract.schema.checks]
+    checks += [(n, c) for n, col in contract.schema.columns.items() for c in col.checks]
+    try:
+        for name, check in checks:
+            if check.raise_warning:
+                continue  # pandera only warns: it cannot fail the frame
+            # what Check.__call__ does before it runs: refresh a built-in's function for
+            # the registered data types, then take the backend registered for LazyFrames
+            builtin = getattr(check._check_fn, "__name__", None)
+            if builtin is not None and check.is_builtin_check(builtin):
+                check._check_fn = check.get_builtin_check_fn(builtin)
+            backend = check.get_backend(frame)(check)
+            if not isinstance(backend, PolarsCheckBackend):
+                return False  # another backend (narwhals): its semantics are pandera's to run
+            out = backend.apply(PolarsData(frame, name))
+            if isinstance(out, bool):
+                if not out:
+                    return False
+                continue
+            judged = (passed | passed.is_null()) if check.ignore_na else passed.fill_null(False)
+            queries.append(out.select(judged.all()))
+        totals: list[pl.Expr] = []
+        for spec in contract.columns:
+            if not spec.nullable:
+                present = pl.col(spec.name).is_not_null()
+                if spec.dtype.is_float():
+                    present = present & pl.col(spec.name).is_not_nan()
+                totals.append(present.all().alias(f"null:{spec.name}"))
+        keys = [[*contract.unique, *per_file]] if contract.unique else []
+        keys += [[n, *per_file] for n in _schemas(contract).unique_columns]
+        for i, columns in enumerate(keys):
+            distinct = pl.struct(columns).hash().n_unique() == pl.len()
+            totals.append(distinct.alias(f"unique:{i}"))
+        if totals:
+            queries.append(frame.select(totals))
+        return all(all(result.row(0)) for result in pl.collect_all(queries))
+    except Exception:  # a check pandera would report as an error: let pandera say so
+        return False
+
+
 def _validate_chunk(
     chunk: Sequence[tuple[int, pl.DataFrame]], contract: Contract
 ) -> dict[int, list[Problem]]:
-    """One pandera call for the chunk; problems per file index."""
+    """One pandera call for the chunk (none when it is proven valid); problems per file index."""
     schemas = _schemas(contract)
     grouped = len(chunk) > 1
     if grouped:
@@ -347,22 +421,24 @@ def _validate_chunk(
     else:
         data = chunk[0][1]
         schema = schemas.alone
+    per_file = (FILE_COLUMN,) if grouped else ()
+    problems: dict[int, list[Problem]] = {index: [] for index, _ in chunk}
+    for index, frame in chunk:
+        if frame.height == 0:
+            problems[index].append(Problem("no_rows", None, 0))
+    if schemas.provable and _proven_valid(data, contract, grouped):
+        return problems
 
     cases: list[pl.DataFrame] = []
     try:
         schema.validate(data, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases.append(_normalise_cases(exc.failure_cases))
-    per_file = (FILE_COLUMN,) if grouped else ()
     if schemas.key and all(c in data.columns for c in schemas.key):
         cases.append(_uniqueness(data, (*schemas.key, *per_file), None, contract.dataset_name))
     for name in schemas.unique_columns:
         if name in data.columns:
             cases.append(_uniqueness(data, (name, *per_file), name, None))
-    problems: dict[int, list[Problem]] = {index: [] for index, _ in chunk}
-    for index, frame in chunk:
-        if frame.height == 0:
-            problems[index].append(Problem("no_rows", None, 0))
     cases = [c for c in cases if c.height]
     if cases:
         failures = _locate(pl.concat(cases), data, grouped, len(chunk))

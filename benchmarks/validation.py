@@ -69,7 +69,7 @@ def make_frame(rows: int, *, tickers: int = 500, seed: int = 0) -> pl.DataFrame:
     frame = pl.DataFrame(
         {
             "date": dates.to_numpy().repeat(tickers)[:rows],
-            "ticker": [f"T{i:04d}" for i in range(tickers)] * days,
+            "ticker": ([f"T{i:04d}" for i in range(tickers)] * days)[:rows],
         }
     ).head(rows)
     price = rng.uniform(1.0, 500.0, rows)
@@ -106,7 +106,8 @@ def hand_written(frame: pl.DataFrame, contract: Contract) -> dict[str, int]:
         f"{c.name}_not_null": pl.col(c.name).is_null() for c in contract.columns if not c.nullable
     }
     exprs = [e.sum().alias(n) for n, e in {**checks, **nulls}.items()]
-    exprs.append(pl.struct("date", "ticker").is_duplicated().sum().alias("unique_key"))
+    # the fastest plain-Polars key check: distinct row hashes prove distinct keys
+    exprs.append((pl.len() - pl.struct("date", "ticker").hash().n_unique()).alias("unique_key"))
     counts = frame.select(exprs).row(0, named=True)
     return {k: int(v or 0) for k, v in counts.items()}
 
