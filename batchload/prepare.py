@@ -45,6 +45,11 @@ class UploadJob:
     sheet: str | None = None
     base: Path | None = None
 
+    def __post_init__(self) -> None:
+        FileIdTemplate(self.file_id)  # a bad template is refused before anything is read
+        if self.dataset and self.dataset_id:
+            raise UsageError("give a dataset name or a dataset id, not both")
+
 
 @dataclass(frozen=True, slots=True)
 class Work:

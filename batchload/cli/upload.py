@@ -36,6 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_LINES_SHOWN = 20
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_REQUEST_MB = 5.0
+DEFAULT_RETRIES = 7
 
 
 def run_options(fn: F) -> F:
@@ -66,6 +67,13 @@ def run_options(fn: F) -> F:
                 default=None,
                 help="Largest request body after base64, in MiB; larger files are sent in "
                 f"parts. Default: {DEFAULT_MAX_REQUEST_MB:g}.",
+            ),
+            click.option(
+                "--retries",
+                type=click.IntRange(0, 100),
+                default=None,
+                help="Retries per request after a transient failure (timeouts, 429, 5xx). "
+                f"Default: {DEFAULT_RETRIES}.",
             ),
             click.option(
                 "--dry-run",
@@ -185,6 +193,7 @@ def _execute(
     concurrency: int | None,
     manifest_path: Path | None,
     max_request_mb: float | None,
+    retries: int | None,
     dry_run: bool,
     no_validate: bool,
     as_json: bool,
@@ -194,6 +203,7 @@ def _execute(
     from batchload.cli.render import progress_sink
     from batchload.config import client_config
     from batchload.pipeline import RunOptions, run_upload
+    from batchload.retry import RetryPolicy
 
     out = output()
     config: ClientConfig | None = None
@@ -212,6 +222,7 @@ def _execute(
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
         dry_run=dry_run,
         validate=not no_validate,
+        retry=RetryPolicy(attempts=1 + (DEFAULT_RETRIES if retries is None else retries)),
     )
     path = manifest_path or default_manifest or _default_manifest(jobs[0])
     with progress_sink(quiet=out.quiet or dry_run) as sink:

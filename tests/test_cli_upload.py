@@ -1,0 +1,300 @@
+"""The upload CLI as a user meets it: exit codes, one JSON object, no token anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchload.manifest import Manifest
+from batchload.server.process import ServerProcess
+from tests.upload_helpers import HEADER, SIGNALS, ServerView, sha256, signal_csv, write_signals
+
+PRICES = SIGNALS.parent / "market_prices.yaml"
+
+
+def cli(
+    *args: str, cwd: Path, token: str | None = None, check: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SIGTECH_PLATFORM_TOKEN", "BATCHLOAD_ENDPOINT")
+    }
+    if token is not None:
+        env["SIGTECH_PLATFORM_TOKEN"] = token
+    result = subprocess.run(
+        [sys.executable, "-m", "batchload", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+    if check is not None:
+        assert result.returncode == check, result.stderr
+    return result
+
+
+def assert_no_secret(token: str, *texts: str, files: tuple[Path, ...] = ()) -> None:
+    for text in texts:
+        assert token not in text
+    for path in files:
+        if path.exists():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_upload_json_rerun_and_no_token_anywhere(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    paths = write_signals(tmp_path / "data", 12)
+    args = ("upload", "data/*.csv", "--schema", str(SIGNALS), "--endpoint", server.url, "--json")
+    first = cli(*args, cwd=tmp_path, token=token, check=0)
+    summary = json.loads(first.stdout)  # stdout is exactly one JSON document
+    assert (summary["uploaded"], summary["skipped"], summary["exit_code"]) == (12, 0, 0)
+    manifest = tmp_path / ".batchload" / "manifests" / "equity_signals.sqlite"
+    assert summary["manifest"] == str(manifest)
+    assert summary["reconcile"][0]["missing"] == []
+    files = ServerView(server, token).files(summary["dataset_id"])
+    assert {k: v["sha256"] for k, v in files.items()} == {p.stem: sha256(p) for p in paths}
+
+    human = cli(*args[:-1], cwd=tmp_path, token=token, check=0)  # again, without --json
+    assert human.stdout == ""
+    assert "uploaded 0 file(s)" in human.stderr and "12 skipped" in human.stderr
+    assert f"manifest: {manifest}" in human.stderr
+    wal = manifest.with_name(manifest.name + "-wal")
+    assert_no_secret(token, first.stdout, first.stderr, human.stderr, files=(manifest, wal))
+
+
+def test_bad_files_exit_1_and_good_ones_land(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "data", 3)
+    (tmp_path / "data" / "bad.csv").write_text(HEADER + "2024-01-02,AAA,3.0,0.5,5\n")
+    result = cli(
+        "upload",
+        "data/*.csv",
+        "--schema",
+        str(SIGNALS),
+        "--endpoint",
+        server.url,
+        "--json",
+        "--manifest",
+        "m.sqlite",
+        cwd=tmp_path,
+        token=token,
+        check=1,
+    )
+    summary = json.loads(result.stdout)
+    assert (summary["uploaded"], summary["invalid"]) == (3, 1)
+    assert summary["problems"][0]["path"].endswith("bad.csv")
+    assert "in_range" in result.stderr  # the reason is also told to the person
+
+
+def test_wrong_token_exits_3_with_the_manifest_kept(server: ServerProcess, tmp_path: Path) -> None:
+    write_signals(tmp_path / "data", 2)
+    wrong = "wrong-token-SECRET-9876"
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(wrong + "\n")
+    result = cli(
+        "upload",
+        "data/*.csv",
+        "--schema",
+        str(SIGNALS),
+        "--endpoint",
+        server.url,
+        "--token-file",
+        str(token_file),
+        "--manifest",
+        "m.sqlite",
+        "--json",
+        cwd=tmp_path,
+        check=3,
+    )
+    assert "Traceback" not in result.stderr
+    assert "401" in result.stderr
+    assert json.loads(result.stdout)["stopped"]
+    manifest = tmp_path / "m.sqlite"
+    with Manifest.open(manifest, create=False) as opened:
+        assert opened.rows() == []
+    assert_no_secret(wrong, result.stdout, result.stderr, files=(manifest,))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--dataset", "a", "--dataset-id", "b"), 2, "not both"),
+        (("--file-id", "{nope}"), 2, "unknown field"),
+        (("--endpoint", "ftp://x"), 2, "not an http(s) URL"),
+        (("--endpoint", "http://127.0.0.1:9", "--retries", "1"), 4, "cannot reach"),
+    ],
+)
+def test_usage_and_service_errors(
+    tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
+    write_signals(tmp_path / "data", 1)
+    result = cli(
+        "upload", "data/*.csv", "--schema", str(SIGNALS), *args, cwd=tmp_path, token="t", check=code
+    )
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nothing_matched_and_no_token(tmp_path: Path) -> None:
+    result = cli(
+        "upload", "nothing/*.csv", "--schema", str(SIGNALS), cwd=tmp_path, token="t", check=2
+    )
+    assert "no files matched" in result.stderr
+    write_signals(tmp_path / "data", 1)
+    result = cli("upload", "data/*.csv", "--schema", str(SIGNALS), cwd=tmp_path, check=2)
+    assert "SIGTECH_PLATFORM_TOKEN" in result.stderr
+
+
+def test_dry_run_needs_no_token_and_sends_nothing(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "data", 2)
+    (tmp_path / "data" / "big.csv").write_text(signal_csv(99, rows=4000))
+    result = cli(
+        "upload",
+        "data/*.csv",
+        "--schema",
+        str(SIGNALS),
+        "--endpoint",
+        server.url,
+        "--max-request-mb",
+        "0.03",
+        "--dry-run",
+        "--json",
+        cwd=tmp_path,
+        check=0,
+    )
+    plan = json.loads(result.stdout)["plan"]
+    assert {p["file_id"] for p in plan if not p["part"]} == {"sig_0000", "sig_0001"}
+    assert any(p["file_id"] == "big.part-0002" for p in plan)
+    assert ServerView(server, token).datasets() == []
+
+
+def test_killed_midway_then_resumed(
+    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+) -> None:
+    server = server_factory("--latency-ms", "50")
+    paths = write_signals(tmp_path / "data", 24)
+    args = [
+        sys.executable,
+        "-m",
+        "batchload",
+        "upload",
+        "data/*.csv",
+        "--schema",
+        str(SIGNALS),
+        "--endpoint",
+        server.url,
+        "--concurrency",
+        "2",
+        "--manifest",
+        "m.sqlite",
+    ]
+    env = {**os.environ, "SIGTECH_PLATFORM_TOKEN": token}
+    child = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    for line in child.stderr:  # blocks until the dataset exists: then kill, no clean-up
+        if line.startswith("created dataset"):
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+
+    result = cli(*args[3:], "--json", cwd=tmp_path, token=token, check=0)
+    summary = json.loads(result.stdout)
+    assert summary["uploaded"] + summary["skipped"] == 24
+    assert summary["skipped"] < 24
+    view = ServerView(server, token)
+    assert len(view.datasets()) == 1
+    files = view.files(summary["dataset_id"])
+    assert {k: v["sha256"] for k, v in files.items()} == {p.stem: sha256(p) for p in paths}
+
+
+def test_plan_with_two_datasets_and_manifest_commands(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    write_signals(tmp_path / "signals", 3)
+    (tmp_path / "prices").mkdir()
+    (tmp_path / "prices" / "p1.csv").write_text(_prices_csv())
+    (tmp_path / "backfill.toml").write_text(
+        f"""
+[run]
+concurrency = 4
+
+[[upload]]
+schema = "{SIGNALS}"
+files = ["signals/*.csv"]
+
+[[upload]]
+schema = "{PRICES}"
+files = ["prices/*.csv"]
+dataset = "prices_2024"
+"""
+    )
+    result = cli(
+        "run",
+        "backfill.toml",
+        "--endpoint",
+        server.url,
+        "--json",
+        cwd=tmp_path,
+        token=token,
+        check=0,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["uploaded"] == 4
+    assert set(summary["datasets"]) == {"equity_signals", "prices_2024"}
+    manifest = tmp_path / ".batchload" / "manifests" / "backfill.sqlite"
+    assert summary["manifest"] == str(manifest)
+
+    shown = cli("manifest", "show", str(manifest), "--json", cwd=tmp_path, check=0)
+    datasets = {d["name"]: d["files"]["done"] for d in json.loads(shown.stdout)["datasets"]}
+    assert datasets == {"equity_signals": 3, "prices_2024": 1}
+    cli(
+        "manifest",
+        "export",
+        str(manifest),
+        "--format",
+        "csv",
+        "-o",
+        "rows.csv",
+        cwd=tmp_path,
+        check=0,
+    )
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 5
+    checked = cli("reconcile", "--manifest", str(manifest), cwd=tmp_path, token=token, check=0)
+    assert checked.stdout.count(": ok:") == 2
+
+    ServerView(server, token).session.delete(
+        f"{server.url}/ingestion/datasets/{summary['datasets']['prices_2024']}/files/p1", timeout=30
+    ).raise_for_status()
+    missing = cli(
+        "reconcile", "--manifest", str(manifest), "--json", cwd=tmp_path, token=token, check=1
+    )
+    results = {r["dataset"]: r for r in json.loads(missing.stdout)["reconcile"]}
+    assert results["prices_2024"]["missing"] == ["p1"]
+
+
+def _prices_csv() -> str:
+    header = "date,ticker,open,high,low,close,volume,currency\n"
+    return header + "2024-01-02,AAA,10.0,11.0,9.5,10.5,1000,USD\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["upload"], ["run"], ["manifest", "show"], ["manifest", "export"], ["reconcile"]],
+)
+def test_help_has_an_example(command: list[str], tmp_path: Path) -> None:
+    result = cli(*command, "--help", cwd=tmp_path, check=0)
+    assert "Example" in result.stdout
