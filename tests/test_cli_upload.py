@@ -184,7 +184,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(
 def test_killed_midway_then_resumed(
     server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
-    server = server_factory("--latency-ms", "50")
+    server = server_factory("--latency-ms", "100")
     paths = write_signals(tmp_path / "data", 24)
     args = [
         sys.executable,
