@@ -1,0 +1,367 @@
+"""What the reliability tests share: the CLI as a subprocess, the server seen over plain
+HTTP, generated files, the exactly-once check, and the ledger of figures the suite writes.
+
+Every fault case ends with :func:`assert_exactly_once`, which asks the *server* (not
+batchload) what it holds and compares it with the files on disk and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from batchload.server.process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+SIGNALS = ROOT / "schemas" / "equity_signals.yaml"
+HEADER = "date,ticker,signal,confidence,horizon_days\n"
+CLI_TIMEOUT_S = 180.0
+WAIT_TIMEOUT_S = 90.0
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def signal_rows(index: int, rows: int) -> str:
+    """Rows valid for equity_signals; ``index`` makes the (date, ticker) keys unique."""
+    lines = []
+    for r in range(rows):
+        day, month, year = 1 + r % 28, 1 + (r // 28) % 12, 2000 + r // 336
+        confidence = "" if r % 7 == 0 else f"{(r % 10) / 10:.1f}"
+        signal = ((r + index) % 21 - 10) / 10
+        lines.append(f"{year}-{month:02d}-{day:02d},T{index}X,{signal:.1f},{confidence},5\n")
+    return "".join(lines)
+
+
+def signal_csv(index: int, rows: int = 6) -> str:
+    return HEADER + signal_rows(index, rows)
+
+
+def write_signals(directory: Path, count: int, *, rows: int = 6) -> list[Path]:
+    """``count`` small valid CSV files ``sig_0000.csv``...; returns their paths in order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"sig_{i:04d}.csv"
+        path.write_text(signal_csv(i, rows))
+        paths.append(path)
+    return paths
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        """stdout as the one JSON document ``--json`` promises."""
+        value: dict[str, Any] = json.loads(self.stdout)
+        return value
+
+
+def cli_env(token: str | None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SIGTECH_PLATFORM_TOKEN", "BATCHLOAD_ENDPOINT", "BATCHLOAD_SERVER_TOKENS")
+    }
+    if token is not None:
+        env["SIGTECH_PLATFORM_TOKEN"] = token
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "batchload", *args]
+
+
+def cli(*args: str, token: str | None, cwd: Path) -> CliResult:
+    """Run ``batchload ARGS`` to the end."""
+    done = subprocess.run(
+        cli_argv(*args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=cli_env(token),
+        timeout=CLI_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def start_cli(*args: str, token: str | None, cwd: Path) -> subprocess.Popen[str]:
+    """Start ``batchload ARGS`` in the background (to be killed or waited for)."""
+    return subprocess.Popen(
+        cli_argv(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=cli_env(token),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> CliResult:
+    stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+    return CliResult(proc.returncode, stdout, stderr)
+
+
+def upload_args(
+    pattern: str, manifest: Path, endpoint: str, *extra: str, schema: Path = SIGNALS
+) -> tuple[str, ...]:
+    return (
+        "upload",
+        pattern,
+        "--schema",
+        str(schema),
+        "--endpoint",
+        endpoint,
+        "--manifest",
+        str(manifest),
+        "--json",
+        *extra,
+    )
+
+
+def assert_clean_output(result: CliResult) -> None:
+    """No traceback and no internal error, whatever happened."""
+    for text in (result.stdout, result.stderr):
+        assert "Traceback" not in text, text[-3000:]
+        assert "internal error" not in text, text[-3000:]
+
+
+def assert_reconciled(summary: dict[str, Any]) -> None:
+    """The run's own reconcile (``--json``) found nothing missing or unexpected."""
+    assert summary["reconcile"], summary
+    for result in summary["reconcile"]:
+        assert (result["missing"], result["unexpected"], result["error"]) == ([], [], None)
+
+
+# --- waiting for a condition (polling real state, never sleeping blind) ------------------
+
+
+def wait_until(
+    condition: Callable[[], bool], *, what: str, timeout_s: float = WAIT_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.002
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay_s)  # polling the condition with backoff
+        delay_s = min(delay_s * 2, 0.02)
+
+
+def manifest_states(path: Path) -> Counter[str]:
+    """Rows per state, read-only (the run may be writing: WAL readers never block it)."""
+    if not path.exists():
+        return Counter()
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return Counter()
+    return Counter({state: count for state, count in rows})
+
+
+def manifest_rows(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM files ORDER BY source_path, part")]
+
+
+def manifest_integrity(path: Path) -> str:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+# --- the server, seen over plain HTTP ------------------------------------------------------
+
+
+class ServerView:
+    """What a server holds, through plain HTTP with its own token (not through batchload)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str) -> Any:
+        """GET through the server's own faults: 503 and 429 are asked again."""
+        for _ in range(100):
+            response = self.session.get(self.url + path, timeout=30)
+            if response.status_code not in (429, 503):
+                response.raise_for_status()
+                return response.json()
+            retry_after_s = float(response.headers.get("Retry-After", "0.01"))
+            time.sleep(retry_after_s)  # the server said how long to wait
+        raise AssertionError(f"GET {path} kept failing")
+
+    def datasets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/ingestion/datasets/")
+        return result
+
+    def files(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Every receipt the server lists (a duplicate id would show twice here)."""
+        body = self.get(f"/ingestion/datasets/{dataset_id}/files")
+        assert len(body["ids"]) == len(body["files"])
+        files: list[dict[str, Any]] = body["files"]
+        return files
+
+    def revoke(self) -> None:
+        """This view's token stops working (until the server restarts)."""
+        self.session.post(self.url + "/admin/revoke", timeout=30).raise_for_status()
+
+
+def injected_faults(server: ServerProcess) -> Counter[str]:
+    """Faults the server injected, counted from its log: 503, 429, drops, spikes."""
+    assert server.stderr_path is not None
+    text = server.stderr_path.read_text(errors="replace")
+    statuses = Counter(re.findall(r'" (\d{3}) ', text))
+    return Counter(
+        {
+            "503": statuses["503"],
+            "429": statuses["429"],
+            "dropped": text.count("dropping the connection after storing"),
+            "spiked": text.count("(--spike-rate)"),
+        }
+    )
+
+
+# --- the exactly-once check -------------------------------------------------------------
+
+
+@dataclass
+class Landed:
+    """What :func:`assert_exactly_once` found, for the ledger."""
+
+    files: int
+    lost: int
+    duplicated: int
+
+
+def assert_exactly_once(
+    view: ServerView,
+    expected: dict[str, Path | str],
+    manifest: Path,
+    *,
+    endpoint: str,
+    token: str,
+) -> Landed:
+    """The server holds every expected file exactly once, byte-identical, in one dataset;
+    the manifest agrees with it, and reconcile (the code ``batchload reconcile`` runs)
+    finds nothing missing or unexpected.
+
+    ``expected`` maps file_id to the local file (or to the sha256 it must have).
+    """
+    datasets = view.datasets()
+    assert len(datasets) == 1, f"{len(datasets)} datasets: {datasets}"
+    dataset_id = datasets[0]["id"]
+    receipts = view.files(dataset_id)
+    ids = Counter(r["file_id"] for r in receipts)
+    duplicated = sum(n - 1 for n in ids.values())
+    want = {
+        file_id: (source if isinstance(source, str) else sha256(source))
+        for file_id, source in expected.items()
+    }
+    have = {r["file_id"]: r["sha256"] for r in receipts}
+    lost = sorted(set(want) - set(have))
+    assert not lost, f"{len(lost)} file(s) lost: {lost[:10]}"
+    assert duplicated == 0 and set(have) == set(want), sorted(set(have) - set(want))[:10]
+    wrong = sorted(f for f in want if have[f] != want[f])
+    assert not wrong, f"bytes differ on the server for {wrong[:10]}"
+
+    rows = manifest_rows(manifest)
+    done = {r["file_id"]: r for r in rows if r["state"] == "done"}
+    assert set(done) == set(want), sorted(set(done) ^ set(want))[:10]
+    assert all(r["sent_sha256"] == have[f] for f, r in done.items())
+    assert {r["dataset_id"] for r in done.values()} == {dataset_id}
+    assert manifest_integrity(manifest) == "ok"
+
+    [result] = reconcile(manifest, endpoint=endpoint, token=token)
+    assert (result.missing, result.unexpected, result.error) == ((), (), None)
+    assert result.on_server == result.expected == len(want)
+    return Landed(files=len(want), lost=len(lost), duplicated=duplicated)
+
+
+def reconcile(manifest: Path, *, endpoint: str, token: str) -> tuple[Any, ...]:
+    """What ``batchload reconcile --manifest`` computes, in this process (no CLI start-up)."""
+    import anyio
+
+    from batchload.config import ClientConfig, Secret
+    from batchload.manifest import Manifest
+    from batchload.pipeline import reconcile as compare
+    from batchload.transport import IngestionClient
+
+    config = ClientConfig(endpoint=endpoint, token=Secret(token))
+
+    async def check() -> tuple[Any, ...]:
+        with Manifest.open(manifest, create=False) as opened:
+            async with IngestionClient(config) as client:
+                return await compare(client, opened)
+
+    return anyio.run(check)
+
+
+# --- the ledger: figures the suite writes for the README -----------------------------------
+
+
+@dataclass
+class Ledger:
+    """Figures gathered while the suite runs; written at the end of the session."""
+
+    fault_cases: dict[str, dict[str, int]] = field(default_factory=dict)
+    hostile_files: set[str] = field(default_factory=set)
+    hostile_http: Counter[str] = field(default_factory=Counter)
+
+    def fault(self, case: str, landed: Landed, injected: Iterable[tuple[str, int]]) -> None:
+        entry = {"files": landed.files, "lost": landed.lost, "duplicated": landed.duplicated}
+        entry.update({k: v for k, v in injected if v})
+        self.fault_cases[case] = entry
+
+    def summary(self) -> dict[str, Any]:
+        cases = self.fault_cases.values()
+        injected = Counter[str]()
+        for entry in cases:
+            injected.update(
+                {k: v for k, v in entry.items() if k not in ("files", "lost", "duplicated")}
+            )
+        return {
+            "fault_cases": dict(sorted(self.fault_cases.items())),
+            "faults_injected": dict(sorted(injected.items())),
+            "files_checked_on_server": sum(e["files"] for e in cases),
+            "lost": sum(e["lost"] for e in cases),
+            "duplicated": sum(e["duplicated"] for e in cases),
+            "hostile_files_tried": len(self.hostile_files),
+            "hostile_requests_sent": dict(sorted(self.hostile_http.items())),
+        }
+
+
+LEDGER = Ledger()
+
+
+def file_ids(paths: Sequence[Path]) -> dict[str, Path | str]:
+    """The default ``{stem}`` file_ids of ``paths``."""
+    return {p.stem: p for p in paths}
