@@ -1,0 +1,405 @@
+"""``batchload demo``: a whole backfill, end to end, against an embedded local server.
+
+1. Write two years of daily signal files (:mod:`batchload.samples`): mostly csv, some
+   parquet and xlsx, and three files spoiled on purpose.
+2. Start ``batchload serve`` on a free loopback port with a random token (passed
+   in the environment and a 0600 token file; never printed).
+3. Run ``batchload upload`` itself, as a child process, with the contract from
+   ``schemas/``: the very command a user runs, with its live progress; its
+   ``--json`` summary is what the demo reports.
+4. Run the same command again: every file that landed is skipped unread.
+5. Print the commands that do the same against SigTech's API.
+
+The bad files are the point, so the demo exits 0 when the uploads did what they
+should. The server is stopped however the demo ends (an error, Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from batchload.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AuthError,
+    BatchloadError,
+    ConfigError,
+    ServiceError,
+    UsageError,
+)
+from batchload.samples import (
+    DEMO_FORMATS,
+    TRADING_DAYS_PER_YEAR,
+    BadFile,
+    write_bad_files,
+    write_signal_files,
+)
+
+CONTRACT_NAME = "equity_signals"
+DEFAULT_DAYS = 2 * TRADING_DAYS_PER_YEAR
+DEFAULT_TICKERS = 100
+MIN_DAYS = 8
+REAL_ENDPOINT = "https://api.sigtech.com"
+MAX_NAMES_SHOWN = 3
+MAX_REASON_CHARS = 150
+MIB = 1024 * 1024
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoSettings:
+    """What ``batchload demo`` was asked for."""
+
+    directory: Path | None = None
+    """Where to write everything; default a new temporary folder (kept afterwards)."""
+    days: int = DEFAULT_DAYS
+    tickers: int = DEFAULT_TICKERS
+    quiet: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backfill:
+    """The files the demo wrote."""
+
+    directory: Path
+    files: tuple[Path, ...]
+    bad: tuple[BadFile, ...]
+
+    @property
+    def by_format(self) -> dict[str, int]:
+        return dict(Counter(p.suffix.lstrip(".") for p in self.files))
+
+    @property
+    def pattern(self) -> str:
+        """The glob that selects the backfill, safe for any folder name."""
+        return os.path.join(glob.escape(str(self.directory)), "*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoResult:
+    """What the demo did: the backfill, both runs' ``--json`` summaries, the next commands."""
+
+    directory: Path
+    contract: Path
+    backfill: Backfill
+    first: dict[str, Any]
+    second: dict[str, Any]
+    commands: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``batchload demo --json``."""
+        return {
+            "directory": str(self.directory),
+            "contract": str(self.contract),
+            "files": {"total": len(self.backfill.files), **self.backfill.by_format},
+            "deliberate": [
+                {"path": str(b.path), "kind": b.kind, "what": b.what} for b in self.backfill.bad
+            ],
+            "first_run": self.first,
+            "second_run": self.second,
+            "next_commands": list(self.commands),
+        }
+
+
+# --- finding things ------------------------------------------------------------------------
+
+
+def find_contract(name: str = CONTRACT_NAME, *, cwd: Path | None = None) -> Path:
+    """``schemas/<name>.yaml`` in the working directory, else in batchload's own checkout."""
+    here = cwd or Path.cwd()
+    candidates = [
+        here / "schemas" / f"{name}.yaml",
+        Path(__file__).resolve().parent.parent / "schemas" / f"{name}.yaml",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"cannot find the demo's contract schemas/{name}.yaml",
+        hint="run `batchload demo` from the root of the batchload repository",
+    )
+
+
+def shown(path: Path, *, cwd: Path | None = None) -> str:
+    """``path`` relative to the working directory when inside it (shorter commands)."""
+    here = cwd or Path.cwd()
+    try:
+        return str(path.resolve().relative_to(here.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def demo_directory(requested: Path | None) -> Path:
+    """A new temporary folder, or ``requested`` if it is new or empty."""
+    if requested is None:
+        return Path(tempfile.mkdtemp(prefix="batchload-demo-"))
+    if requested.exists() and (not requested.is_dir() or any(requested.iterdir())):
+        raise UsageError(
+            f"--dir {requested} is not an empty folder",
+            hint="give a new or empty folder: the demo writes files, a server's data and a "
+            "manifest there",
+        )
+    requested.mkdir(parents=True, exist_ok=True)
+    return requested
+
+
+# --- the steps -----------------------------------------------------------------------------
+
+
+def make_backfill(directory: Path, *, days: int, tickers: int, seed: int = 0) -> Backfill:
+    """Two years (by default) of daily files in ``directory``, three of them spoiled."""
+    if days < MIN_DAYS:
+        raise UsageError(f"--days must be at least {MIN_DAYS}")
+    files = write_signal_files(directory, days, tickers, formats=DEMO_FORMATS, seed=seed)
+    bad = write_bad_files(files)
+    return Backfill(directory=directory, files=tuple(files), bad=tuple(bad))
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """The demo token, readable by this user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+
+
+def upload_args(
+    backfill: Backfill, *, contract: Path, endpoint: str, token_file: Path, manifest: Path
+) -> list[str]:
+    """The ``batchload upload`` arguments the demo runs (and shows)."""
+    return [
+        "upload",
+        backfill.pattern,
+        "--schema",
+        shown(contract),
+        "--endpoint",
+        endpoint,
+        "--token-file",
+        shown(token_file),
+        "--manifest",
+        shown(manifest),
+    ]
+
+
+def command_line(args: Sequence[str]) -> str:
+    """How a person types ``batchload ARGS`` in a shell."""
+    return shlex.join(["batchload", *args])
+
+
+def run_upload(args: Sequence[str], *, quiet: bool) -> dict[str, Any]:
+    """Run ``batchload upload ARGS --json`` as a child; return its summary.
+
+    Its progress goes straight to our stderr (rich bars on a terminal). Exit 0 and 1
+    are results (1: some files were refused); anything else stops the demo with the
+    same exit code, the child having printed why.
+    """
+    argv = [sys.executable, "-m", "batchload", *(["--quiet"] if quiet else []), *args, "--json"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
+    if done.returncode not in (EXIT_OK, EXIT_INCOMPLETE):
+        error = {2: ConfigError, 3: AuthError, 4: ServiceError}.get(done.returncode)
+        message = f"the demo's upload stopped with exit code {done.returncode} (its error is above)"
+        if error is None:
+            raise BatchloadError(message)
+        raise error(message)
+    try:
+        summary = json.loads(done.stdout)
+    except ValueError:
+        raise BatchloadError("the demo's upload printed no JSON summary") from None
+    if not isinstance(summary, dict):
+        raise BatchloadError("the demo's upload printed JSON that is not an object")
+    return summary
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt meanwhile, so ``finally`` blocks run."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
+    """Run the whole demo, narrating with ``say``; the server is always stopped."""
+    from batchload.server.process import ServerProcess
+
+    contract = find_contract()
+    directory = demo_directory(settings.directory)
+    signals = directory / "signals"
+    say(
+        f"1. Writing {settings.days} trading days of signal files "
+        f"({settings.tickers} tickers a day) to {shown(signals)}"
+    )
+    backfill = make_backfill(
+        signals, days=settings.days, tickers=settings.tickers, seed=settings.seed
+    )
+    for line in backfill_lines(backfill):
+        say(line)
+
+    token = secrets.token_urlsafe(24)
+    token_file = directory / "token"
+    write_token_file(token_file, token)
+    manifest = directory / "manifest.sqlite"
+    server = ServerProcess(data_dir=directory / "server", tokens=(token,), tokens_in_env=True)
+    with sigterm_as_interrupt():
+        try:
+            server.start()
+            say("")
+            data = shown(server.data_dir)
+            say(f"2. Started a local ingestion server at {server.url} (data in {data})")
+            args = upload_args(
+                backfill,
+                contract=contract,
+                endpoint=server.url,
+                token_file=token_file,
+                manifest=manifest,
+            )
+            say("")
+            say(f"3. Uploading with the contract {shown(contract)}:")
+            say(f"   $ {command_line(args)}")
+            first = run_upload(args, quiet=settings.quiet)
+            for line in first_run_lines(first):
+                say(line)
+            say("")
+            say("4. The same command again: what landed is not sent twice")
+            second = run_upload(args, quiet=True)
+            for line in second_run_lines(second):
+                say(line)
+        finally:
+            server.stop()
+    commands = real_api_commands(backfill, contract)
+    say("")
+    say("5. The same upload against SigTech's API:")
+    for command in commands:
+        say(f"   {command}")
+    say(f"   (the demo's files stay in {shown(directory)}; delete that folder when done)")
+    return DemoResult(
+        directory=directory,
+        contract=contract,
+        backfill=backfill,
+        first=first,
+        second=second,
+        commands=tuple(commands),
+    )
+
+
+# --- what the demo says --------------------------------------------------------------------
+
+
+def backfill_lines(backfill: Backfill) -> list[str]:
+    """The files written, by format, and the three spoiled on purpose."""
+    formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(backfill.by_format.items()))
+    lines = [f"   {len(backfill.files)} files: {formats}; spoiled on purpose:"]
+    labels = {
+        "wrong_type": "wrong type",
+        "missing_column": "missing column",
+        "duplicate_day": "duplicate day",
+    }
+    lines += [f"     {labels[b.kind]:<15} {b.path.name}: {b.what}" for b in backfill.bad]
+    return lines
+
+
+def _mib(n: float) -> str:
+    return f"{n / MIB:.1f} MiB"
+
+
+def first_run_lines(summary: dict[str, Any]) -> list[str]:
+    """The first run's result: sent, refused with reasons, throughput, where it all is."""
+    seconds = max(float(summary.get("seconds") or 0.0), 1e-9)
+    uploaded, sent = int(summary["uploaded"]), int(summary["bytes_sent"])
+    lines = [
+        "",
+        f"   sent      {uploaded} files, {_mib(sent)}, in {seconds:.1f} s "
+        f"({uploaded / seconds:.0f} files/s, {_mib(sent / seconds)}/s)",
+    ]
+    problems = summary.get("problems") or []
+    if problems:
+        lines.append(f"   refused   {len(problems)} files; nothing was sent for them:")
+        lines += refused_lines(problems)
+        if any(str(p.get("path", "")).endswith((".xlsx", ".xls")) for p in problems):
+            lines.append(
+                "     note: Excel stores dates as timestamps and every number as a double, so an"
+            )
+            lines.append(
+                "     xlsx file cannot match a contract with date or int64 columns; send such "
+                "days as csv or parquet"
+            )
+    for check in summary.get("reconcile") or []:
+        state = "all there" if not check.get("missing") else f"{len(check['missing'])} MISSING"
+        lines.append(
+            f"   service   dataset {check['dataset']} (id {check['dataset_id']}) holds "
+            f"{check['on_server']} files: {state}"
+        )
+    lines.append(f"   manifest  {shown(Path(summary['manifest']))}")
+    lines.append(f"             (batchload manifest show {shown(Path(summary['manifest']))})")
+    return lines
+
+
+def refused_lines(problems: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per reason: the file, or how many files and the first few names."""
+    groups: dict[str, list[str]] = {}
+    for problem in sorted(problems, key=lambda p: str(p.get("path"))):
+        details = problem.get("details") or [problem.get("reason", "")]
+        reason = "; ".join(str(d) for d in details)
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
+        groups.setdefault(reason, []).append(Path(str(problem["path"])).name)
+    lines = []
+    for reason, names in groups.items():
+        if len(names) == 1:
+            lines.append(f"     {names[0]}: {reason}")
+            continue
+        more = f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else ""
+        lines.append(f"     {len(names)} files: {reason}")
+        lines.append(f"       {', '.join(names[:MAX_NAMES_SHOWN])}{more}")
+    return lines
+
+
+def second_run_lines(summary: dict[str, Any]) -> list[str]:
+    """The re-run: nothing sent, what was skipped unread, what was refused again."""
+    return [
+        f"   sent {summary['uploaded']} files; skipped {summary['skipped']} "
+        "(done and unchanged: not even read); "
+        f"refused {summary['invalid'] + summary['failed']} again",
+    ]
+
+
+def real_api_commands(backfill: Backfill, contract: Path) -> list[str]:
+    """The commands that run the same upload against SigTech's Data Ingestion API."""
+    common = [backfill.pattern, "--schema", shown(contract), "--endpoint", REAL_ENDPOINT]
+    return [
+        "export SIGTECH_PLATFORM_TOKEN=...   # SigTech platform > your profile > Access Tokens",
+        command_line(["upload", *common, "--dry-run"]) + "   # validate and plan; sends nothing",
+        command_line(["upload", *common]),
+        command_line(["ls", CONTRACT_NAME, "--endpoint", REAL_ENDPOINT]),
+    ]
