@@ -1,0 +1,302 @@
+"""``batchload ls`` and ``batchload rm``: datasets and their files on the service.
+
+A thin layer over :mod:`batchload.datasets`; only click and the standard library
+are imported at the top (aiohttp loads when a command runs).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from batchload.cli.common import (
+    ca_bundle_option,
+    endpoint_option,
+    insecure_option,
+    json_option,
+    output,
+    print_json,
+    token_file_option,
+)
+
+if TYPE_CHECKING:
+    from batchload.config import ClientConfig
+    from batchload.datasets import DatasetInfo, FileInfo
+    from batchload.transport import IngestionClient
+
+T = TypeVar("T")
+MAX_SHOWN = 10
+
+
+def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the service is and how to authenticate, as every remote command takes them."""
+    for option in reversed([endpoint_option, token_file_option, ca_bundle_option, insecure_option]):
+        fn = option(fn)
+    return fn
+
+
+def _config(
+    endpoint: str | None, token_file: Path | None, ca_bundle: Path | None, insecure: bool
+) -> ClientConfig:
+    """Resolve the connection once per command (flags over environment over defaults)."""
+    from batchload.config import client_config
+
+    config = client_config(
+        endpoint=endpoint, token_file=token_file, ca_bundle=ca_bundle, insecure=insecure
+    )
+    if insecure:
+        output().info("warning: https certificates are NOT verified (--insecure-skip-tls-verify)")
+    return config
+
+
+def _with_client(config: ClientConfig, work: Callable[[IngestionClient], Awaitable[T]]) -> T:
+    """Run ``work`` with a client of ``config`` in a fresh event loop."""
+    import anyio
+
+    from batchload.transport import IngestionClient
+
+    async def main() -> T:
+        async with IngestionClient(config) as client:
+            return await work(client)
+
+    return anyio.run(main, backend="asyncio")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned on the widest cell; numbers right-aligned; None shown as ``-``."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    numeric = [
+        all(isinstance(row[i], int) or row[i] is None for row in rows) for i in range(len(headers))
+    ]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(c) for c in cells)])
+
+
+def _dataset_json(d: DatasetInfo) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "file_count": d.file_count,
+        "rows": d.rows,
+        "bytes": d.bytes,
+    }
+
+
+def _file_json(f: FileInfo) -> dict[str, Any]:
+    return {
+        "file_id": f.file_id,
+        "rows": f.rows,
+        "bytes": f.bytes,
+        "received_at": f.received_at,
+        "file_format": f.file_format,
+        "sha256": f.sha256,
+    }
+
+
+@click.command()
+@click.argument("target", required=False, metavar="[DATASET[/PATTERN]]")
+@connection_options
+@json_option
+def ls(  # noqa: PLR0917  (click passes each option as an argument)
+    target: str | None,
+    endpoint: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """List datasets, or a dataset's files.
+
+    With no argument, every dataset (id, name, file count); with a glob, the
+    datasets whose id or name match it. DATASET (an id, or a name only one dataset
+    has) lists its files (file_id, rows, bytes, received); DATASET/PATTERN only the
+    files whose file_id matches the glob PATTERN. Quote globs from the shell.
+
+    \b
+    Examples:
+      batchload ls
+      batchload ls equity_signals
+      batchload ls 'equity_signals/signals_2024-*' --json
+    """
+    from batchload.datasets import parse_target
+
+    parsed = parse_target(target)
+    config = _config(endpoint, token_file, ca_bundle, insecure)
+    if parsed.dataset is None or parsed.dataset_is_glob:
+        _ls_datasets(config, parsed.dataset, as_json=as_json)
+    else:
+        _ls_files(config, parsed.dataset, parsed.pattern or None, as_json=as_json)
+
+
+def _ls_datasets(config: ClientConfig, pattern: str | None, *, as_json: bool) -> None:
+    from batchload.datasets import list_datasets
+
+    async def datasets(client: IngestionClient) -> list[DatasetInfo]:
+        return await list_datasets(client, pattern)
+
+    found = _with_client(config, datasets)
+    if as_json:
+        print_json({"datasets": [_dataset_json(d) for d in found]})
+        return
+    if found:
+        click.echo(_table(("ID", "NAME", "FILES"), [(d.id, d.name, d.file_count) for d in found]))
+    output().info(f"{len(found)} dataset(s)" + (f" matching {pattern!r}" if pattern else ""))
+
+
+def _ls_files(config: ClientConfig, key: str, pattern: str | None, *, as_json: bool) -> None:
+    from batchload.datasets import find_dataset, list_files
+
+    async def files(client: IngestionClient) -> tuple[DatasetInfo, list[FileInfo]]:
+        dataset = await find_dataset(client, key)
+        return dataset, await list_files(client, dataset.id, pattern)
+
+    dataset, found = _with_client(config, files)
+    if as_json:
+        print_json({"dataset": _dataset_json(dataset), "files": [_file_json(f) for f in found]})
+        return
+    if found:
+        rows = [(f.file_id, f.rows, f.bytes, f.received_at) for f in found]
+        click.echo(_table(("FILE_ID", "ROWS", "BYTES", "RECEIVED"), rows))
+    matching = f" matching {pattern!r}" if pattern else ""
+    output().info(f"{len(found)} file(s){matching} in dataset {dataset.label()}")
+
+
+@click.command()
+@click.argument("target", metavar="DATASET/FILE_ID_OR_PATTERN")
+@click.option(
+    "--dry-run", is_flag=True, help="List the files that would be deleted; delete nothing."
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete without asking (needed without a terminal)."
+)
+@connection_options
+@json_option
+def rm(  # noqa: PLR0917  (click passes each option as an argument)
+    target: str,
+    dry_run: bool,
+    yes: bool,
+    endpoint: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """Delete files from a dataset: one file_id, or every file whose id matches a glob.
+
+    Lists what matches first and asks before deleting, unless --yes; without a
+    terminal to ask on, it refuses (exit 2) unless --yes. DATASET/* deletes every
+    file of the dataset; the dataset itself and its locked schema stay. Exit 0 when
+    every matched file is gone, 1 when some could not be deleted, 2 when nothing matched.
+
+    \b
+    Examples:
+      batchload rm equity_signals/signals_2023-01-02
+      batchload rm 'equity_signals/signals_2023-*' --dry-run
+      batchload rm 'equity_signals/*.part-*' --yes
+    """
+    from batchload.datasets import (
+        Deleted,
+        delete_files,
+        find_dataset,
+        is_glob,
+        list_files,
+        parse_target,
+    )
+    from batchload.errors import UsageError
+
+    parsed = parse_target(target)
+    if parsed.dataset is None or parsed.dataset_is_glob or not parsed.pattern:
+        raise UsageError(
+            f"{target!r} does not name files",
+            hint="write DATASET/FILE_ID or DATASET/PATTERN; DATASET/* for every file",
+        )
+    key, pattern = parsed.dataset, parsed.pattern
+    out = output()
+
+    config = _config(endpoint, token_file, ca_bundle, insecure)
+
+    async def matching(client: IngestionClient) -> tuple[DatasetInfo, list[str]]:
+        dataset = await find_dataset(client, key)
+        return dataset, [f.file_id for f in await list_files(client, dataset.id, pattern)]
+
+    dataset, matched = _with_client(config, matching)
+    if not matched:
+        what = "matches" if is_glob(pattern) else "is"
+        raise UsageError(
+            f"no file of dataset {dataset.label()} {what} {pattern!r}",
+            hint=f"`batchload ls {key}` lists its files",
+        )
+    if dry_run or not _confirmed(dataset, matched, yes=yes):
+        if as_json:
+            print_json(
+                {
+                    "dataset": _dataset_json(dataset),
+                    "dry_run": dry_run,
+                    "matched": matched,
+                    "deleted": [],
+                }
+            )
+        else:
+            for file_id in matched:
+                click.echo(f"{dataset.id}/{file_id}")
+        if dry_run:
+            out.info(f"dry run: would delete {len(matched)} file(s) from dataset {dataset.label()}")
+            return
+        out.info("nothing deleted")
+        sys.exit(1)
+
+    async def delete(client: IngestionClient) -> Deleted:
+        return await delete_files(client, dataset.id, matched)
+
+    result = _with_client(config, delete)
+    if as_json:
+        print_json(
+            {
+                "dataset": _dataset_json(dataset),
+                "dry_run": False,
+                "matched": matched,
+                "deleted": list(result.deleted),
+                "failed": [{"file_id": f, "error": e} for f, e in result.failed],
+            }
+        )
+    else:
+        for file_id in result.deleted:
+            out.detail(f"deleted {dataset.id}/{file_id}")
+        for file_id, error in result.failed[:MAX_SHOWN]:
+            out.info(f"  failed: {file_id}: {error}")
+    out.info(
+        f"deleted {len(result.deleted)} file(s) from dataset {dataset.label()}"
+        + (f"; {len(result.failed)} failed" if result.failed else "")
+    )
+    if result.failed:
+        sys.exit(1)
+
+
+def _confirmed(dataset: DatasetInfo, matched: Sequence[str], *, yes: bool) -> bool:
+    """``--yes``, or the person at the terminal says yes; with no terminal, refuse."""
+    from batchload.errors import UsageError
+
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"not deleting {len(matched)} file(s) from dataset {dataset.label()} without "
+            "confirmation: there is no terminal to ask on",
+            hint="pass --yes to delete, or --dry-run to list them",
+        )
+    shown = ", ".join(matched[:MAX_SHOWN])
+    more = f" and {len(matched) - MAX_SHOWN} more" if len(matched) > MAX_SHOWN else ""
+    click.echo(f"{len(matched)} file(s) of dataset {dataset.label()}: {shown}{more}", err=True)
+    return click.confirm(f"Delete these {len(matched)} file(s)?", default=False, err=True)

@@ -1,0 +1,224 @@
+"""Datasets on the service: list them, list their files, delete files (``ls`` and ``rm``).
+
+Like SigTech's SDK CLI, a target is ``DATASET[/PATTERN]``: DATASET is a dataset's id
+or its name (when only one dataset has it), PATTERN a file_id or a glob over file_ids
+(``*``, ``?``, ``[...]``, matched case-sensitively). Only the documented calls are
+used (``GET /ingestion/datasets/``, ``GET .../{id}/files``, ``DELETE .../files/{file_id}``);
+rows, bytes and times are shown when the service gives them (the local server does).
+
+Listing is not retried: a person or a script runs it again. Deleting is retried on
+transient faults (a delete is idempotent: a file already gone counts as deleted).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from batchload.errors import AuthError, BatchloadError, ServiceError, UsageError
+from batchload.progress import null_sink
+from batchload.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send import Sender
+from batchload.transport import IngestionClient
+
+DELETE_CONCURRENCY = 8
+DELETE_RETRY = RetryPolicy(attempts=5, base_delay_s=0.5, max_delay_s=5.0)
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """A parsed ``DATASET[/PATTERN]``."""
+
+    dataset: str | None
+    """An id or a name; None for every dataset."""
+    pattern: str | None = None
+    """A file_id or a glob over file_ids; None when no ``/`` was given."""
+
+    @property
+    def dataset_is_glob(self) -> bool:
+        return self.dataset is not None and bool(_GLOB_CHARS & set(self.dataset))
+
+
+def parse_target(spec: str | None) -> Target:
+    """``None`` -> all datasets; ``ds`` -> one dataset; ``ds/pat`` -> its files matching pat."""
+    if spec is None or spec == "":
+        return Target(dataset=None)
+    dataset, slash, pattern = spec.partition("/")
+    if not dataset:
+        raise UsageError(f"{spec!r} names no dataset", hint="write DATASET/PATTERN")
+    target = Target(dataset=dataset, pattern=pattern if slash else None)
+    if target.dataset_is_glob and slash:
+        raise UsageError(
+            f"{spec!r}: a glob may select datasets or files, not both",
+            hint="write DATASET/PATTERN with DATASET an id or a name",
+        )
+    return target
+
+
+def is_glob(pattern: str) -> bool:
+    """True when ``pattern`` has glob characters (else it is one exact file_id)."""
+    return bool(_GLOB_CHARS & set(pattern))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetInfo:
+    """One dataset as the service lists it."""
+
+    id: str
+    name: str
+    file_count: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> DatasetInfo:
+        return cls(
+            id=str(item.get("id")),
+            name=str(item.get("name") or ""),
+            file_count=_int(item.get("file_count")),
+            rows=_int(item.get("rows")),
+            bytes=_int(item.get("bytes")),
+            created_at=_str(item.get("created_at")),
+        )
+
+    def label(self) -> str:
+        """``name (id)`` for messages."""
+        return f"{self.name} ({self.id})" if self.name and self.name != self.id else self.id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileInfo:
+    """One file of a dataset; the fields past ``file_id`` only when the service gives them."""
+
+    file_id: str
+    rows: int | None = None
+    bytes: int | None = None
+    received_at: str | None = None
+    file_format: str | None = None
+    sha256: str | None = None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def list_datasets(client: IngestionClient, pattern: str | None = None) -> list[DatasetInfo]:
+    """Every dataset, or those whose id or name matches the glob ``pattern``."""
+    found = [DatasetInfo.from_json(item) for item in await client.list_datasets()]
+    if pattern is None:
+        return found
+    return [
+        d
+        for d in found
+        if fnmatch.fnmatchcase(d.id, pattern) or fnmatch.fnmatchcase(d.name, pattern)
+    ]
+
+
+async def find_dataset(client: IngestionClient, key: str) -> DatasetInfo:
+    """The dataset whose id is ``key``, else the one dataset named ``key``."""
+    found = await list_datasets(client)
+    for dataset in found:
+        if dataset.id == key:
+            return dataset
+    named = [d for d in found if d.name == key]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(d.id for d in named)
+        raise UsageError(
+            f"{len(named)} datasets are named {key!r} (ids {ids})", hint="name it by its id"
+        )
+    raise UsageError(
+        f"no dataset with id or name {key!r} at {client.endpoint}",
+        hint="`batchload ls` lists the datasets",
+    )
+
+
+async def list_files(
+    client: IngestionClient, dataset_id: str, pattern: str | None = None
+) -> list[FileInfo]:
+    """The dataset's files sorted by file_id; only those matching ``pattern`` when given."""
+    answer = await client.list_files(dataset_id)
+    details = {str(f.get("file_id")): f for f in answer.get("files") or [] if isinstance(f, dict)}
+    files = []
+    for file_id in sorted({str(i) for i in answer["ids"]}):
+        if pattern is not None and not fnmatch.fnmatchcase(file_id, pattern):
+            continue
+        item = details.get(file_id, {})
+        files.append(
+            FileInfo(
+                file_id=file_id,
+                rows=_int(item.get("rows")),
+                bytes=_int(item.get("bytes")),
+                received_at=_str(item.get("received_at")),
+                file_format=_str(item.get("file_format")),
+                sha256=_str(item.get("sha256")),
+            )
+        )
+    return files
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deleted:
+    """What a delete did: file_ids deleted (or already gone) and those that failed, why."""
+
+    deleted: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = field(default=())
+
+
+async def delete_files(
+    client: IngestionClient,
+    dataset_id: str,
+    file_ids: Sequence[str],
+    *,
+    concurrency: int = DELETE_CONCURRENCY,
+    policy: RetryPolicy = DELETE_RETRY,
+) -> Deleted:
+    """Delete ``file_ids`` from the dataset, ``concurrency`` at a time, retrying faults.
+
+    A file that is already gone (404) counts as deleted. A refused token stops
+    everything (it raises); any other failure is recorded for that file.
+    """
+    sender = Sender(client, policy=policy, pacer=Pacer(AimdLimit(concurrency)), sink=null_sink)
+    deleted: list[str] = []
+    failed: list[tuple[str, str]] = []
+
+    async def worker(todo: MemoryObjectReceiveStream[str]) -> None:
+        async with todo:
+            async for file_id in todo:
+                try:
+                    call = functools.partial(client.delete_file, dataset_id, file_id)
+                    await sender.call(call, label=("", file_id))
+                except AuthError:
+                    raise
+                except ServiceError as exc:
+                    if exc.status == 404:  # already gone: what was asked for
+                        deleted.append(file_id)
+                    else:
+                        failed.append((file_id, str(exc)))
+                except BatchloadError as exc:
+                    failed.append((file_id, str(exc)))
+                else:
+                    deleted.append(file_id)
+
+    send, receive = anyio.create_memory_object_stream[str](concurrency)
+    async with anyio.create_task_group() as group:
+        async with receive:
+            for _ in range(concurrency):
+                group.start_soon(worker, receive.clone())
+        async with send:
+            for file_id in file_ids:
+                await send.send(file_id)
+    return Deleted(deleted=tuple(sorted(deleted)), failed=tuple(sorted(failed)))
