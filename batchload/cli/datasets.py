@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -20,7 +19,9 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    timeout_option,
     token_file_option,
+    warn_insecure,
 )
 
 if TYPE_CHECKING:
@@ -34,22 +35,25 @@ MAX_SHOWN = 10
 
 def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Where the service is and how to authenticate, as every remote command takes them."""
-    for option in reversed([endpoint_option, token_file_option, ca_bundle_option, insecure_option]):
+    options = [
+        endpoint_option,
+        token_file_option,
+        ca_bundle_option,
+        insecure_option,
+        timeout_option,
+    ]
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _config(
-    endpoint: str | None, token_file: Path | None, ca_bundle: Path | None, insecure: bool
-) -> ClientConfig:
-    """Resolve the connection once per command (flags over environment over defaults)."""
+def _config(connection: dict[str, Any]) -> ClientConfig:
+    """Resolve the connection options once per command (flags over environment over defaults)."""
     from batchload.config import client_config
 
-    config = client_config(
-        endpoint=endpoint, token_file=token_file, ca_bundle=ca_bundle, insecure=insecure
-    )
-    if insecure:
-        output().info("warning: https certificates are NOT verified (--insecure-skip-tls-verify)")
+    config = client_config(**connection)
+    if connection["insecure"]:
+        warn_insecure()
     return config
 
 
@@ -109,14 +113,7 @@ def _file_json(f: FileInfo) -> dict[str, Any]:
 @click.argument("target", required=False, metavar="[DATASET[/PATTERN]]")
 @connection_options
 @json_option
-def ls(  # noqa: PLR0917  (click passes each option as an argument)
-    target: str | None,
-    endpoint: str | None,
-    token_file: Path | None,
-    ca_bundle: Path | None,
-    insecure: bool,
-    as_json: bool,
-) -> None:
+def ls(target: str | None, as_json: bool, **connection: Any) -> None:
     """List datasets, or a dataset's files.
 
     With no argument, every dataset (id, name, file count); with a glob, the
@@ -133,7 +130,7 @@ def ls(  # noqa: PLR0917  (click passes each option as an argument)
     from batchload.datasets import parse_target
 
     parsed = parse_target(target)
-    config = _config(endpoint, token_file, ca_bundle, insecure)
+    config = _config(connection)
     if parsed.dataset is None or parsed.dataset_is_glob:
         _ls_datasets(config, parsed.dataset, as_json=as_json)
     else:
@@ -183,16 +180,7 @@ def _ls_files(config: ClientConfig, key: str, pattern: str | None, *, as_json: b
 )
 @connection_options
 @json_option
-def rm(  # noqa: PLR0917  (click passes each option as an argument)
-    target: str,
-    dry_run: bool,
-    yes: bool,
-    endpoint: str | None,
-    token_file: Path | None,
-    ca_bundle: Path | None,
-    insecure: bool,
-    as_json: bool,
-) -> None:
+def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) -> None:
     """Delete files from a dataset: one file_id, or every file whose id matches a glob.
 
     Lists what matches first and asks before deleting, unless --yes; without a
@@ -225,7 +213,7 @@ def rm(  # noqa: PLR0917  (click passes each option as an argument)
     key, pattern = parsed.dataset, parsed.pattern
     out = output()
 
-    config = _config(endpoint, token_file, ca_bundle, insecure)
+    config = _config(connection)
 
     async def matching(client: IngestionClient) -> tuple[DatasetInfo, list[str]]:
         dataset = await find_dataset(client, key)
