@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from batchload.cli import main
 from batchload.manifest import Manifest
 from batchload.server.process import ServerProcess
 from tests.upload_helpers import HEADER, SIGNALS, ServerView, sha256, signal_csv, write_signals
@@ -19,27 +21,40 @@ from tests.upload_helpers import HEADER, SIGNALS, ServerView, sha256, signal_csv
 PRICES = SIGNALS.parent / "market_prices.yaml"
 
 
-def cli(
-    *args: str, cwd: Path, token: str | None = None, check: int | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SIGTECH_PLATFORM_TOKEN", "BATCHLOAD_ENDPOINT")
-    }
-    if token is not None:
-        env["SIGTECH_PLATFORM_TOKEN"] = token
-    result = subprocess.run(
-        [sys.executable, "-m", "batchload", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-    )
-    if check is not None:
-        assert result.returncode == check, result.stderr
-    return result
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., Ran]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run the CLI in this process (as ``batchload ...`` would), from ``cwd``."""
+
+    def run(*args: str, cwd: Path, token: str | None = None, check: int | None = None) -> Ran:
+        monkeypatch.chdir(cwd)
+        monkeypatch.delenv("BATCHLOAD_ENDPOINT", raising=False)
+        if token is None:
+            monkeypatch.delenv("SIGTECH_PLATFORM_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("SIGTECH_PLATFORM_TOKEN", token)
+        capsys.readouterr()
+        try:
+            returned = main(list(args))
+            code = returned if isinstance(returned, int) else 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        captured = capsys.readouterr()
+        result = Ran(code, captured.out, captured.err)
+        if check is not None:
+            assert result.returncode == check, result.stderr
+        return result
+
+    return run
 
 
 def assert_no_secret(token: str, *texts: str, files: tuple[Path, ...] = ()) -> None:
@@ -51,7 +66,7 @@ def assert_no_secret(token: str, *texts: str, files: tuple[Path, ...] = ()) -> N
 
 
 def test_upload_json_rerun_and_no_token_anywhere(
-    server: ServerProcess, token: str, tmp_path: Path
+    cli: Cli, server: ServerProcess, token: str, tmp_path: Path
 ) -> None:
     paths = write_signals(tmp_path / "data", 12)
     args = ("upload", "data/*.csv", "--schema", str(SIGNALS), "--endpoint", server.url, "--json")
@@ -73,7 +88,7 @@ def test_upload_json_rerun_and_no_token_anywhere(
 
 
 def test_bad_files_exit_1_and_good_ones_land(
-    server: ServerProcess, token: str, tmp_path: Path
+    cli: Cli, server: ServerProcess, token: str, tmp_path: Path
 ) -> None:
     write_signals(tmp_path / "data", 3)
     (tmp_path / "data" / "bad.csv").write_text(HEADER + "2024-01-02,AAA,3.0,0.5,5\n")
@@ -97,7 +112,9 @@ def test_bad_files_exit_1_and_good_ones_land(
     assert "in_range" in result.stderr  # the reason is also told to the person
 
 
-def test_wrong_token_exits_3_with_the_manifest_kept(server: ServerProcess, tmp_path: Path) -> None:
+def test_wrong_token_exits_3_with_the_manifest_kept(
+    cli: Cli, server: ServerProcess, tmp_path: Path
+) -> None:
     write_signals(tmp_path / "data", 2)
     wrong = "wrong-token-SECRET-9876"
     token_file = tmp_path / "token.txt"
@@ -136,7 +153,7 @@ def test_wrong_token_exits_3_with_the_manifest_kept(server: ServerProcess, tmp_p
     ],
 )
 def test_usage_and_service_errors(
-    tmp_path: Path, args: tuple[str, ...], code: int, message: str
+    cli: Cli, tmp_path: Path, args: tuple[str, ...], code: int, message: str
 ) -> None:
     write_signals(tmp_path / "data", 1)
     result = cli(
@@ -146,7 +163,7 @@ def test_usage_and_service_errors(
     assert "Traceback" not in result.stderr
 
 
-def test_nothing_matched_and_no_token(tmp_path: Path) -> None:
+def test_nothing_matched_and_no_token(cli: Cli, tmp_path: Path) -> None:
     result = cli(
         "upload", "nothing/*.csv", "--schema", str(SIGNALS), cwd=tmp_path, token="t", check=2
     )
@@ -157,7 +174,7 @@ def test_nothing_matched_and_no_token(tmp_path: Path) -> None:
 
 
 def test_dry_run_needs_no_token_and_sends_nothing(
-    server: ServerProcess, token: str, tmp_path: Path
+    cli: Cli, server: ServerProcess, token: str, tmp_path: Path
 ) -> None:
     write_signals(tmp_path / "data", 2)
     (tmp_path / "data" / "big.csv").write_text(signal_csv(99, rows=4000))
@@ -182,7 +199,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(
 
 
 def test_killed_midway_then_resumed(
-    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+    cli: Cli, server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
     server = server_factory("--latency-ms", "100")
     paths = write_signals(tmp_path / "data", 24)
@@ -222,7 +239,7 @@ def test_killed_midway_then_resumed(
 
 
 def test_plan_with_two_datasets_and_manifest_commands(
-    server: ServerProcess, token: str, tmp_path: Path
+    cli: Cli, server: ServerProcess, token: str, tmp_path: Path
 ) -> None:
     write_signals(tmp_path / "signals", 3)
     (tmp_path / "prices").mkdir()
@@ -295,6 +312,6 @@ def _prices_csv() -> str:
     "command",
     [["upload"], ["run"], ["manifest", "show"], ["manifest", "export"], ["reconcile"]],
 )
-def test_help_has_an_example(command: list[str], tmp_path: Path) -> None:
+def test_help_has_an_example(cli: Cli, command: list[str], tmp_path: Path) -> None:
     result = cli(*command, "--help", cwd=tmp_path, check=0)
     assert "Example" in result.stdout
