@@ -272,7 +272,11 @@ def load_contract(path: Path | str) -> Contract:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ContractError("no such contract file", path=path) from None
+        raise ContractError(
+            "no such contract file",
+            path=path,
+            hint="check --schema; `batchload schema infer FILES --name NAME -o PATH` writes one",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ContractError(f"cannot read the contract: {reason}", path=path) from None
