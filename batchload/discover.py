@@ -147,7 +147,10 @@ def discover(
         unmatched=tuple(unmatched),
     )
     if require and not files:
-        raise UsageError(_nothing_found(file_set))
+        raise UsageError(
+            _nothing_found(file_set),
+            hint="check the paths; quote globs ('data/*.csv') so that batchload expands them",
+        )
     return file_set
 
 
