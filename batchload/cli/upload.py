@@ -268,15 +268,16 @@ def _report(summary: RunSummary, out: Output) -> None:
             out.info(f"  ... and {len(summary.plan) - MAX_LINES_SHOWN} more")
     else:
         parts = f" as {summary.parts_uploaded} parts and files" if summary.parts_uploaded else ""
-        out.info(
+        click.echo(  # the final summary: printed even with --quiet
             f"uploaded {summary.uploaded} file(s){parts}, {_mib(summary.bytes_sent)}, to {names} "
             f"in {summary.seconds:.1f}s; {summary.skipped} skipped, {summary.invalid} invalid, "
-            f"{summary.failed} failed"
+            f"{summary.failed} failed",
+            err=True,
         )
-    for problem in summary.problems[:MAX_LINES_SHOWN]:
-        out.info(f"  {problem.state}: {problem.path}: {problem.reason}")
+    for problem in summary.problems[:MAX_LINES_SHOWN]:  # errors: printed even with --quiet
+        click.echo(f"  {problem.state}: {problem.path}: {problem.reason}", err=True)
     if len(summary.problems) > MAX_LINES_SHOWN:
-        out.info(f"  ... and {len(summary.problems) - MAX_LINES_SHOWN} more problems")
+        click.echo(f"  ... and {len(summary.problems) - MAX_LINES_SHOWN} more problems", err=True)
     for result in summary.reconcile:
         line = f"reconcile {result.dataset}: {result.on_server} file(s) on the service"
         if result.error:
