@@ -263,10 +263,11 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
         for file_id in result.deleted:
             out.detail(f"deleted {dataset.id}/{file_id}")
         for file_id, error in result.failed[:MAX_SHOWN]:
-            out.info(f"  failed: {file_id}: {error}")
-    out.info(
+            click.echo(f"  failed: {file_id}: {error}", err=True)
+    click.echo(  # the final summary: printed even with --quiet
         f"deleted {len(result.deleted)} file(s) from dataset {dataset.label()}"
-        + (f"; {len(result.failed)} failed" if result.failed else "")
+        + (f"; {len(result.failed)} failed" if result.failed else ""),
+        err=True,
     )
     if result.failed:
         sys.exit(1)
