@@ -69,6 +69,12 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
     Start with `batchload demo`, which runs a whole backfill against an embedded
     local server. Every command has its own --help with an example.
+
+    \b
+    Examples:
+      batchload demo
+      batchload upload 'data/*.csv' --schema schemas/equity_signals.yaml
+      batchload ls equity_signals
     """
     from batchload.cli.common import Output
 
