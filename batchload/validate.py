@@ -9,9 +9,13 @@
 - **Bounded reports.** A file with a million bad rows still yields one
   :class:`Problem` per (column, check), each with the full count and only the first
   few rows and values; at most ``MAX_PROBLEMS`` per file.
-- **Across files.** :class:`UniqueKeys` remembers the contract's ``unique`` key of
-  every valid file of a run (hashed to 8 bytes a row) and fails a later file that
-  repeats one; :func:`group_by_fingerprint` sorts files by column layout, odd first.
+- **Fast when valid.** Before pandera runs, the contract's own pandera checks are
+  evaluated in one parallel Polars pass; a frame that passes them all is valid and
+  pandera is not called. Only a failing frame pays for pandera's full report.
+- **Across files** (:mod:`batchload.crossfile`, re-exported here): :class:`UniqueKeys`
+  remembers the contract's ``unique`` key of every valid file of a run and fails a
+  later file that repeats one; :func:`group_by_fingerprint` sorts files by column
+  layout, odd first. Verdict types live in :mod:`batchload.verdict`.
 
 Rows are 1-based **data row** numbers (row 1 is the first row under the header).
 Everything here is synchronous and CPU-bound: the upload engine calls it from
@@ -21,34 +25,42 @@ worker threads.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
 
 from batchload.contract import Contract, arrow_type_of, schema_fingerprint
+from batchload.crossfile import FingerprintGroup, UniqueKeys, group_by_fingerprint
 from batchload.errors import UnreadableFile
 from batchload.read import UnparseableValues, read_frame, shorten
+from batchload.verdict import (
+    MAX_EXAMPLES,
+    MAX_PROBLEMS,
+    FileVerdict,
+    Problem,
+    Status,
+    with_problem,
+)
 
 __all__ = [
+    "MAX_EXAMPLES",
+    "MAX_PROBLEMS",
     "FileVerdict",
     "FingerprintGroup",
     "Problem",
+    "Status",
     "UniqueKeys",
     "group_by_fingerprint",
     "validate_files",
     "validate_frame",
+    "with_problem",
 ]
 
-#: Rows and values shown per problem (the count is always complete).
-MAX_EXAMPLES = 5
-#: Problems kept per file; the rest are counted in ``FileVerdict.omitted``.
-MAX_PROBLEMS = 20
 #: Frames with at most this many rows are validated in groups.
 SMALL_FILE_ROWS = 100_000
 #: Rows per grouped pandera call.
@@ -56,132 +68,6 @@ GROUP_MAX_ROWS = 1_000_000
 
 FILE_COLUMN = "__batchload_file"
 ROW_COLUMN = "__batchload_row"
-
-Status = Literal["valid", "invalid", "unreadable"]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One failed check in one file: which, where, how many rows, and a few examples."""
-
-    check: (
-        str  # pandera's check name, e.g. "in_range(-1, 1)", "not_nullable", "column_in_dataframe"
-    )
-    column: str | None  # None for a check on the whole file
-    count: int  # failing rows; 0 when the problem is the file's shape (a missing column)
-    rows: tuple[int, ...] = ()  # first few 1-based data rows
-    values: tuple[str, ...] = ()  # their values, shortened
-    detail: str | None = None  # e.g. the file that already holds a repeated key
-
-    @property
-    def message(self) -> str:
-        """One line for a person."""
-        check, column = self.check, self.column
-        if check == "column_in_dataframe":
-            text = f"column {column!r} is missing"
-        elif check == "column_in_schema":
-            text = f"unexpected column {column!r}"
-        elif check == "column_ordered":
-            text = f"columns are out of order at {column!r}"
-        elif check.startswith("dtype("):
-            text = f"column {column!r} is {self.values[0] if self.values else '?'}, expected "
-            text += check[len("dtype(") : -1].strip("'")
-            return text
-        elif check == "no_rows":
-            text = "no data rows (header only)"
-        elif check == "unique_across_files":
-            text = f"{self.count} row(s) repeat a ({column}) key"
-        elif check == "multiple_fields_uniqueness":
-            text = f"{self.count} row(s) share a ({column}) key with another row"
-        elif check == "field_uniqueness":
-            text = f"{column}: {self.count} duplicate value(s)"
-        elif check == "not_nullable":
-            text = f"{column}: {self.count} null value(s)"
-        elif check.startswith("parses_as("):
-            text = f"{column}: {self.count} value(s) are not {check[len('parses_as(') : -1]}"
-        else:
-            where = f"{column}: " if column else ""
-            text = f"{where}{check} failed on {self.count} row(s)"
-        if self.rows:
-            examples = ", ".join(
-                f"{r}: {v}" if v is not None else str(r)
-                for r, v in zip(self.rows, self.values or (None,) * len(self.rows), strict=False)
-            )
-            text += f" (rows {examples})" if check != "not_nullable" else f" (rows {_rows(self)})"
-        if self.detail:
-            text += f"; {self.detail}"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "column": self.column,
-            "check": self.check,
-            "count": self.count,
-            "rows": list(self.rows),
-            "values": list(self.values),
-            "detail": self.detail,
-            "message": self.message,
-        }
-
-
-def _label(problem: Problem) -> str:
-    """Where a problem is, in a word or two: a column, ``unique key``, ``no rows``."""
-    if problem.check in ("multiple_fields_uniqueness", "unique_across_files"):
-        return "unique key"
-    if problem.check == "no_rows":
-        return "no rows"
-    return problem.column or problem.check
-
-
-def _rows(problem: Problem) -> str:
-    return ", ".join(str(r) for r in problem.rows)
-
-
-@dataclass(frozen=True)
-class FileVerdict:
-    """The outcome of reading and validating one file."""
-
-    path: Path
-    status: Status
-    rows: int | None = None  # data rows read; None when unreadable
-    problems: tuple[Problem, ...] = ()
-    omitted: int = 0  # problems beyond MAX_PROBLEMS, not listed
-    error: str | None = None  # why an unreadable file could not be read
-    fingerprint: str | None = None  # of the columns as read (see contract.schema_fingerprint)
-    columns: tuple[str, ...] = field(default=(), repr=False)  # "name: type" as read
-    frame: pl.DataFrame | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def valid(self) -> bool:
-        return self.status == "valid"
-
-    @property
-    def reason(self) -> str:
-        """One line: ``valid (200 rows)``, ``invalid: ...``, ``unreadable: ...``."""
-        if self.status == "valid":
-            return f"valid ({self.rows} row{'' if self.rows == 1 else 's'})"
-        if self.status == "unreadable":
-            return f"unreadable: {self.error}"
-        total = len(self.problems) + self.omitted
-        if total == 1:
-            line = f"invalid: {self.problems[0].message}"
-        else:
-            labels = list(dict.fromkeys(_label(p) for p in self.problems))
-            shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
-            line = f"invalid: {total} problems ({shown})"
-        return line if len(line) <= 300 else line[:299] + "…"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "status": self.status,
-            "valid": self.valid,
-            "rows": self.rows,
-            "reason": self.reason,
-            "problems": [p.to_dict() for p in self.problems],
-            "omitted_problems": self.omitted,
-            "fingerprint": self.fingerprint,
-        }
 
 
 def _verdict(
@@ -620,150 +506,3 @@ def _value(value: Any) -> str:
     if text.startswith(("ComputeError(", "InvalidOperationError(")):
         text = re.sub(r"\s+", " ", text)
     return shorten(text)
-
-
-# ---------------------------------------------------------------------------- across files
-
-
-class UniqueKeys:
-    """The contract's ``unique`` key of every valid file of a run, to catch repeats across files.
-
-    Keys are hashed to 64 bits per row (polars ``hash_rows``) and kept as sorted runs
-    beside the file they came from: 12 bytes a row, about 120 MB for 10M rows.
-    Looking up a file's keys costs O(rows × log(total)). Two different keys sharing a
-    64-bit hash would be reported as a repeat; at 10M rows the chance is ~3e-6.
-    Safe to share between worker threads.
-    """
-
-    _SEED = 0x6261_7463  # fixed, so a run hashes the same key the same way
-
-    def __init__(self, key: Sequence[str]) -> None:
-        self.key = tuple(key)
-        self._files: list[Path] = []
-        self._runs: list[pl.DataFrame] = []  # each sorted by "h", with the file number "f"
-        self._lock = threading.Lock()
-
-    @classmethod
-    def for_contract(cls, contract: Contract) -> UniqueKeys:
-        return cls(contract.unique)
-
-    def __len__(self) -> int:
-        return sum(run.height for run in self._runs)
-
-    def claim(self, items: Sequence[tuple[Path, pl.DataFrame]]) -> list[Problem | None]:
-        """Check each file's keys against all earlier ones; remember the files that pass.
-
-        Returns, per item, ``None`` or the Problem that makes the file invalid (its
-        keys are then not remembered). Within ``items``, the earlier file wins.
-        """
-        if not self.key:
-            return [None] * len(items)
-        hashed = [self._hash(frame) for _, frame in items]
-        with self._lock:
-            results: list[Problem | None] = []
-            accepted: list[pl.DataFrame] = []
-            for (path, _), hashes in zip(items, hashed, strict=True):
-                clash = self._find(hashes, accepted)
-                if clash is None:
-                    number = len(self._files)
-                    self._files.append(path)
-                    accepted.append(
-                        pl.DataFrame(
-                            {
-                                "h": hashes,
-                                "f": pl.repeat(number, len(hashes), dtype=pl.UInt32, eager=True),
-                            }
-                        ).unique("h", keep="first")
-                    )
-                results.append(clash)
-            if accepted:
-                self._add(pl.concat(accepted).sort("h"))
-            return results
-
-    def _hash(self, frame: pl.DataFrame) -> pl.Series:
-        missing = [c for c in self.key if c not in frame.columns]
-        if missing:
-            return pl.Series("h", [], dtype=pl.UInt64)
-        return frame.select(self.key).hash_rows(seed=self._SEED).alias("h")
-
-    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> Problem | None:
-        if hashes.len() == 0:
-            return None
-        candidates = list(self._runs)
-        if pending:
-            candidates.append(pl.concat(pending).sort("h"))
-        hit_rows: list[pl.Series] = []
-        files: list[pl.Series] = []
-        for run in candidates:
-            if run.height == 0:
-                continue
-            sorted_h = run.get_column("h")
-            position = sorted_h.search_sorted(hashes, side="left").clip(0, run.height - 1)
-            matched = sorted_h.gather(position) == hashes
-            if matched.any():
-                hit_rows.append(matched)
-                files.append(run.get_column("f").gather(position.filter(matched)))
-        if not hit_rows:
-            return None
-        hit = hit_rows[0]
-        for more in hit_rows[1:]:
-            hit = hit | more
-        rows = tuple(int(i) + 1 for i in hit.arg_true().head(MAX_EXAMPLES).to_list())
-        earlier = pl.concat(files).mode().sort().item(0)
-        first_file = self._files[int(earlier)]
-        return Problem(
-            "unique_across_files",
-            ", ".join(self.key),
-            int(hit.sum()),
-            rows,
-            (),
-            f"already in {first_file}",
-        )
-
-    def _add(self, run: pl.DataFrame) -> None:
-        """Add a sorted run; merge neighbours of similar size so lookups stay O(log n) each."""
-        self._runs.append(run)
-        while len(self._runs) > 1 and self._runs[-2].height <= 2 * self._runs[-1].height:
-            last = self._runs.pop()
-            self._runs[-1] = pl.concat([self._runs[-1], last]).sort("h")
-
-
-@dataclass(frozen=True, slots=True)
-class FingerprintGroup:
-    """Files that read with the same ordered column names and types."""
-
-    fingerprint: str
-    matches_contract: bool
-    columns: tuple[str, ...]
-    paths: tuple[Path, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "matches_contract": self.matches_contract,
-            "columns": list(self.columns),
-            "paths": [str(p) for p in self.paths],
-        }
-
-
-def group_by_fingerprint(
-    verdicts: Iterable[FileVerdict], contract: Contract
-) -> list[FingerprintGroup]:
-    """Files grouped by column layout as read: layouts unlike the contract's first, rarest first."""
-    groups: dict[str, tuple[tuple[str, ...], list[Path]]] = {}
-    for verdict in verdicts:
-        if verdict.fingerprint is None:
-            continue
-        groups.setdefault(verdict.fingerprint, (verdict.columns, []))[1].append(verdict.path)
-    result = [
-        FingerprintGroup(fp, fp == contract.fingerprint, columns, tuple(paths))
-        for fp, (columns, paths) in groups.items()
-    ]
-    result.sort(key=lambda g: (g.matches_contract, len(g.paths)))
-    return result
-
-
-def with_problem(verdict: FileVerdict, problem: Problem) -> FileVerdict:
-    """A copy of ``verdict`` made invalid by one more problem (for checks made by callers)."""
-    problems = (*verdict.problems, problem)
-    return replace(verdict, status="invalid", problems=problems[:MAX_PROBLEMS], frame=None)
