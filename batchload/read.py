@@ -377,12 +377,21 @@ def _raise_unreadable(path: Path, what: str, exc: BaseException) -> pl.DataFrame
 # ---------------------------------------------------------------------------- excel
 
 
+#: Most bytes an xlsx's parts may inflate to (its XML; Excel's own limit of 1,048,576
+#: rows fits). calamine holds a sheet in memory at about 3x its XML, so past this a
+#: workbook is refused before calamine opens it: a zip bomb cannot fill memory.
+MAX_WORKBOOK_EXPANDED_BYTES = 1 << 30
+_INFLATE_CHUNK_BYTES = 1 << 20
+
+
 def _read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.DataFrame:
     """Load a sheet exactly as the API does (types guessed from every row), keeping the
     cells calamine could not fit in the guessed type, which it would otherwise null."""
     import fastexcel
 
     _check_file(path)
+    if path.suffix.lower() == ".xlsx":
+        _check_expanded_size(path, MAX_WORKBOOK_EXPANDED_BYTES)
     try:
         reader = fastexcel.read_excel(path)
     except fastexcel.FastExcelError as exc:
@@ -410,6 +419,62 @@ def _read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.
     if errors is not None and errors.errors:
         raise UnparseableValues(path, _excel_bad_cells(frame, errors.errors))
     return frame
+
+
+def _check_expanded_size(path: Path, limit: int) -> None:
+    """Refuse an xlsx whose parts inflate past ``limit`` bytes.
+
+    The zip's declared sizes are checked first, then each part is really inflated,
+    in bounded memory and only up to the limit, because declared sizes can lie and
+    calamine trusts the compressed stream. A file that is not a zip is left for
+    calamine to name.
+    """
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive, path.open("rb") as handle:
+            parts = archive.infolist()
+            total = sum(info.file_size for info in parts)
+            for info in parts:
+                if total > limit:
+                    break
+                if info.compress_type == zipfile.ZIP_DEFLATED:
+                    real = _inflated_size(handle, info, limit - total + info.file_size + 1)
+                    total += real - info.file_size
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        raise UnreadableFile(f"not a readable xlsx workbook: {exc}", path=path) from None
+    if total > limit:
+        raise UnreadableFile(
+            f"the workbook expands to more than {limit >> 20} MiB uncompressed "
+            f"({path.stat().st_size} bytes on disk): refused as a zip bomb",
+            path=path,
+            hint="export the sheet as CSV or parquet",
+        )
+
+
+def _inflated_size(handle: Any, info: Any, budget: int) -> int:
+    """Bytes one deflated zip part really inflates to, counted up to ``budget``."""
+    import struct
+    import zlib
+
+    handle.seek(info.header_offset)
+    header = handle.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise OSError(f"bad local header for {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    handle.seek(info.header_offset + 30 + name_length + extra_length)
+    inflater = zlib.decompressobj(-15)
+    left, size = info.compress_size, 0
+    while left > 0 and not inflater.eof and size <= budget:
+        data = handle.read(min(left, _INFLATE_CHUNK_BYTES))
+        if not data:
+            break
+        left -= len(data)
+        size += len(inflater.decompress(data, _INFLATE_CHUNK_BYTES))
+        while inflater.unconsumed_tail and size <= budget:
+            size += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK_BYTES))
+    return size
 
 
 def _excel_bad_cells(frame: pl.DataFrame, errors: Sequence[Any]) -> list[BadCells]:
