@@ -17,7 +17,7 @@ import pandera.polars as pa
 import polars as pl
 
 from batchload.contract import Contract, build_contract, dtype_instance
-from batchload.errors import ContractError
+from batchload.errors import ContractError, UnreadableFile, UsageError
 from batchload.read import read_sample
 
 __all__ = ["Drift", "infer_contract"]
@@ -58,7 +58,13 @@ def infer_contract(
     """
     if not paths:
         raise ContractError("no sample files to infer a contract from")
-    samples = [(Path(p), read_sample(Path(p), sheet=sheet)) for p in paths]
+    samples: list[tuple[Path, pl.DataFrame]] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            samples.append((path, read_sample(path, sheet=sheet)))
+        except UnreadableFile as exc:  # a sample that cannot be read cannot teach a type
+            raise UsageError(f"cannot infer from {path}: {exc}") from exc
     order: list[str] = []
     for _, frame in samples:
         order.extend(c for c in frame.columns if c not in order)

@@ -20,7 +20,7 @@ from batchload.contract import (
     load_contract,
     schema_fingerprint,
 )
-from batchload.errors import ContractError
+from batchload.errors import ContractError, UsageError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -292,3 +292,12 @@ def test_infer_reports_missing_and_extra_columns(tmp_path: Path) -> None:
         ("missing", "y", (b,)),
         ("extra", "z", (a,)),
     }
+
+
+def test_infer_names_an_unreadable_sample(tmp_path: Path) -> None:
+    good = tmp_path / "a.csv"
+    good.write_text("x\n1\n")
+    empty = tmp_path / "b.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(UsageError, match=rf"cannot infer from {empty}: empty file"):
+        infer_contract([good, empty], "ds")
