@@ -121,8 +121,9 @@ def validate_files(
 ) -> list[FileVerdict]:
     """Read and validate a group of files; one verdict per path, in order.
 
-    Small files are validated together in one pandera call per layout; an
-    unreadable file gets its verdict and the others go on. With ``keys``, the valid
+    Small files with the same columns are validated together: one Polars pass
+    proves them valid, and pandera runs (once for the group) only when something
+    fails. An unreadable file gets its verdict and the others go on. With ``keys``, the valid
     files' unique keys are checked against (and added to) those of the whole run.
     With ``keep_frames``, each valid verdict carries the frame that was validated.
     """
