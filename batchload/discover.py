@@ -79,32 +79,57 @@ def _is_glob(pattern: str) -> bool:
     return any(c in _GLOB_CHARS for c in pattern)
 
 
-def _examine(path: str) -> SourceFile | str:
-    """A SourceFile for ``path``, or the reason it cannot be one."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "broken symbolic link" if os.path.islink(path) else "no such file"
-    except OSError as exc:
-        return f"cannot stat: {exc.strerror or exc}"
-    if stat.S_ISDIR(st.st_mode):
-        kind = "a symbolic link to a directory" if os.path.islink(path) else "a directory"
-        return f"is {kind}; name its files or use a glob such as DIR/*.csv"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    file_format = file_format_of(path)
-    if file_format is None:
-        suffixes = ", ".join(sorted(SUFFIX_FORMATS))
-        shown = Path(path).suffix or "(none)"
-        return f"unknown extension {shown}; expected one of {suffixes}"
-    if not os.access(path, os.R_OK):
-        return "not readable: permission denied"
-    return SourceFile(
-        path=Path(os.path.realpath(path)),
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        file_format=file_format,
-    )
+class _Examiner:
+    """Turns matched paths into SourceFiles with as few system calls as it can.
+
+    A plain file costs one ``lstat`` (and an access check); its real path is its
+    directory's real path, resolved once per directory, plus its name. Only a
+    symbolic link is followed and resolved on its own.
+    """
+
+    def __init__(self) -> None:
+        self._real_dirs: dict[str, str] = {}
+
+    def __call__(self, path: str) -> SourceFile | str:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return "no such file"
+        except OSError as exc:
+            return f"cannot stat: {exc.strerror or exc}"
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return "broken symbolic link"
+            except OSError as exc:
+                return f"cannot stat: {exc.strerror or exc}"
+            if stat.S_ISDIR(st.st_mode):
+                return f"is a symbolic link to a directory; {_DIRECTORY_HINT}"
+            real = os.path.realpath(path)
+        elif stat.S_ISDIR(st.st_mode):
+            return f"is a directory; {_DIRECTORY_HINT}"
+        else:
+            head, name = os.path.split(path)
+            real_dir = self._real_dirs.get(head)
+            if real_dir is None:
+                real_dir = self._real_dirs[head] = os.path.realpath(head)
+            real = os.path.join(real_dir, name)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        suffix = os.path.splitext(path)[1]
+        file_format = SUFFIX_FORMATS.get(suffix.lower())
+        if file_format is None:
+            suffixes = ", ".join(sorted(SUFFIX_FORMATS))
+            return f"unknown extension {suffix or '(none)'}; expected one of {suffixes}"
+        if not os.access(path, os.R_OK):
+            return "not readable: permission denied"
+        return SourceFile(
+            path=Path(real), size=st.st_size, mtime_ns=st.st_mtime_ns, file_format=file_format
+        )
+
+
+_DIRECTORY_HINT = "name its files or use a glob such as DIR/*.csv"
 
 
 def discover(
@@ -116,6 +141,7 @@ def discover(
     :class:`~batchload.errors.UsageError` that says why.
     """
     root = base or Path.cwd()
+    examine = _Examiner()
     found: dict[Path, SourceFile] = {}
     rejected: dict[str, Rejected] = {}
     unmatched: list[str] = []
@@ -124,7 +150,7 @@ def discover(
         text = os.path.expanduser(str(pattern))
         full = text if os.path.isabs(text) else os.path.join(root, text)
         if not _is_glob(text):
-            result = _examine(full)
+            result = examine(full)
             if isinstance(result, SourceFile):
                 found.setdefault(result.path, result)
             else:
@@ -134,7 +160,7 @@ def discover(
         if not matches:
             unmatched.append(text)
         for match in matches:
-            result = _examine(match)
+            result = examine(match)
             if isinstance(result, SourceFile):
                 found.setdefault(result.path, result)
             else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,14 @@ from batchload.discover import FileSet, SourceFile, discover
 from batchload.encode import Envelope
 from batchload.errors import UsageError
 from batchload.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
-from batchload.manifest import DatasetRecord, FileRecord, Manifest, Resume, resume_decision
+from batchload.manifest import (
+    DatasetRecord,
+    FileRecord,
+    Manifest,
+    Resume,
+    ResumeRow,
+    resume_decision,
+)
 
 if TYPE_CHECKING:
     from batchload.contract import Contract
@@ -104,37 +111,44 @@ def prepare(
         raise UsageError("nothing to upload: no jobs")
     prepared: list[PreparedJob] = []
     by_name: dict[str, PreparedJob] = {}
-    for index, job in enumerate(jobs):
+    for job_index, job in enumerate(jobs):
         contract = load_contract(job.schema)
         name = job.dataset or contract.dataset_name
         template = FileIdTemplate(job.file_id)
         file_set = discover(job.files, base=job.base)
         record = manifest.dataset(name) if manifest else None
         _check_record(record, job, name, endpoint, template)
-        rows = manifest.rows_by_source(name) if manifest else {}
-        owners = {r.file_id: r.source_path for rs in rows.values() for r in rs if r.file_id}
+        index = manifest.resume_index(name) if manifest else {}
+        owners = {r.file_id: r.source_path for rs in index.values() for r in rs if r.file_id}
         if (other := by_name.get(name)) is not None:
             _check_same_dataset(other, job, contract, template, name)
             owners.update(other.owners)
         item = _plan_job(
-            index,
+            job_index,
             job,
             name=name,
             contract=contract,
             template=template,
             file_set=file_set,
             record=record,
-            rows=rows,
+            index=index,
             owners=owners,
             max_request_bytes=max_request_bytes,
         )
+        sent_before = [str(w.source.path) for w in item.work if str(w.source.path) in index]
+        if manifest is not None and sent_before:  # full rows only for files to work on
+            full = manifest.rows_for(name, sent_before)
+            work = tuple(
+                replace(w, previous=tuple(full.get(str(w.source.path), ()))) for w in item.work
+            )
+            item = replace(item, work=work)
         by_name.setdefault(name, item)
         prepared.append(item)
     return prepared
 
 
 def _plan_job(
-    index: int,
+    job_index: int,
     job: UploadJob,
     *,
     name: str,
@@ -142,7 +156,7 @@ def _plan_job(
     template: FileIdTemplate,
     file_set: FileSet,
     record: DatasetRecord | None,
-    rows: Mapping[str, list[FileRecord]],
+    index: Mapping[str, list[ResumeRow]],
     owners: dict[str, str],
     max_request_bytes: int,
 ) -> PreparedJob:
@@ -170,10 +184,9 @@ def _plan_job(
                         hint="choose a --file-id template that tells them apart, or a new "
                         "--manifest for a new dataset",
                     )
-                forget += [(name, owner, r.part) for r in rows.get(owner, [])]
+                forget += [(name, owner, r.part) for r in index.get(owner, [])]
             owners[file_id] = path
-        previous = tuple(rows.get(path, ()))
-        decision = resume_decision(previous, size=source.size, mtime_ns=source.mtime_ns)
+        decision = resume_decision(index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns)
         if decision == "done":
             skipped.append(source)
             continue
@@ -187,9 +200,9 @@ def _plan_job(
             convert_options=convert if source.file_format == "csv" else None,
         )
         split = envelope.request_bytes(source.size) > max_request_bytes
-        work.append(Work(index, source, file_id, decision, previous, split))
+        work.append(Work(job_index, source, file_id, decision, (), split))
     return PreparedJob(
-        index=index,
+        index=job_index,
         job=job,
         name=name,
         contract=contract,
