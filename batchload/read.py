@@ -123,8 +123,11 @@ def read_sample(path: Path, *, sheet: str | None = None) -> pl.DataFrame:
 
 
 def shorten(value: object) -> str:
-    """A value as text, cut to MAX_VALUE_CHARS."""
+    """A value as one line of text, cut to MAX_VALUE_CHARS; control characters (a quoted
+    newline, a NUL) are escaped, so a verdict never spans lines or hides bytes."""
     text = "null" if value is None else str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
