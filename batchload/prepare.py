@@ -65,7 +65,8 @@ class Work:
     job: int
     source: SourceFile
     file_id: str | None
-    """None while it depends on the content (a ``{sha8}`` template)."""
+    """None while it depends on the content (a ``{sha8}`` template), or when the file's
+    name cannot make one (checking refuses the file with the reason)."""
     decision: Resume
     previous: tuple[FileRecord, ...]
     """The file's rows from earlier runs (to re-check a hash, and to clean up old parts)."""
@@ -164,12 +165,7 @@ def _plan_job(
     skipped: list[SourceFile] = []
     forget: list[tuple[str, str, int]] = []
     convert = {"column_types": contract.column_types()}
-    ids: dict[Path, str | None] = {
-        s.path: None
-        if template.needs_hash
-        else template.render(stem=s.stem, name=s.name, sha256=None, part=None)
-        for s in file_set.files
-    }
+    ids = {s.path: _file_id(template, s, None) for s in file_set.files}
     check_unique((i, str(p)) for p, i in ids.items() if i is not None)
     for source in file_set.files:
         path = str(source.path)
@@ -191,10 +187,7 @@ def _plan_job(
             skipped.append(source)
             continue
         envelope = Envelope(
-            file_id=file_id
-            or template.render(
-                stem=source.stem, name=source.name, sha256=_SHA_PLACEHOLDER, part=None
-            ),
+            file_id=file_id or _file_id(template, source, _SHA_PLACEHOLDER) or _SHA_PLACEHOLDER,
             file_format=source.file_format,
             name=name,
             convert_options=convert if source.file_format == "csv" else None,
@@ -214,6 +207,17 @@ def _plan_job(
         owners=owners,
         forget=tuple(forget),
     )
+
+
+def _file_id(template: FileIdTemplate, source: SourceFile, sha256: str | None) -> str | None:
+    """The file's id; None while it depends on the content, or when the file's name
+    cannot make a valid one: checking then refuses that file, and the run goes on."""
+    if template.needs_hash and sha256 is None:
+        return None
+    try:
+        return template.render(stem=source.stem, name=source.name, sha256=sha256, part=None)
+    except UsageError:
+        return None
 
 
 def _check_record(
