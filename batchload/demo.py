@@ -203,50 +203,89 @@ def command_line(args: Sequence[str]) -> str:
     return shlex.join(["batchload", *args])
 
 
-def run_upload(args: Sequence[str], *, quiet: bool) -> dict[str, Any]:
+class Interrupts:
+    """Ctrl-C and SIGTERM as KeyboardInterrupt, held back while a child process starts.
+
+    An interrupt that lands inside ``subprocess.Popen`` after the fork would leave a
+    child nobody holds a handle to (a server left running); :meth:`held` delays it
+    until the handle is ours, so ``finally`` blocks can stop the child.
+    """
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._holding:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        """Handle SIGINT and SIGTERM meanwhile (only possible in the main thread)."""
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Delay interrupts until the block is done, then raise one if it came."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+def run_upload(args: Sequence[str], *, quiet: bool, interrupts: Interrupts) -> dict[str, Any]:
     """Run ``batchload upload ARGS --json`` as a child; return its summary.
 
     Its progress goes straight to our stderr (rich bars on a terminal). Exit 0 and 1
     are results (1: some files were refused); anything else stops the demo with the
-    same exit code, the child having printed why.
+    same exit code, the child having printed why. Interrupted, the child is killed
+    (its manifest keeps what it did).
     """
     argv = [sys.executable, "-m", "batchload", *(["--quiet"] if quiet else []), *args, "--json"]
     sys.stdout.flush()
     sys.stderr.flush()
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False)
-    if done.returncode == EXIT_INTERRUPTED:
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        with interrupts.held():
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        stdout, _ = process.communicate()
+    except BaseException:
+        if process is not None:
+            process.kill()
+            process.communicate()
+        raise
+    if process.returncode == EXIT_INTERRUPTED:
         raise KeyboardInterrupt
-    if done.returncode not in (EXIT_OK, EXIT_INCOMPLETE):
-        error = {2: ConfigError, 3: AuthError, 4: ServiceError}.get(done.returncode)
-        message = f"the demo's upload stopped with exit code {done.returncode} (its error is above)"
+    if process.returncode not in (EXIT_OK, EXIT_INCOMPLETE):
+        error = {2: ConfigError, 3: AuthError, 4: ServiceError}.get(process.returncode)
+        message = (
+            f"the demo's upload stopped with exit code {process.returncode} (its error is above)"
+        )
         if error is None:
             raise BatchloadError(message)
         raise error(message)
     try:
-        summary = json.loads(done.stdout)
+        summary = json.loads(stdout)
     except ValueError:
         raise BatchloadError("the demo's upload printed no JSON summary") from None
     if not isinstance(summary, dict):
         raise BatchloadError("the demo's upload printed JSON that is not an object")
     return summary
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt meanwhile, so ``finally`` blocks run."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
@@ -271,9 +310,10 @@ def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
     write_token_file(token_file, token)
     manifest = directory / "manifest.sqlite"
     server = ServerProcess(data_dir=directory / "server", tokens=(token,), tokens_in_env=True)
-    with sigterm_as_interrupt():
+    with Interrupts().installed() as interrupts:
         try:
-            server.start()
+            with interrupts.held():  # a Ctrl-C now waits until the server can be stopped
+                server.start()
             say("")
             data = shown(server.data_dir)
             say(f"2. Started a local ingestion server at {server.url} (data in {data})")
@@ -287,16 +327,17 @@ def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
             say("")
             say(f"3. Uploading with the contract {shown(contract)}:")
             say(f"   $ {command_line(args)}")
-            first = run_upload(args, quiet=settings.quiet)
+            first = run_upload(args, quiet=settings.quiet, interrupts=interrupts)
             for line in first_run_lines(first):
                 say(line)
             say("")
             say("4. The same command again: what landed is not sent twice")
-            second = run_upload(args, quiet=True)
+            second = run_upload(args, quiet=True, interrupts=interrupts)
             for line in second_run_lines(second):
                 say(line)
         finally:
-            server.stop()
+            with interrupts.held():  # a second Ctrl-C must not leave it running
+                server.stop()
     commands = real_api_commands(backfill, contract)
     say("")
     say("5. The same upload against SigTech's API:")

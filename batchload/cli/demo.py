@@ -6,6 +6,7 @@ only at its top) are imported here: the upload runs in a child process.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -58,6 +59,7 @@ def demo(directory: Path | None, days: int, tickers: int, as_json: bool) -> None
             out.info(line)  # stdout is for the JSON document
         elif not out.quiet:
             click.echo(line)
+            sys.stdout.flush()  # a line at a time, also into a pipe
 
     result = run_demo(
         DemoSettings(directory=directory, days=days, tickers=tickers, quiet=out.quiet),
