@@ -267,7 +267,9 @@ def _report(summary: RunSummary, out: Output) -> None:
         if len(summary.plan) > MAX_LINES_SHOWN:
             out.info(f"  ... and {len(summary.plan) - MAX_LINES_SHOWN} more")
     else:
-        parts = f" as {summary.parts_uploaded} parts and files" if summary.parts_uploaded else ""
+        parts = (
+            f" ({summary.parts_uploaded} parts of large files)" if summary.parts_uploaded else ""
+        )
         click.echo(  # the final summary: printed even with --quiet
             f"uploaded {summary.uploaded} file(s){parts}, {_mib(summary.bytes_sent)}, to {names} "
             f"in {summary.seconds:.1f}s; {summary.skipped} skipped, {summary.invalid} invalid, "

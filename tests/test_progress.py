@@ -1,0 +1,76 @@
+"""Progress: the tally's arithmetic, and both renderers drawing into a buffer."""
+
+from __future__ import annotations
+
+import io
+
+from batchload.cli.render import LogLines, RichBars
+from batchload.progress import (
+    DatasetReady,
+    FileDone,
+    FileFailed,
+    FileInvalid,
+    Retrying,
+    RunStarted,
+    Tally,
+    Throttled,
+)
+
+MIB = 1024 * 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_tally_rate_and_eta() -> None:
+    clock = Clock()
+    tally = Tally(clock=clock)
+    tally.update(RunStarted(files=4, bytes=8 * MIB, skipped=3, datasets=("d",)))
+    assert tally.eta_s is None
+    clock.now += 2.0
+    tally.update(FileDone("a", "a", 2 * MIB))
+    tally.update(FileInvalid("b", "bad", 2 * MIB))
+    tally.update(Retrying("c", "c", 1, 503, 0.1, "503"))
+    assert (tally.finished, tally.done, tally.invalid, tally.retries) == (2, 1, 1, 1)
+    assert tally.rate_bytes_s == 2 * MIB
+    assert tally.eta_s == 2.0
+    assert tally.line() == (
+        "2/4 files, 4.0/8.0 MiB, 2.0 MiB/s, ETA 2s, 3 skipped, 1 invalid, 0 failed, 1 retries"
+    )
+
+
+def test_log_lines_every_few_seconds_and_notable_events_at_once() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    with LogLines(out, every_s=5.0, clock=clock) as sink:
+        sink(RunStarted(files=3, bytes=3 * MIB, skipped=0, datasets=("d",)))
+        sink(DatasetReady("d", "id-1", created=True))
+        sink(FileDone("a", "a", MIB))
+        clock.now += 6.0
+        sink(FileDone("b", "b", MIB))
+        sink(Throttled(concurrency=4, pause_s=1.0))
+        sink(FileFailed("c", "c", "HTTP 400: bad", MIB))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "created dataset d (id id-1)",
+        "2/3 files, 2.0/3.0 MiB, 0.3 MiB/s, ETA 3s",
+        "rate limited: pausing 1s, concurrency now 4",
+        "failed: c: HTTP 400: bad",
+        "3/3 files, 3.0/3.0 MiB, 0.5 MiB/s, ETA 0s, 0 invalid, 1 failed",
+    ]
+
+
+def test_rich_bars_render_counts() -> None:
+    out = io.StringIO()
+    with RichBars(out) as sink:
+        sink(RunStarted(files=2, bytes=2 * MIB, skipped=1, datasets=("d",)))
+        sink(FileDone("a", "a", MIB))
+        sink(FileInvalid("b", "bad values", MIB))
+    text = out.getvalue()
+    assert "invalid: b: bad values" in text
+    assert "2/2 files, 1 skipped, 1 invalid, 0 failed" in text
