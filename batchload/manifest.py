@@ -6,8 +6,9 @@
 - One writer at a time: before a run, the pipeline's preflight; during it, the
   writer task, which commits each batch of updates in one transaction. A state the
   next step relies on (a dataset's id) is committed before that step starts.
-- Resume is fast because :meth:`Manifest.rows_by_source` reads a dataset's rows in
-  one query, so deciding that an unchanged file is done needs no read of the file.
+- Resume is fast because :meth:`Manifest.resume_index` reads what it needs of a
+  dataset's rows in one narrow query, so deciding that an unchanged file is done
+  needs no read of the file and no parsing of its receipt.
 
 Schema (``PRAGMA user_version`` = 1)::
 
@@ -265,16 +266,6 @@ class Manifest:
         )
 
     # --- files -------------------------------------------------------------------------
-
-    def rows_by_source(self, dataset: str) -> dict[str, list[FileRecord]]:
-        """Every row of a dataset, grouped by source path, in one query."""
-        grouped: dict[str, list[FileRecord]] = {}
-        for row in self._db.execute(
-            "SELECT * FROM files WHERE dataset = ? ORDER BY source_path, part", (dataset,)
-        ):
-            record = _record(row)
-            grouped.setdefault(record.source_path, []).append(record)
-        return grouped
 
     def resume_index(self, dataset: str) -> dict[str, list[ResumeRow]]:
         """What a resume decides from, per source path, in one narrow query.

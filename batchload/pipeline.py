@@ -35,6 +35,7 @@ from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceErro
 from batchload.manifest import Changes, DatasetRecord, Manifest
 from batchload.prepare import PreparedJob, UploadJob, Work, prepare
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
+from batchload.reconcile import reconcile
 from batchload.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send import DatasetGate, Sender
 from batchload.summary import Problem, Reconciliation, RunSummary
@@ -422,44 +423,6 @@ def _run_stopper(exc: Exception) -> BatchloadError:
     first = auth[0] if auth else leaves[0]
     assert isinstance(first, BatchloadError)
     return first
-
-
-async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconciliation, ...]:
-    """Compare each dataset's done files in the manifest with the files the service lists."""
-    results = []
-    for dataset in manifest.datasets():
-        if not dataset.dataset_id:
-            continue
-        rows = manifest.rows(dataset=dataset.name)
-        done = {r.file_id for r in rows if r.state == "done" and r.file_id}
-        known = {r.file_id for r in rows if r.file_id}
-        try:
-            listed = await client.list_files(dataset.dataset_id)
-        except AuthError:
-            raise
-        except ServiceError as exc:
-            results.append(
-                Reconciliation(
-                    dataset=dataset.name,
-                    dataset_id=dataset.dataset_id,
-                    expected=len(done),
-                    on_server=0,
-                    error=str(exc),
-                )
-            )
-            continue
-        on_server = {str(i) for i in listed["ids"]}
-        results.append(
-            Reconciliation(
-                dataset=dataset.name,
-                dataset_id=dataset.dataset_id,
-                expected=len(done),
-                on_server=len(on_server),
-                missing=tuple(sorted(done - on_server)),
-                unexpected=tuple(sorted(on_server - known)),
-            )
-        )
-    return tuple(results)
 
 
 async def _dry_run(

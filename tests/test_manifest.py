@@ -78,7 +78,8 @@ def test_forget_and_write_in_one_transaction(tmp_path: Path) -> None:
         parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
         manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
         assert [r.file_id for r in manifest.rows()] == ["a.part-0001", "a.part-0002"]
-        assert list(manifest.rows_by_source("prices")) == ["/d/a.csv"]
+        assert list(manifest.resume_index("prices")) == ["/d/a.csv"]
+        assert [r.part for r in manifest.rows_for("prices", ["/d/a.csv"])["/d/a.csv"]] == [1, 2]
 
 
 def test_datasets(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
 
     from batchload.config import client_config
     from batchload.manifest import Manifest
-    from batchload.pipeline import reconcile as compare
+    from batchload.reconcile import reconcile as compare
     from batchload.transport import IngestionClient
 
     with Manifest.open(path, create=False) as opened:

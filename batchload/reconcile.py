@@ -1,0 +1,52 @@
+"""Reconcile: compare what the manifest says was sent with what the service lists.
+
+For each dataset of the manifest: files *missing* on the service (done here, absent
+there: data that did not land) and *unexpected* ones (there, unknown here: sent by
+something else, or by a run with another manifest). Run after every upload and as
+``batchload reconcile --manifest PATH``.
+"""
+
+from __future__ import annotations
+
+from batchload.errors import AuthError, ServiceError
+from batchload.manifest import Manifest
+from batchload.summary import Reconciliation
+from batchload.transport import IngestionClient
+
+
+async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconciliation, ...]:
+    """Compare each dataset's done files in the manifest with the files the service lists."""
+    results = []
+    for dataset in manifest.datasets():
+        if not dataset.dataset_id:
+            continue
+        rows = [r for rs in manifest.resume_index(dataset.name).values() for r in rs]
+        done = {r.file_id for r in rows if r.state == "done" and r.file_id}
+        known = {r.file_id for r in rows if r.file_id}
+        try:
+            listed = await client.list_files(dataset.dataset_id)
+        except AuthError:
+            raise
+        except ServiceError as exc:
+            results.append(
+                Reconciliation(
+                    dataset=dataset.name,
+                    dataset_id=dataset.dataset_id,
+                    expected=len(done),
+                    on_server=0,
+                    error=str(exc),
+                )
+            )
+            continue
+        on_server = {str(i) for i in listed["ids"]}
+        results.append(
+            Reconciliation(
+                dataset=dataset.name,
+                dataset_id=dataset.dataset_id,
+                expected=len(done),
+                on_server=len(on_server),
+                missing=tuple(sorted(done - on_server)),
+                unexpected=tuple(sorted(on_server - known)),
+            )
+        )
+    return tuple(results)
