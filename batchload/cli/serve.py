@@ -90,6 +90,16 @@ Faults apply to /ingestion/... requests only; --seed makes their counts repeat.
     "--spike-ms", type=click.FloatRange(min=0), default=0.0, help="Length of a latency spike."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the fault knobs.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Serve https with this certificate (PEM, chain included); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The private key of --tls-cert (PEM).",
+)
 def serve(  # noqa: PLR0917  (click passes each option as an argument)
     host: str,
     port: int,
@@ -106,11 +116,15 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
     spike_rate: float,
     spike_ms: float,
     seed: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Run a local ingestion server implementing the Data Ingestion API."""
     from batchload.config import cpu_count, server_tokens
     from batchload.errors import ConfigError
 
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
     accepted = server_tokens(tokens)
     if not accepted and not no_auth:
         raise ConfigError(
@@ -131,6 +145,8 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         read_timeout_s=read_timeout_s,
         workers=workers or max(4, 2 * cpu_count()),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         faults=FaultSettings(
             latency_ms=latency_ms,
             fail_rate=fail_rate,

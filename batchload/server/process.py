@@ -10,6 +10,7 @@ import os
 import re
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from batchload.config import SERVER_TOKENS_ENV
 from batchload.errors import ConfigError
 from batchload.protocol import HEALTH_PATH
 
-LISTENING_RE = re.compile(r"^batchload serve listening on (http://\S+)$")
+LISTENING_RE = re.compile(r"^batchload serve listening on (https?://\S+)$")
 START_TIMEOUT_S = 30.0
 
 
@@ -44,6 +45,8 @@ class ServerProcess:
     url: str = ""
     proc: subprocess.Popen[bytes] | None = None
     stderr_path: Path | None = None
+    ca_bundle: Path | None = None
+    """For https: the CA that signed the server's certificate (the health check verifies it)."""
 
     def command(self) -> list[str]:
         """The argv that starts this server."""
@@ -102,9 +105,15 @@ class ServerProcess:
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         delay_s = 0.01
+        context = None
+        if self.url.startswith("https:"):
+            cafile = str(self.ca_bundle) if self.ca_bundle else None
+            context = ssl.create_default_context(cafile=cafile)
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.url + HEALTH_PATH, timeout=2) as response:
+                with urllib.request.urlopen(
+                    self.url + HEALTH_PATH, timeout=2, context=context
+                ) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):

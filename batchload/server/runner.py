@@ -1,10 +1,12 @@
-"""Run the local server until SIGTERM or SIGINT, announcing its real address once."""
+"""Run the local server until SIGTERM or SIGINT, announcing its real address once
+(``https://`` when a TLS certificate is configured)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -31,7 +33,10 @@ async def serve(settings: ServerSettings, *, announce: Callable[[str], None]) ->
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        context = _tls_context(settings)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_address=True, ssl_context=context
+        )
         await site.start()
         host, port = runner.addresses[0][:2]
         stop = asyncio.Event()
@@ -41,12 +46,22 @@ async def serve(settings: ServerSettings, *, announce: Callable[[str], None]) ->
         log.info("data dir %s; %s", store.data_dir, settings.faults.describe())
         if not settings.auth:
             log.warning("authentication is off (--no-auth): every request is accepted")
-        announce(f"http://{_url_host(host)}:{port}")
+        scheme = "https" if context is not None else "http"
+        announce(f"{scheme}://{_url_host(host)}:{port}")
         await stop.wait()
         log.info("shutting down")
     finally:
         await runner.cleanup()
         store.close()
+
+
+def _tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
 
 
 def _url_host(host: str) -> str:

@@ -28,6 +28,8 @@ class ServerSettings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     workers: int = 4  # threads decoding, parsing and storing uploads
     faults: FaultSettings = field(default_factory=FaultSettings)
+    tls_cert: Path | None = None  # PEM certificate chain: serve https
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.auth and not self.tokens:
