@@ -203,9 +203,11 @@ def manifest_integrity(path: Path) -> str:
 class ServerView:
     """What a server holds, through plain HTTP with its own token (not through batchload)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, verify: str | bool = True) -> None:
         self.url = url
         self.session = requests.Session()
+        self.session.trust_env = False  # loopback: no proxy, and no CA bundle from the env
+        self.session.verify = verify
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def get(self, path: str) -> Any:
