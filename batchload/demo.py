@@ -343,7 +343,8 @@ def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
     say("5. The same upload against SigTech's API:")
     for command in commands:
         say(f"   {command}")
-    say(f"   (the demo's files stay in {shown(directory)}; delete that folder when done)")
+    say("   (in a clone without an activated virtualenv, run them as `uv run batchload ...`;")
+    say(f"    the demo's files stay in {shown(directory)}: delete that folder when done)")
     return DemoResult(
         directory=directory,
         contract=contract,
@@ -390,9 +391,7 @@ def first_run_lines(summary: dict[str, Any]) -> list[str]:
         if any(str(p.get("path", "")).endswith((".xlsx", ".xls")) for p in problems):
             lines.append(
                 "     note: Excel stores dates as timestamps and every number as a double, so an"
-            )
-            lines.append(
-                "     xlsx file cannot match a contract with date or int64 columns; send such "
+                " xlsx\n     file cannot match a contract with date or int64 columns: send such "
                 "days as csv or parquet"
             )
     for check in summary.get("reconcile") or []:
