@@ -7,6 +7,7 @@ small (8-byte hashes) and safe to share between the worker threads that validate
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,8 +57,16 @@ class UniqueKeys:
         """
         if not self.key:
             return [None] * len(items)
+        if not items:
+            return []
         hashed = [self._hash(frame) for _, frame in items]
+        pairs = self._pairs(hashed)
         with self._lock:
+            if self._all_new(pairs):  # the usual case, in one lookup for the whole group
+                first = pl.lit(len(self._files), dtype=pl.UInt32)
+                self._files += [path for path, _ in items]
+                self._add(pairs.with_columns(pl.col("f") + first).sort("h"))
+                return [None] * len(items)
             results: list[Problem | None] = []
             accepted: list[pl.DataFrame] = []
             for (path, _), hashes in zip(items, hashed, strict=True):
@@ -77,6 +86,33 @@ class UniqueKeys:
             if accepted:
                 self._add(pl.concat(accepted).sort("h"))
             return results
+
+    @staticmethod
+    def _pairs(hashed: Sequence[pl.Series]) -> pl.DataFrame:
+        """Each file's distinct key hashes as rows (``h``, ``f``: its position in ``hashed``)."""
+        heights = [hashes.len() for hashes in hashed]
+        starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
+        rows = pl.int_range(0, sum(heights), dtype=pl.Int64, eager=True)
+        files = (starts.search_sorted(rows, side="right") - 1).cast(pl.UInt32)
+        return pl.DataFrame({"h": pl.concat(hashed), "f": files}).unique(["f", "h"])
+
+    def _all_new(self, pairs: pl.DataFrame) -> bool:
+        """True when no two files share a key and no key was accepted before.
+
+        Then checking the files one by one would accept every one of them; when not,
+        :meth:`claim` does exactly that, to find which file repeats which.
+        """
+        hashes = pairs.get_column("h")
+        if hashes.is_duplicated().any():
+            return False
+        for run in self._runs:
+            if run.height == 0:
+                continue
+            sorted_h = run.get_column("h")
+            position = sorted_h.search_sorted(hashes, side="left").clip(0, run.height - 1)
+            if (sorted_h.gather(position) == hashes).any():
+                return False
+        return True
 
     def _hash(self, frame: pl.DataFrame) -> pl.Series:
         missing = [c for c in self.key if c not in frame.columns]

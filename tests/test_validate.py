@@ -329,6 +329,23 @@ def test_unique_keys_many_files_many_runs() -> None:
     assert clash.detail is not None and clash.detail.startswith("already in f")
 
 
+def test_unique_keys_group_checked_at_once_still_names_the_right_file() -> None:
+    keys = UniqueKeys(("k",))
+    group = [(Path(f"g{i}.csv"), pl.DataFrame({"k": [i, i, 1000 + i]})) for i in range(50)]
+    assert keys.claim(group) == [None] * 50  # no repeat anywhere: one lookup for all
+    assert len(keys) == 100  # a key repeated inside one file is kept once
+    later = [
+        (Path("new.csv"), pl.DataFrame({"k": [5000]})),
+        (Path("again.csv"), pl.DataFrame({"k": [5000, 1037]})),  # repeats new.csv and g37
+    ]
+    fresh, clash = keys.claim(later)
+    assert fresh is None and clash is not None
+    assert (clash.count, clash.rows) == (2, (1, 2))
+    assert clash.detail in ("already in new.csv", "already in g37.csv")
+    (again,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [1049, 999]}))])
+    assert again is not None and (again.detail, again.rows) == ("already in g49.csv", (1,))
+
+
 def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
     keys = UniqueKeys(())
     assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
