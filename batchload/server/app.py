@@ -37,6 +37,9 @@ from batchload.server.store import DatasetNotFound, Store
 
 REVOKE_PATH = "/admin/revoke"
 _META_WORKERS = 2
+MIN_BODY_RATE_BPS = 16 * 1024
+"""A body must arrive at this average rate (after --read-timeout-s of grace), so a client
+that trickles a byte now and then cannot hold a request open for ever (slowloris)."""
 
 log = logging.getLogger("batchload.server")
 T = TypeVar("T")
@@ -204,15 +207,24 @@ async def read_body(request: web.Request) -> bytearray:
         raise _too_large(declared, limit)
     body = bytearray(declared or 0)
     size = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     while True:
+        # Wait at most read_timeout_s for the next piece, and never past the deadline
+        # that MIN_BODY_RATE_BPS sets for the whole body (declared, or read so far).
+        deadline = started + settings.read_timeout_s + (declared or size) / MIN_BODY_RATE_BPS
+        wait_s = min(settings.read_timeout_s, deadline - loop.time())
         try:
-            async with asyncio.timeout(settings.read_timeout_s):
+            if wait_s <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait_s):
                 chunk = await request.content.readany()
         except TimeoutError:
             raise ApiError(
                 408,
                 "request_timeout",
-                f"no request body data for {settings.read_timeout_s:g} s",
+                f"request body too slow: no data for {settings.read_timeout_s:g} s, or "
+                f"slower than {MIN_BODY_RATE_BPS // 1024} KiB/s on average",
             ) from None
         if not chunk:
             break
