@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from batchload.protocol import DATASETS_PATH, HEALTH_PATH, ErrorCode
 from batchload.server import ingest
@@ -91,19 +91,24 @@ def make_app(settings: ServerSettings, store: Store) -> web.Application:
     )
     app[STATE] = state
     datasets, dataset = DATASETS_PATH, DATASETS_PATH + "/{id}"
-    app.router.add_get(HEALTH_PATH, health)
-    app.router.add_post(REVOKE_PATH, revoke)
-    app.router.add_get(datasets, list_datasets)
-    app.router.add_get(datasets + "/", list_datasets)
-    app.router.add_post(datasets, create_from_file)
-    app.router.add_post(datasets + "/", create_from_file)
-    app.router.add_get(dataset, get_dataset)
-    app.router.add_put(dataset, put_dataset)
-    app.router.add_delete(dataset, delete_dataset)
-    app.router.add_get(dataset + "/files", list_files)
-    app.router.add_put(dataset + "/files", add_file)
-    app.router.add_post(dataset + "/files", add_file)
-    app.router.add_delete(dataset + "/files/{file_id}", delete_file)
+    for method, path, handler in [
+        ("GET", HEALTH_PATH, health),
+        ("POST", REVOKE_PATH, revoke),
+        ("GET", datasets, list_datasets),
+        ("GET", datasets + "/", list_datasets),
+        ("POST", datasets, create_from_file),
+        ("POST", datasets + "/", create_from_file),
+        ("GET", dataset, get_dataset),
+        ("PUT", dataset, put_dataset),
+        ("DELETE", dataset, delete_dataset),
+        ("GET", dataset + "/files", list_files),
+        ("PUT", dataset + "/files", add_file),
+        ("POST", dataset + "/files", add_file),
+        ("DELETE", dataset + "/files/{file_id}", delete_file),
+    ]:
+        app.router.add_route(method, path, handler, expect_handler=expect_handler)
+        if method == "GET":
+            app.router.add_route("HEAD", path, handler, expect_handler=expect_handler)
 
     async def shut_down_pools(_: web.Application) -> None:
         for pool in (state.ingest_pool, state.meta_pool):
@@ -111,6 +116,18 @@ def make_app(settings: ServerSettings, store: Store) -> web.Application:
 
     app.on_cleanup.append(shut_down_pools)
     return app
+
+
+async def expect_handler(request: web.Request) -> None:
+    """aiohttp's own ``Expect`` handling, except that a value it does not know is a 417
+    whatever its bytes: aiohttp's answered 500 when the value was not UTF-8."""
+    if request.version != HttpVersion11:
+        return
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own bytes have not started yet
+        return
+    raise web.HTTPExpectationFailed(text="unsupported Expect header (only 100-continue is)")
 
 
 # --- middleware ----------------------------------------------------------------------
