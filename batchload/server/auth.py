@@ -24,16 +24,22 @@ class TokenGate:
             return True
         if token is None:
             return False
-        candidate = token.encode("utf-8")
+        candidate = _raw(token)
         matches = [hmac.compare_digest(candidate, known) for known in self._tokens]
         return any(matches)
 
     def revoke(self, token: str) -> None:
         """Stop accepting ``token`` until the server restarts."""
-        candidate = token.encode("utf-8")
+        candidate = _raw(token)
         self._tokens = [
             known for known in self._tokens if not hmac.compare_digest(candidate, known)
         ]
+
+
+def _raw(token: str) -> bytes:
+    """A header's token as the bytes that came in (aiohttp keeps bytes that are not UTF-8
+    as surrogates; a plain encode raised on them and answered 500)."""
+    return token.encode("utf-8", "surrogateescape")
 
 
 def bearer_token(header: str | None) -> str | None:
