@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -41,6 +41,9 @@ from batchload.send import DatasetGate, Sender
 from batchload.summary import Problem, Reconciliation, RunSummary
 from batchload.transport import IngestionClient
 from batchload.uploader import Ready, Uploader
+
+if TYPE_CHECKING:
+    from batchload.validate import UniqueKeys
 
 MEMORY_BUDGET_MB = 256.0
 WRITER_BATCH = 512
@@ -152,7 +155,7 @@ class _Run:
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
         self._writer: ObjectSendStream[_Op] | None = None
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, UniqueKeys] = {}
 
     # --- the run -------------------------------------------------------------------------
 
@@ -274,7 +277,7 @@ class _Run:
 
         return record
 
-    def keys(self, job: PreparedJob) -> Any:
+    def keys(self, job: PreparedJob) -> UniqueKeys:
         """The run's cross-file unique-key tracker of ``job``'s dataset."""
         from batchload.validate import UniqueKeys
 
