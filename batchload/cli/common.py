@@ -81,8 +81,10 @@ def run_command(command: click.Command, args: list[str]) -> Any:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; a declined confirmation is an Abort too.
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        click.echo("interrupted" if interrupted else "aborted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except BatchloadError as exc:
         if verbose:
