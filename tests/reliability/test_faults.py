@@ -71,7 +71,7 @@ class Background:
 KNOB_CASES = {
     "503 on 20% of requests": (["--fail-rate", "0.2", "--seed", "1"], [], "503"),
     "answers dropped on 10% of uploads": (["--drop-rate", "0.1", "--seed", "2"], [], "dropped"),
-    "429 storm with Retry-After": (["--rate-limit", "40"], [], "429"),
+    "429 storm with Retry-After": (["--rate-limit", "25"], ["--concurrency", "32"], "429"),
     "latency spikes beyond the client timeout": (
         ["--spike-rate", "0.1", "--spike-ms", "4000", "--seed", "3"],
         ["--timeout-s", "1"],
@@ -250,10 +250,11 @@ def test_files_changed_after_hashing_are_never_sent_then_resent_whole(
     the stream's own hash finds it, the file fails, and the server never has a version
     that is not one of the file's versions, whole."""
     server = server_factory("--latency-ms", "20", tokens=(TOKEN,))
-    paths = write_signals(tmp_path / "data", FILES)
+    paths = write_signals(tmp_path / "data", 120)
     manifest = tmp_path / "run.sqlite"
     # With one request at a time, files go in name order; the first group of 64 is hashed
-    # and validated before the first file is sent, so files 50..52 are hashed, not sent.
+    # and validated before the first file is sent, so files 50..52 are hashed, not sent
+    # (checked below: fewer than 50 files were done when they changed).
     changed = {
         paths[50]: signal_csv(50).replace(",5\n", ",1\n"),  # same size, other bytes
         paths[51]: signal_csv(51) + signal_csv(9051).split("\n", 1)[1],  # grown
@@ -265,14 +266,17 @@ def test_files_changed_after_hashing_are_never_sent_then_resent_whole(
 
     def change() -> None:
         wait_until(lambda: manifest_states(manifest)["done"] >= 1, what="the first file done")
+        done_when_changed.append(manifest_states(manifest)["done"])
         for path, text in changed.items():
             with open(path, "r+b") as handle:  # in place, as an editor or a writer would
                 handle.write(text.encode())
                 handle.truncate()
 
+    done_when_changed: list[int] = []
     changer = Background(change)
     first = finish(proc)
     changer.join()
+    assert done_when_changed[0] < 50, done_when_changed  # they changed before being sent
 
     assert first.code == 1, first.stderr[-3000:]
     assert_clean_output(first)

@@ -23,7 +23,7 @@ from batchload.errors import AuthError, BatchloadError, ServiceError, Unreachabl
 from batchload.progress import Event
 from batchload.retry import RetryPolicy
 from batchload.server.process import ServerProcess
-from tests.reliability.helpers import HEADER, cli, upload_args, write_signals
+from tests.reliability.helpers import HEADER, finish, start_cli, upload_args, write_signals
 
 TOKEN = "SeCrEt-5b1f0c9e7d2a4b68-tOkEn"
 OTHER = "the-servers-own-token-1"
@@ -70,12 +70,10 @@ def test_cli_runs_that_succeed_and_fail_never_show_the_token(
     token_file = tmp_path / "token.txt"
     token_file.write_text(TOKEN + "\n")
     manifest = tmp_path / "run.sqlite"
-    runs = {
+    # Two rounds of runs side by side (the second reads the first's manifest).
+    first_round = {
         "success, --json, some files invalid": (
-            (*upload_args("data/*.csv", manifest, good.url),), 1
-        ),
-        "re-run, human output, --verbose": (
-            ("--verbose", *upload_args("data/*.csv", manifest, good.url)[:-1]), 1
+            upload_args("data/*.csv", manifest, good.url), 1
         ),
         "5xx answers retried": (
             upload_args("data/*.csv", tmp_path / "flaky.sqlite", flaky.url), 1
@@ -87,6 +85,11 @@ def test_cli_runs_that_succeed_and_fail_never_show_the_token(
             (*upload_args("data/*.csv", tmp_path / "tf.sqlite", wrong.url),
              "--token-file", str(token_file)), 3
         ),
+    }  # fmt: skip
+    second_round = {
+        "re-run, human output, --verbose": (
+            ("--verbose", *upload_args("data/*.csv", manifest, good.url)[:-1]), 1
+        ),
         "reconcile, --verbose": (
             ("--verbose", "reconcile", "--manifest", str(manifest), "--json"), 0
         ),
@@ -95,12 +98,16 @@ def test_cli_runs_that_succeed_and_fail_never_show_the_token(
             ("manifest", "export", str(manifest), "--format", "json", "-o", "export.json"), 0
         ),
     }  # fmt: skip
-    for name, (args, expected) in runs.items():
-        token = None if "--token-file" in args else TOKEN
-        result = cli(*args, token=token, cwd=tmp_path)
-        assert result.code == expected, (name, result.stderr[-2000:])
-        assert_hidden(f"stdout of {name}", result.stdout)
-        assert_hidden(f"stderr of {name}", result.stderr)
+    for runs in (first_round, second_round):
+        started = {
+            name: start_cli(*args, token=None if "--token-file" in args else TOKEN, cwd=tmp_path)
+            for name, (args, _) in runs.items()
+        }
+        for name, proc in started.items():
+            result = finish(proc)
+            assert result.code == runs[name][1], (name, result.stderr[-2000:])
+            assert_hidden(f"stdout of {name}", result.stdout)
+            assert_hidden(f"stderr of {name}", result.stderr)
     # Every file the runs left: manifests (database, WAL, shared memory), exports, and
     # the servers' data dirs and logs.
     for path in files_under(tmp_path):
