@@ -1,0 +1,493 @@
+"""The benchmark harness: every scenario, every contender, side by side, in one run.
+
+- Each contender run gets a fresh local server (``batchload serve`` on loopback with
+  the scenario's knobs) and its own process (:mod:`benchmarks.contender`), so its
+  peak RSS and CPU seconds are its own. Contenders take turns: one round of all of
+  them, then more rounds for those whose run was short, and each figure is the
+  median of its runs, so a noisy neighbour on the machine hits them all alike.
+- Scenarios: S (many small files over a 20 ms link), M (1 MB files), L (100 MB
+  files, no body cap), L16 (the same against a 16 MiB body cap), V (validation
+  alone, :mod:`benchmarks.validation`), R (resume, :mod:`benchmarks.resume`) and
+  C (a concurrency sweep at 20 ms, the plot).
+- Writes ``latest.json``, ``latest.md`` and ``latest.png`` to the output directory
+  and prints the markdown. Nothing here asserts a time: the report says what was
+  measured and which targets it meets.
+
+Run: ``uv run python -m benchmarks [--quick] [--only S,M,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from batchload.server.process import ServerProcess
+from benchmarks.contender import KINDS, TOKEN_ENV, Task
+from benchmarks.data import ROOT, SCHEMA, write_files
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+TOKEN = "benchmark-token"
+SCENARIOS = ("S", "M", "L", "L16", "V", "R", "C")
+ALIASES = {"L": ("L", "L16")}
+SHORT_RUN_S = 10.0
+"""A contender whose run took less than this is run again (up to the scenario's repeats)."""
+CHILD_TIMEOUT_S = 1800.0
+MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upload:
+    """An upload scenario: a file set, server knobs, and how the clients are set."""
+
+    key: str
+    title: str
+    files: int
+    file_bytes: int
+    knobs: tuple[str, ...] = ()
+    concurrency: int = 8
+    threads: int = 8
+    max_request_mb: float = 5.0
+    repeats: int = 3
+    data: str = ""
+    """Data directory name (scenarios sharing files share it); default the key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """Sizes for one harness run (full or quick)."""
+
+    quick: bool
+    uploads: dict[str, Upload]
+    sweep: tuple[int, ...]
+    sweep_files: int
+    sweep_repeats: int
+    resume_files: int
+    resume_done: int
+
+
+NO_CAP = ("--max-body-mb", "4096")
+
+
+def full_plan() -> Plan:
+    s = Upload(
+        key="S",
+        title="1,000 CSV files of ~20 KB, 20 ms latency",
+        files=1_000,
+        file_bytes=20_000,
+        knobs=("--latency-ms", "20"),
+        concurrency=32,
+    )
+    large = Upload(
+        key="L",
+        title="4 CSV files of ~100 MB, no body cap",
+        files=4,
+        file_bytes=100_000_000,
+        knobs=NO_CAP,
+        max_request_mb=4096,
+        repeats=1,
+    )
+    return Plan(
+        quick=False,
+        uploads={
+            "S": s,
+            "M": Upload(key="M", title="200 CSV files of ~1 MB", files=200, file_bytes=1_000_000),
+            "L": large,
+            "L16": replace(
+                large,
+                key="L16",
+                title="the same 4 files against a 16 MiB body cap",
+                knobs=("--max-body-mb", "16"),
+                max_request_mb=16,
+                data="L",
+            ),
+        },
+        sweep=(1, 2, 4, 8, 16, 32, 64),
+        sweep_files=400,
+        sweep_repeats=2,
+        resume_files=10_000,
+        resume_done=9_000,
+    )
+
+
+def quick_plan() -> Plan:
+    """Tiny sizes, one run each: seconds, for the test that keeps the harness alive."""
+    full = full_plan()
+    sizes = {"S": (24, 20_000), "M": (6, 200_000), "L": (2, 1_500_000), "L16": (2, 1_500_000)}
+    uploads = {
+        key: replace(spec, files=sizes[key][0], file_bytes=sizes[key][1], repeats=1)
+        for key, spec in full.uploads.items()
+    }
+    uploads["S"] = replace(uploads["S"], concurrency=8)
+    uploads["L16"] = replace(uploads["L16"], knobs=("--max-body-mb", "0.5"), max_request_mb=0.5)
+    uploads["L16"] = replace(uploads["L16"], title="the same files against a 0.5 MiB body cap")
+    return Plan(
+        quick=True,
+        uploads=uploads,
+        sweep=(1, 4),
+        sweep_files=12,
+        sweep_repeats=1,
+        resume_files=500,
+        resume_done=450,
+    )
+
+
+# --- running one contender -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One contender run to make: which contender, at which concurrency (or thread count)."""
+
+    kind: str
+    concurrency: int
+    threads: int
+
+
+class Runner:
+    """Runs contenders against local servers under ``work``; logs progress to stderr.
+
+    A full run gives every contender run a fresh server and a process of its own. A
+    quick run (``shared``) gives a scenario one server and runs a batch of jobs in
+    one process, so that imports are paid once: seconds, not minutes, and its RSS
+    figures mean nothing. Every run creates its own dataset either way.
+    """
+
+    def __init__(self, work: Path, *, shared: bool = False) -> None:
+        self.work = work
+        self.shared = shared
+        self.count = 0
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def server(self, spec: Upload) -> Iterator[ServerProcess]:
+        """A fresh local server with the scenario's knobs; its data is deleted after."""
+        self.count += 1
+        data_dir = self.work / "servers" / f"{self.count:04d}-{spec.key}" / "data"
+        try:
+            with ServerProcess(data_dir=data_dir, tokens=(TOKEN,), knobs=list(spec.knobs)) as srv:
+                yield srv
+        finally:
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+    def run(
+        self, spec: Upload, jobs: Sequence[Job], files: Sequence[Path]
+    ) -> Iterator[dict[str, Any]]:
+        """Run ``jobs`` in order; yield one outcome each, as it is measured."""
+        if self.shared:
+            with self.server(spec) as server:
+                yield from self._child(spec, jobs, files, server)
+            return
+        for job in jobs:
+            with self.server(spec) as server:
+                yield from self._child(spec, [job], files, server)
+
+    def _child(
+        self, spec: Upload, jobs: Sequence[Job], files: Sequence[Path], server: ServerProcess
+    ) -> list[dict[str, Any]]:
+        """Run ``jobs`` in one child process; an outcome per job (``crashed`` if none)."""
+        self.count += 1
+        run_dir = self.work / "runs" / f"{self.count:04d}-{spec.key}"
+        paths = []
+        for number, job in enumerate(jobs):
+            task = Task(
+                kind=job.kind,
+                endpoint=server.url,
+                files=tuple(str(p) for p in files),
+                schema=str(SCHEMA),
+                dataset=f"bench_{spec.key.lower()}_{self.count}_{number}",  # fresh every run
+                concurrency=job.concurrency,
+                threads=job.threads,
+                max_request_mb=spec.max_request_mb,
+                work_dir=str(run_dir / str(number)),
+            )
+            Path(task.work_dir).mkdir(parents=True)
+            paths.append(run_dir / f"task-{number}.json")
+            paths[-1].write_text(json.dumps(asdict(task)))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.contender", *map(str, paths)],
+                cwd=ROOT,
+                env={**os.environ, TOKEN_ENV: TOKEN},
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_S,
+            )
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        outcomes: list[dict[str, Any]] = [json.loads(line) for line in lines]
+        if len(outcomes) < len(jobs):
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:500]
+            outcomes += [
+                {"kind": job.kind, "crashed": True, "errors": [tail or f"exit {proc.returncode}"]}
+                for job in jobs[len(outcomes) :]
+            ]
+        return outcomes
+
+
+# --- upload scenarios ------------------------------------------------------------------------
+
+
+def _ok(run: dict[str, Any], expected: int) -> bool:
+    return (
+        not run.get("crashed") and run.get("files_failed", 1) == 0 and run["files_ok"] == expected
+    )
+
+
+def summarise(runs: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+    """Medians over a contender's runs (peak RSS: the highest); failed if any run failed."""
+    if not all(_ok(r, expected) for r in runs):
+        bad = next(r for r in runs if not _ok(r, expected))
+        return {
+            "failed": True,
+            "files_ok": bad.get("files_ok", 0),
+            "files_failed": bad.get("files_failed", 0),
+            "error": (bad.get("errors") or ["crashed"])[0],
+            "runs": len(runs),
+        }
+
+    def median(fn: Callable[[dict[str, Any]], float]) -> float:
+        return statistics.median(fn(r) for r in runs)
+
+    return {
+        "failed": False,
+        "files_per_s": round(median(lambda r: r["files_ok"] / r["wall_s"]), 2),
+        "mb_per_s": round(median(lambda r: r["source_bytes_ok"] / MB / r["wall_s"]), 2),
+        "wall_s": round(median(lambda r: r["wall_s"]), 3),
+        "cpu_s": round(median(lambda r: r["cpu_s"]), 3),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "rss_before_mb": round(median(lambda r: r["rss_before_mb"]), 1),
+        "runs": len(runs),
+    }
+
+
+def run_upload(spec: Upload, plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Every contender on one scenario, in rounds; medians and ratios."""
+    data = write_files(runner.work / "data" / (spec.data or spec.key), spec.files, spec.file_bytes)
+    runner.log(f"{spec.key}: {spec.title} ({data.bytes / MB:.1f} MB in {len(data.paths)} files)")
+    jobs = {kind: Job(kind, spec.concurrency, spec.threads) for kind in KINDS}
+    runs = _rounds(
+        spec, jobs, data.paths, repeats=spec.repeats, runner=runner, label=lambda job: job.kind
+    )
+    contenders = {kind: summarise(runs[kind], spec.files) for kind in KINDS}
+    _ratios(contenders)
+    return {
+        "title": spec.title,
+        "files": spec.files,
+        "source_mb": round(data.bytes / MB, 2),
+        "largest_file_mb": round(data.largest / MB, 2),
+        "server": " ".join(spec.knobs) or "(defaults)",
+        "concurrency": spec.concurrency,
+        "threads": spec.threads,
+        "max_request_mb": spec.max_request_mb,
+        "contenders": contenders,
+        "runs": runs,
+    }
+
+
+def _rounds(
+    spec: Upload,
+    jobs: dict[str, Job],
+    paths: Sequence[Path],
+    *,
+    repeats: int,
+    runner: Runner,
+    label: Callable[[Job], str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Run every job once, then again those whose run was short, up to ``repeats`` runs."""
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
+    for round_number in range(repeats):
+        todo = [
+            key
+            for key in jobs
+            if not round_number
+            or (_ok(runs[key][0], len(paths)) and runs[key][0]["wall_s"] < SHORT_RUN_S)
+        ]
+        if not todo:
+            break
+        outcomes = runner.run(spec, [jobs[key] for key in todo], paths)
+        for key, outcome in zip(todo, outcomes, strict=True):  # logged as each one ends
+            runs[key].append(outcome)
+            runner.log(f"{spec.key}: {label(jobs[key]):24} {_brief(outcome, len(paths))}")
+    return runs
+
+
+def _brief(outcome: dict[str, Any], expected: int) -> str:
+    if not _ok(outcome, expected):
+        return f"FAILED: {(outcome.get('errors') or ['?'])[0][:160]}"
+    return (
+        f"{outcome['files_ok'] / outcome['wall_s']:9.1f} files/s  "
+        f"{outcome['source_bytes_ok'] / MB / outcome['wall_s']:7.1f} MB/s  "
+        f"cpu {outcome['cpu_s']:6.2f} s  peak {outcome['peak_rss_mb']:7.1f} MB"
+    )
+
+
+def _ratios(contenders: dict[str, dict[str, Any]]) -> None:
+    """Each contender's files/s over the guide client's and over the ceiling's."""
+    for base, name in (("guide", "vs_guide"), ("ceiling", "vs_ceiling")):
+        reference = contenders[base]
+        for result in contenders.values():
+            if result["failed"] or reference["failed"]:
+                result[name] = None
+            else:
+                result[name] = round(result["files_per_s"] / reference["files_per_s"], 2)
+
+
+# --- the sweep, validation, resume -----------------------------------------------------------
+
+SWEEP_KINDS = ("pool", "batchload", "ceiling")
+
+
+def run_sweep(plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Files/s at each concurrency (thread count for the pool) over a 20 ms link."""
+    spec = replace(plan.uploads["S"], key="C", title="concurrency sweep, 20 ms latency")
+    data = write_files(runner.work / "data" / "S", plan.sweep_files, spec.file_bytes)
+    runner.log(f"C: {len(data.paths)} files of ~{spec.file_bytes // 1000} KB at {plan.sweep}")
+    jobs = {f"{kind}@{n}": Job(kind, n, n) for n in plan.sweep for kind in SWEEP_KINDS}
+    runs = _rounds(
+        spec,
+        jobs,
+        data.paths,
+        repeats=plan.sweep_repeats,
+        runner=runner,
+        label=lambda job: f"{job.kind} N={job.concurrency}",
+    )
+    points = {
+        kind: [
+            {"concurrency": n, **summarise(runs[f"{kind}@{n}"], len(data.paths))}
+            for n in plan.sweep
+        ]
+        for kind in SWEEP_KINDS
+    }
+    return {
+        "title": spec.title,
+        "files": len(data.paths),
+        "server": " ".join(spec.knobs),
+        "contenders": points,
+    }
+
+
+def run_validation(plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Scenario V, from :mod:`benchmarks.validation` (tiny sizes when quick)."""
+    from benchmarks import validation
+
+    runner.log("V: validation alone (pandera vs hand-written Polars; grouped small files)")
+    if not plan.quick:
+        return validation.run(quick=False)
+    contract = validation.bench_contract()
+    return {
+        "large": validation.bench_large(contract, 20_000, 1),
+        "small_files": validation.bench_small_files(contract, 40, 200, 1),
+    }
+
+
+def run_resume(plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Scenario R, from :mod:`benchmarks.resume`."""
+    from benchmarks import resume
+
+    runner.log(f"R: resume, {plan.resume_files:,} files with {plan.resume_done:,} done")
+    return resume.run(plan.resume_files, plan.resume_done, repeats=3 if plan.quick else 5)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, CPU model, Python and library versions, git revision."""
+    from importlib.metadata import version
+
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["memory_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(
+            (ln.split(":", 1)[1].strip() for ln in cpuinfo if "model name" in ln), ""
+        )
+    except (OSError, ValueError):
+        pass
+    info["versions"] = {p: version(p) for p in ("polars", "pandera", "aiohttp", "pyarrow")}
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        info["git"] = rev.stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def selected(only: str | None) -> list[str]:
+    if not only:
+        return list(SCENARIOS)
+    wanted = []
+    for item in only.upper().split(","):
+        key = item.strip()
+        if key not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {key!r}; choose from {', '.join(SCENARIOS)}")
+        wanted += ALIASES.get(key, (key,))
+    return [s for s in SCENARIOS if s in wanted]
+
+
+def run_all(plan: Plan, keys: Sequence[str], work: Path) -> dict[str, Any]:
+    runner = Runner(work, shared=plan.quick)
+    started = time.time()
+    results: dict[str, Any] = {
+        "quick": plan.quick,
+        "machine": machine(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "scenarios": {},
+    }
+    for key in keys:
+        if key in plan.uploads:
+            results["scenarios"][key] = run_upload(plan.uploads[key], plan, runner)
+        elif key == "C":
+            results["scenarios"][key] = run_sweep(plan, runner)
+        elif key == "V":
+            results["scenarios"][key] = run_validation(plan, runner)
+        elif key == "R":
+            results["scenarios"][key] = run_resume(plan, runner)
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = round(time.time() - started, 1)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from benchmarks.report import write_reports
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: seconds")
+    parser.add_argument("--only", metavar="S,M,...", help=f"scenarios ({','.join(SCENARIOS)})")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.* go")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
+    args = parser.parse_args(argv)
+    plan = quick_plan() if args.quick else full_plan()
+    keys = selected(args.only)
+    command = "uv run python -m benchmarks" + " ".join(
+        ["", *(["--quick"] if args.quick else []), *(["--only", args.only] if args.only else [])]
+    )
+    with tempfile.TemporaryDirectory(prefix="batchload-bench-", dir=args.work) as work:
+        results = run_all(plan, keys, Path(work))
+    results["command"] = command
+    print(write_reports(results, args.out))

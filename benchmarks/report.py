@@ -1,0 +1,257 @@
+"""The harness's results as targets met or missed, a markdown report and the sweep plot.
+
+Every figure comes from the results dict the harness measured; nothing here is
+hard-coded but the targets themselves (from issue 5).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.contender import KINDS
+
+LABELS = {
+    "guide": "guide `upload_data_from_file`, sequential",
+    "pool": "guide function, thread pool of 8",
+    "batchload": "**batchload** (validation on)",
+    "batchload-novalidate": "batchload `--no-validate`",
+    "ceiling": "ceiling: pre-built requests, bare aiohttp",
+}
+SWEEP_LABELS = {
+    "pool": "guide function, thread pool of N",
+    "batchload": "batchload, --concurrency N",
+    "ceiling": "ceiling (bare aiohttp), N in flight",
+}
+RSS_ALLOWANCE_MB = 300.0
+
+
+def _target(
+    scenario: str, text: str, measured: float | None, bound: float, *, at_most: bool = False
+) -> dict[str, Any]:
+    met = measured is not None and (measured <= bound if at_most else measured >= bound)
+    return {
+        "scenario": scenario,
+        "target": text,
+        "measured": measured,
+        "bound": bound,
+        "met": met,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 5's targets, each with what was measured and whether it is met."""
+    found = results["scenarios"]
+    out = []
+    if "S" in found:
+        bl = found["S"]["contenders"]["batchload"]
+        out.append(_target("S", "batchload ≥ 40× the guide client (files/s)", bl["vs_guide"], 40))
+        out.append(_target("S", "batchload ≥ 0.8× the ceiling (files/s)", bl["vs_ceiling"], 0.8))
+    if "L" in found:
+        bl = found["L"]["contenders"]["batchload"]
+        out.append(_target("L", "batchload ≥ 2× the guide client's MB/s", bl.get("vs_guide"), 2))
+    for key in ("L", "L16"):
+        if key in found:
+            scenario = found[key]
+            bl = scenario["contenders"]["batchload"]
+            bound = 2 * scenario["largest_file_mb"] + RSS_ALLOWANCE_MB
+            out.append(
+                _target(
+                    key,
+                    f"batchload peak RSS ≤ 2× the largest file + {RSS_ALLOWANCE_MB:g} MB "
+                    f"(= {bound:.0f} MB)",
+                    bl.get("peak_rss_mb"),
+                    bound,
+                    at_most=True,
+                )
+            )
+    if "V" in found:
+        large, small = found["V"]["large"], found["V"]["small_files"]
+        out.append(
+            _target(
+                "V",
+                f"pandera ≤ 1.3× hand-written Polars ({large['rows']:,} rows)",
+                large["ratio"],
+                1.3,
+                at_most=True,
+            )
+        )
+        out.append(
+            _target(
+                "V",
+                f"≤ 2 ms per small file, grouped, read included ({small['files']:,} files)",
+                small["grouped_ms_per_file"],
+                2.0,
+                at_most=True,
+            )
+        )
+    if "R" in found:
+        out.append(
+            _target("R", "≥ 20,000 files/s skipped on resume", found["R"]["skipped_per_s"], 20_000)
+        )
+    return out
+
+
+# --- markdown ---------------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str = "{:,.1f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _upload_rows(key: str, scenario: dict[str, Any]) -> list[str]:
+    rows = []
+    for kind in KINDS:
+        result = scenario["contenders"][kind]
+        if result["failed"]:
+            error = result["error"].replace("|", "/")[:90]
+            rows.append(f"| {key} | {LABELS[kind]} | **failed**: {error} | | | | | | |")
+            continue
+        rows.append(
+            f"| {key} | {LABELS[kind]} | {_num(result['files_per_s'])} "
+            f"| {_num(result['mb_per_s'])} | {_num(result['vs_guide'], '{:.2f}×')} "
+            f"| {_num(result['vs_ceiling'], '{:.2f}×')} | {_num(result['peak_rss_mb'], '{:,.0f}')} "
+            f"| {_num(result['cpu_s'], '{:.2f}')} | {result['runs']} |"
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any], plot_name: str = "latest.png") -> str:
+    """The report: uploads table, validation, resume, sweep, targets, machine."""
+    found = results["scenarios"]
+    m = results["machine"]
+    lines = [
+        f"Command: `{results['command']}`" + (" (quick: tiny sizes)" if results["quick"] else ""),
+        "",
+        f"Machine: {m.get('cores')} cores ({m.get('cpu', '?')}), {m.get('memory_gib', '?')} GiB, "
+        f"Python {m.get('python')}, polars {m['versions']['polars']}, pandera "
+        f"{m['versions']['pandera']}, aiohttp {m['versions']['aiohttp']}; git {m.get('git', '?')}; "
+        f"load average {results['load_average_at_start'][0]} at start, "
+        f"{results['load_average_at_end'][0]} at end (shared machine); "
+        f"{results['seconds'] / 60:.1f} min in all.",
+        "",
+    ]
+    uploads = [k for k in ("S", "M", "L", "L16") if k in found]
+    if uploads:
+        lines += [
+            "| scenario | contender | files/s | MB/s | × guide | × ceiling "
+            "| peak RSS MB | CPU s | runs |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for key in uploads:
+            lines += _upload_rows(key, found[key])
+        lines += ["", "Scenarios (each contender against its own fresh local server):", ""]
+        for key in uploads:
+            s = found[key]
+            lines.append(
+                f"- **{key}**: {s['title']}; {s['source_mb']:,.1f} MB of CSV; server "
+                f"`{s['server']}`; batchload and the ceiling at concurrency {s['concurrency']}, "
+                f"`--max-request-mb {s['max_request_mb']:g}`."
+            )
+        lines += [
+            "",
+            "files/s and MB/s are of source files and bytes that landed, medians of the runs; "
+            "CPU s is the client's user+system time for the run; peak RSS is the client "
+            "process's high-water mark, imports included (the ceiling's includes its "
+            "pre-built bodies).",
+            "",
+        ]
+    if "V" in found:
+        large, small = found["V"]["large"], found["V"]["small_files"]
+        lines += [
+            f"**V** (validation alone): {large['rows']:,} rows × {large['columns']} columns: "
+            f"batchload/pandera {large['pandera_s']:.3f} s, hand-written Polars "
+            f"{large['polars_s']:.3f} s, **{large['ratio']:.2f}×**. "
+            f"{small['files']:,} files × {small['rows_per_file']} rows, read included: grouped "
+            f"{small['grouped_s']:.3f} s = **{small['grouped_ms_per_file']:.2f} ms/file**; one "
+            f"call each {small['one_call_each_ms_per_file']:.1f} ms/file.",
+            "",
+        ]
+    if "R" in found:
+        r = found["R"]
+        lines += [
+            f"**R** (resume): {r['files']:,} files, {r['done']:,} done in the manifest: "
+            f"skipped in {r['seconds'] * 1000:.0f} ms (discovery, manifest read and decisions; "
+            f"median of {r['runs']}) = **{r['skipped_per_s']:,} files/s**; "
+            f"{r['to_send']:,} left to send.",
+            "",
+        ]
+    if "C" in found:
+        c = found["C"]
+        conc = [p["concurrency"] for p in next(iter(c["contenders"].values()))]
+        lines += [
+            f"**C** (concurrency sweep, {c['files']} files of ~20 KB, server `{c['server']}`): "
+            f"files/s; plot: [{plot_name}]({plot_name})",
+            "",
+            "| contender | " + " | ".join(f"N={n}" for n in conc) + " |",
+            "|---|" + "--:|" * len(conc),
+        ]
+        for kind, points in c["contenders"].items():
+            cells = ["failed" if p["failed"] else _num(p["files_per_s"], "{:,.0f}") for p in points]
+            lines.append(f"| {SWEEP_LABELS[kind]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    checks = results.get("targets", [])
+    if checks:
+        lines += ["| target | measured | met |", "|---|--:|:-:|"]
+        for t in checks:
+            measured = t["measured"]
+            shown = "–" if measured is None else f"{measured:,.2f}".rstrip("0").rstrip(".")
+            lines.append(
+                f"| {t['scenario']}: {t['target']} | {shown} | {'yes' if t['met'] else '**no**'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- the plot --------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """The concurrency sweep as a PNG (matplotlib, Agg); False when C was not run."""
+    sweep = results["scenarios"].get("C")
+    if sweep is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for kind, points in sweep["contenders"].items():
+        good = [p for p in points if not p["failed"]]
+        ax.plot(
+            [p["concurrency"] for p in good],
+            [p["files_per_s"] for p in good],
+            marker="o",
+            label=SWEEP_LABELS[kind],
+        )
+    s = results["scenarios"].get("S")
+    if s and not s["contenders"]["guide"]["failed"]:
+        ax.axhline(
+            s["contenders"]["guide"]["files_per_s"],
+            color="grey",
+            linestyle="--",
+            label="guide function, sequential (scenario S)",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("requests in flight (threads for the pool)")
+    ax.set_ylabel("files/s")
+    ax.set_title(f"{sweep['files']} CSV files of ~20 KB, server {sweep['server']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_reports(results: dict[str, Any], out: Path) -> str:
+    """Write latest.json, latest.md and latest.png into ``out``; return the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    results["targets"] = targets(results)
+    has_plot = plot(results, out / "latest.png")
+    text = markdown(results, "latest.png" if has_plot else "")
+    (out / "latest.json").write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    (out / "latest.md").write_text(text)
+    return text

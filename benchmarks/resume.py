@@ -1,0 +1,149 @@
+"""Scenario R: how fast a resumed run skips what an earlier run already sent.
+
+A backfill of ``files`` small CSV files was interrupted after ``done`` of them: the
+manifest holds a done row for each (with the receipt, hashes and sizes a real run
+records) and the dataset's id. Re-running the same upload first *prepares*: it
+discovers the file set (one ``stat`` a file), reads the manifest in one query and
+decides per file, from size and mtime alone, that it is done. That preparation is
+the whole cost of skipping; this times it (median of ``repeats`` runs) and checks
+that exactly ``done`` files are skipped and the rest are left to send. No network.
+
+Run: ``uv run python -m benchmarks.resume [--quick]`` (prints JSON). ``run(...)``
+returns the numbers as a dict for the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.data import SCHEMA, frame
+
+ENDPOINT = "http://127.0.0.1:9"  # recorded in the manifest; nothing is sent
+DATASET_ID = "0123456789abcdef0123456789abcdef"
+TARGET_FILES_PER_S = 20_000
+
+
+def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
+    """``files`` tiny valid CSV files and a manifest in which the first ``done`` are done."""
+    from batchload.fileids import DEFAULT_TEMPLATE
+    from batchload.manifest import DatasetRecord, FileRecord, Manifest
+
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    text = frame(0, 2).write_csv()
+    paths = []
+    for i in range(files):
+        path = data / f"r_{i:05d}.csv"
+        if not path.exists():
+            path.write_text(text.replace("T00000", f"R{i:05d}").replace("T00001", f"S{i:05d}"))
+        paths.append(path.resolve())
+    manifest_path = directory / "manifest.sqlite"
+    manifest_path.unlink(missing_ok=True)
+    records = []
+    for path in paths[:done]:
+        st = path.stat()
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        receipt = {
+            "id": DATASET_ID,
+            "file_id": path.stem,
+            "rows": 2,
+            "bytes": st.st_size,
+            "sha256": sha,
+            "file_format": "csv",
+            "received_at": "2026-01-01T00:00:00.000+00:00",
+            "raw_file_key": f"{DATASET_ID}/{path.stem}",
+            "tags": None,
+            "overwritten": False,
+        }
+        records.append(
+            FileRecord(
+                dataset="equity_signals",
+                source_path=str(path),
+                part=0,
+                parts=1,
+                file_id=path.stem,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha,
+                sent_sha256=sha,
+                file_format="csv",
+                dataset_id=DATASET_ID,
+                rows=2,
+                bytes_sent=st.st_size * 4 // 3 + 200,
+                state="done",
+                attempts=1,
+                receipt=receipt,
+            )
+        )
+    with Manifest.open(manifest_path) as manifest:
+        dataset = DatasetRecord(
+            name="equity_signals",
+            dataset_id=DATASET_ID,
+            state="ready",
+            endpoint=ENDPOINT,
+            contract=str(SCHEMA),
+            file_id_template=DEFAULT_TEMPLATE,
+        )
+        manifest.write(records, datasets=[dataset])
+    return paths, manifest_path
+
+
+def run(files: int = 10_000, done: int = 9_000, repeats: int = 5) -> dict[str, Any]:
+    """Time the skip decision for ``done`` of ``files``; see the module docstring."""
+    from batchload.encode import max_request_bytes
+    from batchload.manifest import Manifest
+    from batchload.prepare import UploadJob, prepare
+
+    with tempfile.TemporaryDirectory(prefix="batchload-resume-") as tmp:
+        _, manifest_path = build(Path(tmp), files, done)
+        job = UploadJob(files=(str(Path(tmp) / "data" / "*.csv"),), schema=SCHEMA)
+        times = []
+        skipped = to_send = 0
+        for _ in range(repeats):
+            with Manifest.open(manifest_path) as manifest:
+                start = time.perf_counter()
+                (prepared,) = prepare(
+                    [job],
+                    manifest=manifest,
+                    endpoint=ENDPOINT,
+                    max_request_bytes=max_request_bytes(5),
+                )
+                times.append(time.perf_counter() - start)
+            skipped, to_send = len(prepared.skipped), len(prepared.work)
+    if (skipped, to_send) != (done, files - done):
+        raise AssertionError(
+            f"expected {done} skipped and {files - done} to send, got {skipped}, {to_send}"
+        )
+    seconds = statistics.median(times)
+    return {
+        "files": files,
+        "done": done,
+        "skipped": skipped,
+        "to_send": to_send,
+        "seconds": round(seconds, 4),
+        "runs": len(times),
+        "skipped_per_s": round(skipped / seconds),
+        "target_skipped_per_s": TARGET_FILES_PER_S,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 files, 900 done")
+    parser.add_argument("--files", type=int, default=None)
+    parser.add_argument("--done", type=int, default=None)
+    args = parser.parse_args()
+    files = args.files or (1_000 if args.quick else 10_000)
+    done = args.done if args.done is not None else files * 9 // 10
+    print(json.dumps(run(files, done, repeats=3 if args.quick else 5)))
+
+
+if __name__ == "__main__":
+    main()
