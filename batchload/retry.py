@@ -3,7 +3,11 @@
 - :class:`RetryPolicy` says which faults are retried and how long to wait. It decides
   by exception type and HTTP status, never by message text: a permanent error (400,
   404, 415, 422) fails at once, an auth error stops the run, and only
-  :class:`~batchload.errors.TransientError` is tried again.
+  :class:`~batchload.errors.TransientError` is tried again. An endpoint that has
+  not answered once (refused, unknown name) is not retried: that is a wrong
+  ``--endpoint`` or a service that is not running, and waiting does not cure it;
+  once the service has answered, losing it (a restart) is waited for like any
+  transient fault.
 - Waits use exponential backoff with *full jitter* (a uniform draw between zero and
   the capped exponential), so many clients that failed together do not retry
   together. A ``Retry-After`` from the service wins over the computed delay.
@@ -25,7 +29,7 @@ from email.utils import parsedate_to_datetime
 
 import anyio
 
-from batchload.errors import TransientError
+from batchload.errors import TransientError, UnreachableError
 
 #: Statuses worth another try: timeout, too many requests, and the transient 5xx.
 RETRY_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
@@ -46,6 +50,8 @@ class RetryPolicy:
     honour_retry_after: bool = True
     max_retry_after_s: float = 300.0
     """A Retry-After longer than this is cut to it (a misconfigured proxy can say a day)."""
+    retry_before_first_answer: bool = False
+    """Retry an unreachable endpoint that has not answered once yet (off: fail fast)."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -53,10 +59,16 @@ class RetryPolicy:
         if self.base_delay_s < 0 or self.max_delay_s < 0:
             raise ValueError("RetryPolicy delays must not be negative")
 
-    def retryable(self, exc: BaseException) -> bool:
-        """True when ``exc`` is a fault this policy retries (by type and status only)."""
+    def retryable(self, exc: BaseException, *, answered: bool = True) -> bool:
+        """True when ``exc`` is a fault this policy retries (by type and status only).
+
+        ``answered``: whether the service has answered any request yet; until it
+        has, an :class:`~batchload.errors.UnreachableError` is final.
+        """
         if not isinstance(exc, TransientError):
             return False
+        if isinstance(exc, UnreachableError) and not answered:
+            return self.retry_before_first_answer
         return exc.status is None or exc.status in self.retry_statuses
 
     def delay_s(self, retry: int, *, retry_after_s: float | None, rng: random.Random) -> float:

@@ -2,6 +2,8 @@
 
 - :meth:`Sender.call` runs one API call until it succeeds, fails permanently, or its
   attempts run out. The call builds a fresh body each attempt (a body streams once).
+  An endpoint that has never answered in this run is not retried (see
+  :class:`~batchload.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
   A 429 pauses every request and lowers concurrency; successes raise it again.
 - :class:`DatasetGate` holds a dataset's id. When it is not known yet, the first
   file to arrive creates the dataset (``POST /ingestion/datasets``) while every other
@@ -85,7 +87,8 @@ class Sender:
         if exc.status == 429:
             self.pacer.on_throttle(exc.retry_after_s)
             self.emit(Throttled(self.pacer.concurrency, exc.retry_after_s or 0.0))
-        if not self.policy.retryable(exc) or attempt >= self.policy.attempts:
+        retryable = self.policy.retryable(exc, answered=self.client.answered)
+        if not retryable or attempt >= self.policy.attempts:
             raise exc
         delay_s = self.policy.delay_s(attempt, retry_after_s=exc.retry_after_s, rng=self._rng)
         self.emit(Retrying(label[0], label[1], attempt, exc.status, delay_s, exc.message))

@@ -14,8 +14,11 @@ dropped, read timeout      :class:`TransientError` with ``status=None``
 TLS verification           :class:`ConfigError` (point --ca-bundle at the right CA)
 =========================  ============================================================
 
-What to retry is the pipeline's decision (see :mod:`batchload.retry`). The token
-goes into the Authorization header and nowhere else: no message, repr or log.
+What to retry is the pipeline's decision (see :mod:`batchload.retry`); the client
+only records the fact it needs, :attr:`IngestionClient.answered` (whether the
+service has answered any request yet), so that a wrong endpoint can fail at once
+while a service that answered and then went away is waited for. The token goes into
+the Authorization header and nowhere else: no message, repr or log.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class IngestionClient:
             total=None, connect=connect_timeout_s, sock_read=config.timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
+        self.answered = False
+        """True once the service has answered any request (any status) through this client."""
 
     def __repr__(self) -> str:
         return f"IngestionClient(endpoint={self.endpoint!r})"
@@ -199,6 +204,7 @@ class IngestionClient:
             async with self._session.request(
                 method, self.endpoint + path, data=data, headers=headers
             ) as response:
+                self.answered = True
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

@@ -163,6 +163,21 @@ def test_usage_and_service_errors(
     assert "Traceback" not in result.stderr
 
 
+def test_an_endpoint_that_never_answers_fails_fast_with_exit_4(cli: Cli, tmp_path: Path) -> None:
+    """With the default retries: refused at the first request, so no backoff before exit 4."""
+    write_signals(tmp_path / "data", 2)
+    url = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
+    args = ("upload", "data/*.csv", "--schema", str(SIGNALS), "--endpoint", url, "--json")
+    result = cli(*args, cwd=tmp_path, token="t", check=4)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: cannot reach {url}: ")
+    assert errors[0].endswith("(check --endpoint and that the service is up)")
+    summary = json.loads(result.stdout)
+    assert summary["uploaded"] == 0 and summary["stopped"].startswith("cannot reach")
+    assert "Traceback" not in result.stderr
+
+
 def test_nothing_matched_and_no_token(cli: Cli, tmp_path: Path) -> None:
     result = cli(
         "upload", "nothing/*.csv", "--schema", str(SIGNALS), cwd=tmp_path, token="t", check=2

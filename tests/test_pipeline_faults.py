@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from batchload.errors import AuthError
+from batchload.config import ClientConfig, Secret
+from batchload.errors import AuthError, UnreachableError
 from batchload.manifest import Manifest
 from batchload.pipeline import RunOptions, run_upload
 from batchload.progress import DatasetReady, Event, FileDone, Retrying, Throttled
+from batchload.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send import Sender
 from batchload.server.process import ServerProcess
+from batchload.summary import RunSummary
+from batchload.transport import IngestionClient
 from tests.upload_helpers import (
     FAST_RETRY,
     ServerView,
@@ -155,3 +161,57 @@ def test_cancelled_midway_then_resumed(
     on_server = view.files(resumed.dataset_id or "")
     assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
     assert [r.missing for r in resumed.reconcile] == [()]
+
+
+# --- an endpoint that is not there ---------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_endpoint_that_never_answered_stops_the_run_at_the_first_request(
+    tmp_path: Path,
+) -> None:
+    write_signals(tmp_path / "data", 3)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    events: list[Event] = []
+
+    async def main() -> RunSummary:
+        return await run_upload(
+            [job(tmp_path / "data" / "*.csv")],
+            config=ClientConfig(endpoint=endpoint, token=Secret("t")),
+            manifest_path=tmp_path / "m.sqlite",
+            options=RunOptions(retry=FAST_RETRY),
+            sink=events.append,
+        )
+
+    summary = anyio.run(main)
+    assert isinstance(summary.error, UnreachableError)
+    assert summary.exit_code == 4
+    assert str(summary.error).startswith(f"cannot reach {endpoint}: ")
+    assert "check --endpoint" in str(summary.error)
+    assert not [e for e in events if isinstance(e, Retrying)]  # no retry, no backoff
+    assert summary.uploaded == 0
+
+
+def test_a_service_that_answered_then_went_away_is_retried(
+    server: ServerProcess, token: str
+) -> None:
+    """A restart mid-run is waited for: once the service has answered, refusals are transient."""
+    events: list[Event] = []
+    policy = RetryPolicy(attempts=4, base_delay_s=0.0, max_delay_s=0.0)
+
+    async def main() -> None:
+        async with IngestionClient(config(server, token)) as client:
+            sender = Sender(client, policy=policy, pacer=Pacer(AimdLimit(1)), sink=events.append)
+            assert await sender.call(client.list_datasets) == []
+            await anyio.to_thread.run_sync(server.stop)
+            with pytest.raises(UnreachableError):
+                await sender.call(client.list_datasets)
+
+    anyio.run(main)
+    assert len([e for e in events if isinstance(e, Retrying)]) == policy.attempts - 1

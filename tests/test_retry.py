@@ -38,6 +38,17 @@ def test_retry_is_decided_by_type_and_status(exc: BaseException, retried: bool) 
     assert RetryPolicy().retryable(exc) is retried
 
 
+def test_an_endpoint_that_never_answered_is_not_retried() -> None:
+    """Refused or unknown before any answer: a wrong --endpoint, not a fault to wait out."""
+    refused = UnreachableError("refused")
+    assert not RetryPolicy().retryable(refused, answered=False)
+    assert RetryPolicy().retryable(refused, answered=True)  # it answered, then went away
+    assert RetryPolicy(retry_before_first_answer=True).retryable(refused, answered=False)
+    # only "no answer at all" is judged by it: other transient faults are retried as ever
+    assert RetryPolicy().retryable(TransientError("dropped"), answered=False)
+    assert RetryPolicy().retryable(TransientError("x", status=503), answered=False)
+
+
 def test_retry_statuses_are_data() -> None:
     policy = RetryPolicy(retry_statuses=frozenset({503}))
     assert policy.retryable(TransientError("x", status=503))
