@@ -6,7 +6,9 @@ from which the parts are cut. Each file's sha256 is taken here, and its ``stat``
 checked again after validation, so what was validated is what the hash describes;
 the upload re-checks the hash while it streams. A file that an earlier run sent and
 that was only touched (same size and sha256) is found ``unchanged`` and not
-validated again. With validation off (``validate=False``), a whole file is hashed
+validated again. A valid file's unique-key hashes come with it (``keys``), for the
+manifest to keep beside its done rows, so later runs know them without reading it.
+With validation off (``validate=False``), a whole file is hashed
 and sent unread, and a file to be split is read (not validated) only to cut its
 parts. Everything here blocks: the pipeline runs it with
 ``anyio.to_thread.run_sync`` under a CapacityLimiter of the CPU count.
@@ -28,6 +30,7 @@ from batchload.encode import (
     split_frame,
 )
 from batchload.errors import BatchloadError, FileProblem, UnreadableFile
+from batchload.manifest import FileKeys
 from batchload.prepare import PreparedJob, Work
 from batchload.summary import PlannedRequest, Problem
 
@@ -55,6 +58,9 @@ class Checked:
     problem_state: Literal["invalid", "failed"] = "invalid"
     details: tuple[str, ...] = ()
     unchanged: bool = False
+    keys: FileKeys | None = None
+    """The valid file's unique-key hashes (None when the contract has no unique key or
+    validation is off)."""
 
     @property
     def ok(self) -> bool:
@@ -120,6 +126,7 @@ def check_group(
             sheet=job.job.sheet,
             keys=keys,
             keep_frames=any(work.split for _, work, _, _ in pending),
+            keep_key_hashes=True,
         )
         for (index, work, fp, file_id), verdict in zip(pending, verdicts, strict=True):
             if not verdict.valid:
@@ -135,7 +142,17 @@ def check_group(
                 )
             else:
                 frame = verdict.frame if work.split else None
-                results[index] = Checked(work, fp, file_id, rows=verdict.rows, frame=frame)
+                file_keys = None
+                if keys is not None and verdict.key_hashes is not None:
+                    file_keys = FileKeys(
+                        dataset=job.name,
+                        source_path=str(work.source.path),
+                        scheme=keys.scheme,
+                        hashes=verdict.key_hashes,
+                    )
+                results[index] = Checked(
+                    work, fp, file_id, rows=verdict.rows, frame=frame, keys=file_keys
+                )
     return [results[i] for i in range(len(works))]
 
 
@@ -184,7 +201,9 @@ def plan_requests(
     problems: list[Problem] = []
     keys: dict[str, UniqueKeys] = {}
     for job in prepared:
-        job_keys = keys.setdefault(job.name, UniqueKeys.for_contract(job.contract))
+        if job.name not in keys:
+            keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
+        job_keys = keys[job.name]
         creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
         for group in groups(job.work):
             for checked in check_group(job, group, job_keys, validate=validate):

@@ -3,11 +3,15 @@
 A backfill that sends the same day twice passes every per-file check; only a memory
 of the keys already accepted catches it. :class:`UniqueKeys` is that memory, kept
 small (8-byte hashes) and safe to share between the worker threads that validate.
+It spans runs: a file's hashes go into the manifest when it is done, and a re-run
+starts from those of the files it does not read again (``known``), so a new file
+that repeats a day sent last week is caught without reading last week's file.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["FingerprintGroup", "UniqueKeys", "group_by_fingerprint"]
 
 
+Known = Sequence[tuple[str, bytes]]
+"""Files an earlier run sent: ``(source path, key hashes as u64 bytes)``."""
+
+
 class UniqueKeys:
     """The contract's ``unique`` key of every valid file of a run, to catch repeats across files.
 
@@ -32,36 +40,97 @@ class UniqueKeys:
     Looking up a file's keys costs O(rows × log(total)). Two different keys sharing a
     64-bit hash would be reported as a repeat; at 10M rows the chance is ~3e-6.
     Safe to share between worker threads.
+
+    ``known`` files (sent by earlier runs) are taken in with the first claim, in a
+    worker thread. A known file that is claimed again (it changed and is validated
+    anew) first loses its old keys: a file never repeats itself.
     """
 
     _SEED = 0x6261_7463  # fixed, so a run hashes the same key the same way
 
-    def __init__(self, key: Sequence[str]) -> None:
+    def __init__(
+        self, key: Sequence[str], *, dtypes: Sequence[object] = (), known: Known = ()
+    ) -> None:
         self.key = tuple(key)
+        self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
         self._runs: list[pl.DataFrame] = []  # each sorted by "h", with the file number "f"
+        self._known: Known = known if self.key else ()
+        self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
 
     @classmethod
-    def for_contract(cls, contract: Contract) -> UniqueKeys:
-        return cls(contract.unique)
+    def for_contract(cls, contract: Contract, *, known: Known = ()) -> UniqueKeys:
+        """The tracker of ``contract``'s unique key, starting from files sent before."""
+        types = contract.polars_schema()
+        return cls(contract.unique, dtypes=[types.get(c) for c in contract.unique], known=known)
+
+    @classmethod
+    def scheme_of(cls, key: Sequence[str], dtypes: Sequence[object] = ()) -> str:
+        """What stored hashes must have been made with to be comparable with this run's.
+
+        polars ``hash_rows`` is stable only within one polars version, and depends on
+        the key's columns and types; stored hashes are in the machine's byte order.
+        Hashes made otherwise are not used.
+        """
+        columns = ",".join(
+            name if dtype is None else f"{name}:{dtype}"
+            for name, dtype in itertools.zip_longest(key, dtypes[: len(key)])
+        )
+        return f"polars {pl.__version__} hash_rows {cls._SEED:#x} {sys.byteorder} {columns}"
+
+    def hashes(self, frame: pl.DataFrame) -> pl.Series:
+        """The 64-bit hash of each row's key (empty when a key column is missing)."""
+        return self._hash(frame)
+
+    @staticmethod
+    def to_bytes(hashes: pl.Series) -> bytes:
+        """Hashes as stored in the manifest: u64 in the machine's byte order, one per row."""
+        array = hashes.cast(pl.UInt64).rechunk().to_arrow()
+        data = array.buffers()[1]
+        if data is None or len(array) == 0:
+            return b""
+        blob: bytes = data[array.offset * 8 : (array.offset + len(array)) * 8].to_pybytes()
+        return blob
+
+    @staticmethod
+    def from_bytes(blobs: Sequence[bytes]) -> pl.Series:
+        """The hashes of :meth:`to_bytes` blobs, concatenated, as one UInt64 series."""
+        import pyarrow as pa
+
+        data = b"".join(blobs)
+        array = pa.Array.from_buffers(pa.uint64(), len(data) // 8, [None, pa.py_buffer(data)])
+        series = pl.from_arrow(array)
+        assert isinstance(series, pl.Series)
+        return series.alias("h")
 
     def __len__(self) -> int:
-        return sum(run.height for run in self._runs)
+        with self._lock:
+            self._take_known()
+            return sum(run.height for run in self._runs)
 
-    def claim(self, items: Sequence[tuple[Path, pl.DataFrame]]) -> list[Problem | None]:
+    def claim(
+        self,
+        items: Sequence[tuple[Path, pl.DataFrame]],
+        *,
+        hashed: Sequence[pl.Series] | None = None,
+    ) -> list[Problem | None]:
         """Check each file's keys against all earlier ones; remember the files that pass.
 
         Returns, per item, ``None`` or the Problem that makes the file invalid (its
         keys are then not remembered). Within ``items``, the earlier file wins.
+        ``hashed``: the items' :meth:`hashes`, when the caller has them already.
         """
         if not self.key:
             return [None] * len(items)
         if not items:
             return []
-        hashed = [self._hash(frame) for _, frame in items]
+        if hashed is None:
+            hashed = [self._hash(frame) for _, frame in items]
         pairs = self._pairs(hashed)
         with self._lock:
+            self._take_known()
+            self._forget_earlier([path for path, _ in items])
             if self._all_new(pairs):  # the usual case, in one lookup for the whole group
                 first = pl.lit(len(self._files), dtype=pl.UInt32)
                 self._files += [path for path, _ in items]
@@ -119,6 +188,31 @@ class UniqueKeys:
                 return False
         return True
 
+    def _take_known(self) -> None:
+        """Take in the known files' hashes as one sorted run (once; under the lock)."""
+        if not self._known:
+            return
+        known, self._known = self._known, ()
+        first = len(self._files)
+        for number, (path, _) in enumerate(known, start=first):
+            self._files.append(Path(path))
+            self._earlier[str(path)] = number
+        hashes = self.from_bytes([blob for _, blob in known])
+        heights = [len(blob) // 8 for _, blob in known]
+        starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
+        rows = pl.int_range(0, hashes.len(), dtype=pl.Int64, eager=True)
+        files = (starts.search_sorted(rows, side="right") - 1 + first).cast(pl.UInt32)
+        self._add(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f"))
+
+    def _forget_earlier(self, paths: Iterable[Path]) -> None:
+        """Drop the keys an earlier run recorded for files validated again now."""
+        if not self._earlier:
+            return
+        numbers = [n for p in paths if (n := self._earlier.pop(str(p), None)) is not None]
+        if numbers:
+            gone = pl.Series(numbers, dtype=pl.UInt32)
+            self._runs = [run.filter(~pl.col("f").is_in(gone.implode())) for run in self._runs]
+
     def _hash(self, frame: pl.DataFrame) -> pl.Series:
         missing = [c for c in self.key if c not in frame.columns]
         if missing:
@@ -148,15 +242,16 @@ class UniqueKeys:
         for more in hit_rows[1:]:
             hit = hit | more
         rows = tuple(int(i) + 1 for i in hit.arg_true().head(MAX_EXAMPLES).to_list())
-        earlier = pl.concat(files).mode().sort().item(0)
-        first_file = self._files[int(earlier)]
+        earlier = int(pl.concat(files).mode().sort().item(0))
+        first_file = self._files[earlier]
+        sent = ", sent by an earlier run" if earlier in self._earlier.values() else ""
         return Problem(
             "unique_across_files",
             ", ".join(self.key),
             int(hit.sum()),
             rows,
             (),
-            f"already in {first_file}",
+            f"already in {first_file}{sent}",
         )
 
     def _add(self, run: pl.DataFrame) -> None:

@@ -9,8 +9,14 @@
 - Resume is fast because :meth:`Manifest.resume_index` reads what it needs of a
   dataset's rows in one narrow query, so deciding that an unchanged file is done
   needs no read of the file and no parsing of its receipt.
+- The contract's ``unique`` key is checked across runs too: each validated file's
+  row-key hashes are kept (``file_keys``: one blob of little-endian u64 hashes per
+  source file), written in the same transaction as the file's ``done`` rows, so a
+  re-run knows the keys of the files it skips without reading them
+  (:meth:`Manifest.done_keys`, one query).
 
-Schema (``PRAGMA user_version`` = 1)::
+Schema (``PRAGMA user_version`` = 2; a version-1 manifest gains ``file_keys`` when
+opened, and its files sent before have no keys recorded)::
 
     datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
              file_id_template, created_at, updated_at)
@@ -19,6 +25,7 @@ Schema (``PRAGMA user_version`` = 1)::
           state pending|invalid|sent|done|failed, attempts, last_status, last_error,
           receipt JSON, created_at, updated_at, done_at;
           PK (dataset, source_path, part), UNIQUE (dataset, file_id))
+    file_keys(dataset, source_path, scheme, hashes BLOB; PK (dataset, source_path))
 
 The token is never written here.
 """
@@ -39,7 +46,7 @@ from batchload.errors import UsageError
 State = Literal["pending", "invalid", "sent", "done", "failed"]
 STATES: tuple[State, ...] = ("pending", "invalid", "sent", "done", "failed")
 DatasetState = Literal["creating", "ready"]
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 _SCHEMA = """
@@ -79,6 +86,17 @@ CREATE TABLE IF NOT EXISTS files (
     UNIQUE (dataset, file_id)
 );
 """
+_FILE_KEYS = """
+CREATE TABLE IF NOT EXISTS file_keys (
+    dataset TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    hashes BLOB NOT NULL,
+    PRIMARY KEY (dataset, source_path)
+);
+"""
+#: What upgrades a manifest from each older version to the next, in order.
+_MIGRATIONS = {1: _FILE_KEYS}
 
 
 def now_iso() -> str:
@@ -134,6 +152,19 @@ class DatasetRecord:
     updated_at: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileKeys:
+    """The unique-key hashes of one validated source file (see :mod:`batchload.crossfile`)."""
+
+    dataset: str
+    source_path: str
+    scheme: str
+    """How the hashes were made (key columns and types, hash function and its version):
+    hashes made another way are not comparable and are not used."""
+    hashes: bytes | None
+    """Little-endian u64 hashes, one per row; None deletes what an earlier run stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """One batch of manifest changes, applied together by :meth:`Manifest.apply`."""
@@ -142,6 +173,8 @@ class Changes:
     forget: tuple[tuple[str, str, int], ...] = ()
     """``(dataset, source_path, part)`` rows to delete."""
     datasets: tuple[DatasetRecord, ...] = ()
+    keys: tuple[FileKeys, ...] = ()
+    """Key hashes to store with the files' rows (their ``done`` state), or to delete."""
 
 
 class ResumeRow(NamedTuple):
@@ -204,10 +237,14 @@ class Manifest:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version > SCHEMA_VERSION:
                 raise UsageError(f"{path} is a manifest of a newer batchload (v{version})")
             if version == 0:
-                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                script = _SCHEMA + _FILE_KEYS
+                db.executescript(f"BEGIN; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            elif version < SCHEMA_VERSION:  # every step in one transaction: all or nothing
+                steps = "".join(_MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
+                db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"{path} is not a usable manifest: {exc}") from None
         except OSError as exc:
@@ -286,6 +323,22 @@ class Manifest:
             index.setdefault(row.source_path, []).append(row)
         return index
 
+    def done_keys(self, dataset: str, scheme: str) -> dict[str, bytes]:
+        """Source path -> key hashes of the dataset's done files, made with ``scheme``.
+
+        One query; a file with any row not done (being re-sent, failed, invalid now)
+        is left out, so are hashes made another way (another key, another polars).
+        """
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        cursor.execute(
+            "SELECT k.source_path, k.hashes FROM file_keys AS k "
+            "WHERE k.dataset = ? AND k.scheme = ? AND NOT EXISTS (SELECT 1 FROM files AS f "
+            "WHERE f.dataset = k.dataset AND f.source_path = k.source_path AND f.state != 'done')",
+            (dataset, scheme),
+        )
+        return dict(cursor.fetchall())
+
     def rows_for(self, dataset: str, paths: Sequence[str]) -> dict[str, list[FileRecord]]:
         """Full rows of some source paths of a dataset, grouped by path."""
         grouped: dict[str, list[FileRecord]] = {}
@@ -313,9 +366,11 @@ class Manifest:
         *,
         forget: Iterable[tuple[str, str, int]] = (),
         datasets: Sequence[DatasetRecord] = (),
+        keys: Sequence[FileKeys] = (),
     ) -> None:
         """In one transaction: save datasets, delete ``(dataset, source_path, part)`` rows,
-        then upsert ``records`` in order."""
+        upsert ``records`` in order, drop the key hashes of a source left with no row,
+        then store or delete ``keys``."""
         stamp = now_iso()
         forget = list(forget)
         with self._transaction():
@@ -326,6 +381,27 @@ class Manifest:
                     "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
                 )
             self._db.executemany(_UPSERT, [_file_row(r, stamp) for r in records])
+            if forget:  # a source left with no row has no keys either
+                self._db.executemany(
+                    "DELETE FROM file_keys WHERE dataset = ? AND source_path = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM files WHERE dataset = ? AND source_path = ?)",
+                    [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forget)],
+                )
+            if keys:
+                self._db.executemany(
+                    "INSERT INTO file_keys (dataset, source_path, scheme, hashes) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (dataset, source_path) DO UPDATE SET "
+                    "scheme = excluded.scheme, hashes = excluded.hashes",
+                    [
+                        (k.dataset, k.source_path, k.scheme, k.hashes)
+                        for k in keys
+                        if k.hashes is not None
+                    ],
+                )
+                self._db.executemany(
+                    "DELETE FROM file_keys WHERE dataset = ? AND source_path = ?",
+                    [(k.dataset, k.source_path) for k in keys if k.hashes is None],
+                )
 
     def apply(self, changes: Sequence[Changes]) -> None:
         """Apply many batches of changes in one transaction (the writer task's call)."""
@@ -333,6 +409,7 @@ class Manifest:
             [r for c in changes for r in c.records],
             forget=[f for c in changes for f in c.forget],
             datasets=[d for c in changes for d in c.datasets],
+            keys=[k for c in changes for k in c.keys],
         )
 
     def counts(self) -> dict[str, dict[str, int]]:

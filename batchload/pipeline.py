@@ -278,11 +278,12 @@ class _Run:
         return record
 
     def keys(self, job: PreparedJob) -> UniqueKeys:
-        """The run's cross-file unique-key tracker of ``job``'s dataset."""
+        """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
+        keys of the files earlier runs sent (taken in by the first check, in a thread)."""
         from batchload.validate import UniqueKeys
 
         if job.name not in self._keys:
-            self._keys[job.name] = UniqueKeys.for_contract(job.contract)
+            self._keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
         return self._keys[job.name]
 
     # --- stages --------------------------------------------------------------------------

@@ -6,7 +6,10 @@ makes a run impossible is found here and raised as a
 :class:`~batchload.errors.UsageError` before a byte is sent: two files mapping to
 one file_id (in this run, or against a file the manifest already sent under that
 id), a manifest made for another endpoint or with another file_id template, two
-jobs that disagree about one dataset. Only ``stat`` and the manifest are read.
+jobs that disagree about one dataset. Only ``stat`` and the manifest are read:
+that includes, when the contract has a ``unique`` key, the key hashes of the
+dataset's done files that this run does not validate again (one query), so the
+cross-file check covers what earlier runs sent.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class PreparedJob:
     """file_id -> source path for every id the manifest holds for this dataset."""
     forget: tuple[tuple[str, str, int], ...] = ()
     """Rows of files that are gone and whose ids a new file takes over."""
+    known_keys: tuple[tuple[str, bytes], ...] = ()
+    """Unique-key hashes of the dataset's files that earlier runs sent and this run
+    does not send again (skipped, or only to be re-hashed): the cross-file check
+    starts from them. The same for every job of one dataset."""
 
     @property
     def convert_options(self) -> dict[str, object] | None:
@@ -145,7 +152,40 @@ def prepare(
             item = replace(item, work=work)
         by_name.setdefault(name, item)
         prepared.append(item)
+    if manifest is not None:
+        prepared = _with_known_keys(prepared, manifest)
     return prepared
+
+
+def _with_known_keys(prepared: list[PreparedJob], manifest: Manifest) -> list[PreparedJob]:
+    """Give each job the key hashes of its dataset's done files that it does not re-send.
+
+    Nothing is read for a contract without a unique key. A file this run sends again
+    (changed) or forgets (gone, its id taken over) is left out: its old keys must
+    not count against it or its successor.
+    """
+    from batchload.crossfile import UniqueKeys
+
+    known: dict[str, tuple[tuple[str, bytes], ...]] = {}
+    for name in dict.fromkeys(job.name for job in prepared):
+        jobs = [job for job in prepared if job.name == name]
+        contract = jobs[0].contract
+        if not contract.unique:
+            continue
+        scheme = UniqueKeys.for_contract(contract).scheme
+        stored = manifest.done_keys(name, scheme)
+        if not stored:
+            continue
+        for job in jobs:
+            for work in job.work:
+                if work.decision == "send":
+                    stored.pop(str(work.source.path), None)
+            for _, path, _ in job.forget:
+                stored.pop(path, None)
+        known[name] = tuple(stored.items())
+    return [
+        replace(job, known_keys=known[job.name]) if job.name in known else job for job in prepared
+    ]
 
 
 def _plan_job(

@@ -8,7 +8,8 @@
   file_id, an overwrite).
 - Once every part of a file is done, rows an earlier run left that the new cut does
   not have (a file that was whole and is now split, or had more parts) are deleted
-  from the service and the manifest, so no stale rows stay behind.
+  from the service and the manifest, so no stale rows stay behind. The file's
+  unique-key hashes are committed with its done rows, in the same transaction.
 - Permanent refusals and exhausted retries fail the file and the run goes on; a
   refused token, an unreachable service or an ambiguous dataset stop the run.
 """
@@ -41,7 +42,7 @@ from batchload.errors import (
     UnreachableError,
     UsageError,
 )
-from batchload.manifest import Changes, FileRecord
+from batchload.manifest import Changes, FileKeys, FileRecord
 from batchload.prepare import PreparedJob
 from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
 from batchload.send import DatasetGate, Sender
@@ -374,9 +375,14 @@ class Uploader:
                     if exc.status != 404 or isinstance(exc, UnreachableError):
                         raise
         forget = tuple((job.name, r.source_path, r.part) for r in stale)
-        await self.write(Changes(records=tuple(rows), forget=forget))
-        self.uploaded += 1
         path, size = str(checked.work.source.path), checked.work.source.size
+        keys: tuple[FileKeys, ...] = ()
+        if checked.keys is not None:
+            keys = (checked.keys,)
+        elif checked.work.previous:  # sent unvalidated: what an earlier run stored is stale
+            keys = (FileKeys(dataset=job.name, source_path=path, scheme="", hashes=None),)
+        await self.write(Changes(records=tuple(rows), forget=forget, keys=keys))
+        self.uploaded += 1
         parts = len(rows) if rows[0].part else 0
         self.sink(FileDone(path, rows[0].file_id or "", size, parts))
 

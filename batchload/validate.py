@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -118,14 +118,17 @@ def validate_files(
     sheet: str | None = None,
     keys: UniqueKeys | None = None,
     keep_frames: bool = False,
+    keep_key_hashes: bool = False,
 ) -> list[FileVerdict]:
     """Read and validate a group of files; one verdict per path, in order.
 
     Small files with the same columns are validated together: one Polars pass
     proves them valid, and pandera runs (once for the group) only when something
     fails. An unreadable file gets its verdict and the others go on. With ``keys``, the valid
-    files' unique keys are checked against (and added to) those of the whole run.
-    With ``keep_frames``, each valid verdict carries the frame that was validated.
+    files' unique keys are checked against (and added to) those of the whole run, and
+    with ``keep_key_hashes`` each valid verdict carries its key hashes (as
+    :meth:`UniqueKeys.to_bytes`). With ``keep_frames``, each valid verdict carries the
+    frame that was validated.
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
@@ -146,13 +149,20 @@ def validate_files(
     for chunk in _chunks(frames):
         found.update(_validate_chunk(chunk, contract))
     passed = [(i, f) for i, f in frames if not found[i]]
-    if keys is not None and passed:
-        clashes = keys.claim([(Path(paths[i]), f) for i, f in passed])
-        for (index, _), clash in zip(passed, clashes, strict=True):
+    key_hashes: dict[int, bytes] = {}
+    if keys is not None and passed and keys.key:
+        hashed = [keys.hashes(f) for _, f in passed]
+        clashes = keys.claim([(Path(paths[i]), f) for i, f in passed], hashed=hashed)
+        for (index, _), clash, hashes in zip(passed, clashes, hashed, strict=True):
             if clash is not None:
                 found[index].append(clash)
+            elif keep_key_hashes:
+                key_hashes[index] = keys.to_bytes(hashes)
     for index, frame in frames:
-        verdicts[index] = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)
+        verdict = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)
+        if index in key_hashes:
+            verdict = replace(verdict, key_hashes=key_hashes[index])
+        verdicts[index] = verdict
     return [verdicts[i] for i in range(len(paths))]
 
 

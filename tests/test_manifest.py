@@ -11,7 +11,15 @@ import polars as pl
 import pytest
 
 from batchload.errors import UsageError
-from batchload.manifest import DatasetRecord, FileRecord, Manifest, resume_decision
+from batchload.manifest import (
+    SCHEMA_VERSION,
+    Changes,
+    DatasetRecord,
+    FileKeys,
+    FileRecord,
+    Manifest,
+    resume_decision,
+)
 
 
 def record(
@@ -148,3 +156,70 @@ def test_not_a_manifest(tmp_path: Path) -> None:
         Manifest.open(bogus)
     with pytest.raises(UsageError, match="no manifest at"):
         Manifest.open(tmp_path / "missing.sqlite", create=False)
+
+
+# --- unique-key hashes ---------------------------------------------------------------------------
+
+
+def keys(source: str, hashes: bytes | None, scheme: str = "s1") -> FileKeys:
+    return FileKeys(dataset="prices", source_path=source, scheme=scheme, hashes=hashes)
+
+
+def test_key_hashes_are_kept_with_done_files_only(tmp_path: Path) -> None:
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.apply(
+            [
+                Changes(records=(record("/d/a.csv"),), keys=(keys("/d/a.csv", b"A" * 16),)),
+                Changes(records=(record("/d/b.csv"),), keys=(keys("/d/b.csv", b"B" * 8),)),
+                Changes(records=(record("/d/c.csv"),), keys=(keys("/d/c.csv", b"C" * 8, "s0"),)),
+            ]
+        )
+        assert manifest.done_keys("prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
+        assert manifest.done_keys("prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
+        assert manifest.done_keys("other", "s1") == {}
+        # b is being sent again: not done, so its keys do not count until it is
+        manifest.write([record("/d/b.csv", state="sent")])
+        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        # re-sent without validation: what was stored is stale, and deleted
+        manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", None)])
+        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        # a whole file cut into parts keeps its keys; a file forgotten loses them
+        parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
+        manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
+        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        manifest.write([], forget=[("prices", "/d/a.csv", 1), ("prices", "/d/a.csv", 2)])
+        assert manifest.done_keys("prices", "s1") == {}
+
+
+def test_a_version_1_manifest_gains_the_key_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE datasets (name TEXT PRIMARY KEY, dataset_id TEXT, state TEXT NOT NULL,
+            endpoint TEXT NOT NULL, contract TEXT, file_id_template TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE files (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
+            part INTEGER NOT NULL DEFAULT 0, parts INTEGER, file_id TEXT, size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL, sha256 TEXT, sent_sha256 TEXT, file_format TEXT,
+            dataset_id TEXT, rows INTEGER, bytes_sent INTEGER, state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
+            receipt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, done_at TEXT,
+            PRIMARY KEY (dataset, source_path, part), UNIQUE (dataset, file_id));
+        INSERT INTO files (dataset, source_path, file_id, size, mtime_ns, state, parts,
+            created_at, updated_at) VALUES ('prices', '/d/a.csv', 'a', 100, 5, 'done', 1, 't', 't');
+        PRAGMA user_version = 1;
+        """
+    )
+    db.close()
+    with Manifest.open(path, create=False) as manifest:
+        assert [r.source_path for r in manifest.rows()] == ["/d/a.csv"]  # kept
+        assert manifest.done_keys("prices", "s1") == {}  # sent before keys were kept
+        manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
+        assert manifest.done_keys("prices", "s1") == {"/d/b.csv": b"B" * 8}
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(UsageError, match="manifest of a newer batchload"):
+        Manifest.open(path)

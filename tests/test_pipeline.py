@@ -180,3 +180,64 @@ def test_unknown_dataset_id_is_a_usage_error(
     assert isinstance(summary.error, UsageError)
     assert "does not exist" in str(summary.error)
     assert summary.exit_code == 2
+
+
+# --- unique keys across runs -----------------------------------------------------------------
+
+
+def test_a_day_sent_by_an_earlier_run_is_refused_in_a_new_file(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """The cross-file unique check spans runs, though done files are skipped unread."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "signals_X.csv").write_text(signal_csv(7))
+    (data / "signals_Y.csv").write_text(signal_csv(8))
+    manifest = tmp_path / "m.sqlite"
+    first = run(server, token, [job(data / "*.csv")], manifest)
+    assert (first.uploaded, first.invalid) == (2, 0)
+
+    (data / "signals_X_resend.csv").write_text(signal_csv(7))  # the same days, again
+    second = run(server, token, [job(data / "*.csv")], manifest)
+    assert (second.uploaded, second.skipped, second.invalid) == (0, 2, 1)
+    (problem,) = second.problems
+    assert Path(problem.path).name == "signals_X_resend.csv"
+    assert "repeat a (date, ticker) key" in problem.reason
+    assert f"already in {data / 'signals_X.csv'}, sent by an earlier run" in problem.reason
+    assert "signals_X_resend" not in ServerView(server, token).files(first.dataset_id or "")
+
+    # named alone (the others not in this run's file set), and in a dry run: still refused
+    alone = run(server, token, [job(data / "signals_X_resend.csv")], manifest)
+    assert (alone.uploaded, alone.invalid) == (0, 1)
+    dry = run(server, token, [job(data / "*.csv")], manifest, dry_run=True)
+    assert dry.invalid == 1 and "signals_X.csv" in dry.problems[0].reason
+
+
+def test_a_file_sent_again_does_not_repeat_its_own_keys(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """Changed (new size, or same size and new bytes) and re-sent: its old keys are its own."""
+    data = tmp_path / "data"
+    grown, edited, touched = write_signals(data, 3)
+    manifest = tmp_path / "m.sqlite"
+    first = run(server, token, [job(data / "*.csv")], manifest)
+    assert first.uploaded == 3
+
+    grown.write_text(signal_csv(0, rows=25))  # the same 20 days and 5 more
+    text = signal_csv(1)
+    edited.write_text(text.replace(",5\n", ",1\n", 1))  # same size, one value changed
+    stat = edited.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    stat = touched.stat()  # same bytes, new mtime: re-hashed, not re-read
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = run(server, token, [job(data / "*.csv")], manifest)
+    assert (second.uploaded, second.skipped, second.invalid) == (2, 1, 0), second.problems
+
+    (data / "repeat_of_touched.csv").write_text(signal_csv(2, rows=3))
+    added_days = signal_csv(0, rows=25).splitlines(keepends=True)[-2:]  # new in the grown file
+    (data / "repeat_of_grown.csv").write_text(HEADER + "".join(added_days))
+    third = run(server, token, [job(data / "*.csv")], manifest)
+    reasons = {Path(p.path).name: p.reason for p in third.problems}
+    assert third.uploaded == 0 and set(reasons) == {"repeat_of_touched.csv", "repeat_of_grown.csv"}
+    assert "sig_0002.csv, sent by an earlier run" in reasons["repeat_of_touched.csv"]
+    assert "sig_0000.csv, sent by an earlier run" in reasons["repeat_of_grown.csv"]

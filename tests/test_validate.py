@@ -428,3 +428,35 @@ def test_valid_frames_are_proven_without_a_pandera_call(contract: Contract) -> N
     assert not _proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
     assert not _proven_valid(frame.select(reversed(frame.columns)), contract, False)
     assert not _proven_valid(pl.concat([frame, frame]), contract, False)
+
+
+def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) -> None:
+    """Known files (their stored hashes) catch a repeat, name the file, and are replaced
+    by their own keys when validated again, so a changed file never repeats itself."""
+    earlier = UniqueKeys(("k",))
+    monday, tuesday = Path("/d/monday.csv"), Path("/d/tuesday.csv")
+    frames = {monday: pl.DataFrame({"k": [1, 2, 3]}), tuesday: pl.DataFrame({"k": [4, 5]})}
+    known = [(str(p), UniqueKeys.to_bytes(earlier.hashes(f))) for p, f in frames.items()]
+
+    keys = UniqueKeys(("k",), known=known)
+    assert len(keys) == 5
+    (clash,) = keys.claim([(Path("/d/resend.csv"), pl.DataFrame({"k": [9, 2]}))])
+    assert clash is not None and (clash.count, clash.rows) == (1, (2,))
+    assert clash.detail == f"already in {monday}, sent by an earlier run"
+    # monday changed: its old keys go, its new ones count (3 dropped, 6 added)
+    assert keys.claim([(monday, pl.DataFrame({"k": [1, 2, 6]}))]) == [None]
+    assert keys.claim([(Path("/d/a.csv"), pl.DataFrame({"k": [3]}))]) == [None]
+    (again,) = keys.claim([(Path("/d/b.csv"), pl.DataFrame({"k": [6, 5]}))])
+    assert again is not None and again.count == 2
+
+
+def test_unique_key_hashes_round_trip_and_say_how_they_were_made(contract: Contract) -> None:
+    keys = UniqueKeys.for_contract(contract)
+    frame = pl.DataFrame({"date": [dt.date(2024, 1, 2)], "ticker": ["A"]})
+    hashes = keys.hashes(frame)
+    assert UniqueKeys.from_bytes([UniqueKeys.to_bytes(hashes)]).to_list() == hashes.to_list()
+    assert keys.scheme.startswith(f"polars {pl.__version__} hash_rows ")
+    assert keys.scheme.endswith("date:Date,ticker:String")
+    assert UniqueKeys(("date",)).scheme != keys.scheme
+    no_key = UniqueKeys((), known=[("/d/x.csv", b"\0" * 8)])  # no unique key: nothing kept
+    assert no_key.claim([(Path("/d/y.csv"), frame)]) == [None] and len(no_key) == 0
