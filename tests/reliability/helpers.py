@@ -186,6 +186,19 @@ def manifest_states(path: Path) -> Counter[str]:
     return Counter({state: count for state, count in rows})
 
 
+def manifest_finished(path: Path) -> int:
+    """Files the manifest has as done with every part counted (what a resume skips);
+    0 while the manifest does not exist yet."""
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            query = "SELECT COUNT(*) FROM files WHERE state = 'done' AND parts IS NOT NULL"
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 def manifest_rows(path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
         db.row_factory = sqlite3.Row

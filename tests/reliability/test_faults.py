@@ -27,6 +27,7 @@ from tests.reliability.helpers import (
     file_ids,
     finish,
     injected_faults,
+    manifest_finished,
     manifest_integrity,
     manifest_rows,
     manifest_states,
@@ -109,11 +110,6 @@ def test_server_faults_lose_and_duplicate_nothing(
     LEDGER.fault(case, landed, injected.items())
 
 
-def finished_files(manifest: Path) -> int:
-    """Files the manifest has as done, every part counted (what a resume skips)."""
-    return sum(r["state"] == "done" and r["parts"] is not None for r in manifest_rows(manifest))
-
-
 # --- the server killed mid-run ---------------------------------------------------------------
 
 
@@ -161,12 +157,12 @@ def test_client_sigkilled_mid_run_then_resumed(server_factory: Factory, tmp_path
     args = upload_args("data/*.csv", manifest, server.url, "--concurrency", "4")
     proc = start_cli(*args, token=TOKEN, cwd=tmp_path)
 
-    wait_until(lambda: manifest_states(manifest)["done"] >= 40, what="40 files done")
+    wait_until(lambda: manifest_finished(manifest) >= 40, what="40 files done")
     proc.send_signal(signal.SIGKILL)
     killed = finish(proc)
     assert killed.code == -signal.SIGKILL  # killed, not finished
     assert manifest_integrity(manifest) == "ok"
-    done_before = finished_files(manifest)
+    done_before = manifest_finished(manifest)
     assert 40 <= done_before < FILES
 
     resumed = cli(*args, token=TOKEN, cwd=tmp_path)
@@ -224,7 +220,7 @@ def test_token_revoked_mid_run_stops_with_exit_3_then_a_valid_token_finishes(
     done = [r for r in manifest_rows(manifest) if r["state"] == "done"]
     assert len(done) >= summary["uploaded"]
     assert all(on_server[r["file_id"]] == r["sent_sha256"] for r in done)
-    finished_before = finished_files(manifest)
+    finished_before = manifest_finished(manifest)
 
     finished = cli(*args, token=SECOND_TOKEN, cwd=tmp_path)
 

@@ -14,7 +14,6 @@ import json
 import socket
 import string
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,7 +208,7 @@ def test_generated_headers(target: Target, headers: dict[str, str]) -> None:
     lines += [f"{k}: {v.strip()}" for k, v in headers.items()]
     LEDGER.hostile_http["headers"] += 1
     answer = raw_http(target.url, "\r\n".join(lines), body)
-    assert answer is None or answer < 500 or answer == 503, answer
+    assert answer is None or answer < 500, answer
 
 
 def raw_http(url: str, head: str, body: bytes) -> int | None:
@@ -340,13 +339,12 @@ def test_a_flood_of_refused_requests_does_not_stop_others(target: Target) -> Non
             errors.append(exc)
 
     threads = [threading.Thread(target=flood) for _ in range(6)]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     assert target.healthy()
     for thread in threads:
         thread.join(timeout=120)
     LEDGER.hostile_http["flood"] += 6 * 60 * 2
+    assert not any(t.is_alive() for t in threads), "the flood was never answered"
     assert not errors, errors
-    assert time.monotonic() - started < 120
     assert target.healthy()
