@@ -327,30 +327,36 @@ class _Run:
     ) -> None:
         async with todo, ready:
             async for group in todo:
-                job = self.prepared[group.job]
-                held = 0
-                if group.works[0].split:  # its frame stays in memory until its parts are sent
-                    held = await uploader.budget.acquire(group.works[0].source.size)
-                try:
-                    outcomes = await anyio.to_thread.run_sync(
-                        functools.partial(
-                            check_group,
-                            job,
-                            group.works,
-                            self.keys(job) if self.options.validate else None,
-                            validate=self.options.validate,
-                        ),
-                        limiter=self.cpu,
-                        abandon_on_cancel=True,
-                    )
-                    for outcome in outcomes:
-                        item = await uploader.accept(job, outcome, held)
-                        if item is not None:
-                            await ready.send(item)
-                            held = 0  # the upload task releases it
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await uploader.budget.release(held)
+                # one call per group: its frames die with the call, not when the next is read
+                await self._check(group, ready, uploader)
+
+    async def _check(
+        self, group: _Group, ready: ObjectSendStream[Ready], uploader: Uploader
+    ) -> None:
+        job = self.prepared[group.job]
+        held = 0
+        if group.works[0].split:  # its frame stays in memory until its parts are sent
+            held = await uploader.budget.acquire(group.works[0].source.size)
+        try:
+            outcomes = await anyio.to_thread.run_sync(
+                functools.partial(
+                    check_group,
+                    job,
+                    group.works,
+                    self.keys(job) if self.options.validate else None,
+                    validate=self.options.validate,
+                ),
+                limiter=self.cpu,
+                abandon_on_cancel=True,
+            )
+            for outcome in outcomes:
+                item = await uploader.accept(job, outcome, held)
+                if item is not None:
+                    await ready.send(item)
+                    held = 0  # the upload task releases it
+        finally:
+            with anyio.CancelScope(shield=True):
+                await uploader.budget.release(held)
 
     async def write(self, changes: Changes, *, wait: bool = False) -> None:
         """Hand changes to the writer; with ``wait``, return once they are committed."""

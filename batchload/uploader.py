@@ -164,6 +164,8 @@ class Uploader:
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)
+                # a split file's frame must not stay alive while this task waits for the next
+                del item
 
     async def _one(self, item: Ready) -> None:
         job, checked = item.job, item.checked
