@@ -178,7 +178,10 @@ def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], Non
             outcome.fail(f"run stopped: {exc}")
             return
         outcome.files_ok = summary.uploaded
-        outcome.source_bytes_ok = summary.bytes_sent
+        refused = {os.path.realpath(problem.path) for problem in summary.problems}
+        outcome.source_bytes_ok = sum(  # bytes_sent counts a split file's parquet parts
+            os.path.getsize(p) for p in task.files if os.path.realpath(p) not in refused
+        )
         outcome.request_bytes = summary.request_bytes
         for problem in summary.problems:
             outcome.fail(f"{Path(problem.path).name}: {problem.state}: {problem.reason}")
