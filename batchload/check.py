@@ -2,7 +2,8 @@
 
 A group of small files costs one pandera call (see :mod:`batchload.validate`); a
 file that will be sent in parts is checked alone and keeps its validated frame,
-from which the parts are cut. Each file's sha256 is taken here, and its ``stat``
+from which the parts are cut; a workbook keeps its frame too, to be sent as
+parquet. Each file's sha256 is taken here, and its ``stat``
 checked again after validation, so what was validated is what the hash describes;
 the upload re-checks the hash while it streams. A file that an earlier run sent and
 that was only touched (same size and sha256) is found ``unchanged`` and not
@@ -26,6 +27,7 @@ from batchload.encode import (
     Envelope,
     Fingerprint,
     fingerprint_file,
+    parquet_bytes,
     raw_budget,
     split_frame,
 )
@@ -53,7 +55,7 @@ class Checked:
     file_id: str | None
     rows: int | None = None
     frame: pl.DataFrame | None = None
-    """The validated frame, kept only for a file sent in parts."""
+    """The validated frame, kept only for a file sent in parts or as parquet."""
     problem: str | None = None
     problem_state: Literal["invalid", "failed"] = "invalid"
     details: tuple[str, ...] = ()
@@ -125,7 +127,7 @@ def check_group(
             job.contract,
             sheet=job.job.sheet,
             keys=keys,
-            keep_frames=any(work.split for _, work, _, _ in pending),
+            keep_frames=any(work.split or work.convert for _, work, _, _ in pending),
             keep_key_hashes=True,
         )
         for (index, work, fp, file_id), verdict in zip(pending, verdicts, strict=True):
@@ -141,7 +143,7 @@ def check_group(
                     problem_state="failed",
                 )
             else:
-                frame = verdict.frame if work.split else None
+                frame = verdict.frame if work.split or work.convert else None
                 file_keys = None
                 if keys is not None and verdict.key_hashes is not None:
                     file_keys = FileKeys(
@@ -157,9 +159,10 @@ def check_group(
 
 
 def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) -> Checked:
-    """Validation off: a whole file goes unread; a file to split is read for its parts."""
+    """Validation off: a whole file goes unread; a file to split is read for its parts,
+    a workbook for the parquet it is sent as."""
     frame = None
-    if work.split:
+    if work.split or work.convert:
         from batchload.read import read_frame
 
         try:
@@ -214,6 +217,21 @@ def plan_requests(
                 if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
                     continue
                 name = job.name if creates and not plan else None
+                if checked.frame is not None and not work.split:  # a workbook, as parquet
+                    data = parquet_bytes(checked.frame, arrow_schema(job.contract))
+                    envelope = Envelope(file_id=checked.file_id, file_format="parquet", name=name)
+                    if envelope.request_bytes(len(data)) <= max_request_bytes:
+                        plan.append(
+                            PlannedRequest(
+                                path=path,
+                                dataset=job.name,
+                                file_id=checked.file_id,
+                                file_format="parquet",
+                                rows=checked.rows,
+                                request_bytes=envelope.request_bytes(len(data)),
+                            )
+                        )
+                        continue
                 if checked.frame is None:
                     envelope = Envelope(
                         file_id=checked.file_id,

@@ -88,6 +88,11 @@ class Backfill:
         return dict(Counter(p.suffix.lstrip(".") for p in self.files))
 
     @property
+    def workbooks(self) -> tuple[Path, ...]:
+        """The xlsx and xls files among them."""
+        return tuple(p for p in self.files if p.suffix in (".xlsx", ".xls"))
+
+    @property
     def pattern(self) -> str:
         """The glob that selects the backfill, safe for any folder name."""
         return os.path.join(glob.escape(str(self.directory)), "*")
@@ -328,7 +333,7 @@ def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
             say(f"3. Uploading with the contract {shown(contract)}:")
             say(f"   $ {command_line(args)}")
             first = run_upload(args, quiet=settings.quiet, interrupts=interrupts)
-            for line in first_run_lines(first):
+            for line in first_run_lines(first, workbooks=backfill.workbooks):
                 say(line)
             say("")
             say("4. The same command again: what landed is not sent twice")
@@ -375,8 +380,11 @@ def _mib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def first_run_lines(summary: dict[str, Any]) -> list[str]:
-    """The first run's result: sent, refused with reasons, throughput, where it all is."""
+def first_run_lines(summary: dict[str, Any], *, workbooks: Sequence[Path] = ()) -> list[str]:
+    """The first run's result: sent, refused with reasons, throughput, where it all is.
+
+    ``workbooks``: the backfill's Excel files; those that landed went as parquet.
+    """
     seconds = max(float(summary.get("seconds") or 0.0), 1e-9)
     uploaded, sent = int(summary["uploaded"]), int(summary["bytes_sent"])
     lines = [
@@ -388,12 +396,14 @@ def first_run_lines(summary: dict[str, Any]) -> list[str]:
     if problems:
         lines.append(f"   refused   {len(problems)} files; nothing was sent for them:")
         lines += refused_lines(problems)
-        if any(str(p.get("path", "")).endswith((".xlsx", ".xls")) for p in problems):
-            lines.append(
-                "     note: Excel stores dates as timestamps and every number as a double, so an"
-                " xlsx\n     file cannot match a contract with date or int64 columns: send such "
-                "days as csv or parquet"
-            )
+    refused = {Path(str(p.get("path", ""))).name for p in problems}
+    converted = [p for p in workbooks if p.name not in refused]
+    if converted:
+        lines.append(
+            f"   excel     {len(converted)} workbook(s) read with the contract's types (date "
+            "cells as Date, whole\n             numbers as Int64) and sent as parquet, so the "
+            "service stores exactly those types"
+        )
     for check in summary.get("reconcile") or []:
         state = "all there" if not check.get("missing") else f"{len(check['missing'])} MISSING"
         lines.append(

@@ -1,11 +1,28 @@
-"""Read an Excel sheet (xlsx, xls) into a polars DataFrame, or say why it cannot be read.
+"""Read an Excel sheet (xlsx, xls) into a polars DataFrame typed by its contract, or say why not.
 
-fastexcel (calamine) reads the first sheet unless ``sheet`` is given, each column's
-type guessed from all its cells (numbers are doubles, dates are ``timestamp[ms]``),
-as the API reads a workbook. A cell that does not fit its column's type (``"n/a"``
-among numbers) would silently become null: it is reported instead, as
-:class:`~batchload.read.UnparseableValues`. An xlsx that would inflate past
-``MAX_WORKBOOK_EXPANDED_BYTES`` is refused before calamine opens it (a zip bomb).
+- fastexcel (calamine) reads the first sheet unless ``sheet`` is given. Excel keeps
+  every number as a double and a date as a number with a date format, so the types
+  a reader guesses from a sheet (``double``, ``timestamp[ms]``) cannot match a
+  contract's ``Date`` or ``Int64`` columns. So with a contract, each of its columns
+  is read as the contract's type, **strictly**: a ``Date`` column takes date cells
+  at midnight (or ``YYYY-MM-DD`` text), a ``Datetime`` column date-time cells, an
+  integer column whole numbers, a float column numbers (text that spells a number
+  is that number, as in a CSV), a boolean column ``TRUE``/``FALSE``. Any other cell
+  (a time of day in a ``Date`` column, ``2.5`` in an ``Int64`` column, ``"n/a"``,
+  other text or a boolean among numbers) is never nulled or truncated: it is
+  reported with its row and value, as :class:`~batchload.read.UnparseableValues`.
+  An empty (or blank) cell is null. Numbers are read as exact doubles; the number
+  columns are read a second time as text, since only that tells a boolean cell
+  from the number 1. Columns the contract does not name keep the types calamine
+  guesses, for validation to report.
+- Without a contract (``batchload schema infer``), each column's type is guessed from
+  all its cells, and a cell that does not fit the guess is reported the same way.
+- The API would guess a workbook's types itself (as above: not the contract's), so a
+  workbook is not sent as it is: the upload sends the validated frame as parquet
+  with the contract's Arrow schema, as it sends the parts of a large file, and the
+  manifest records ``converted_from`` (``xlsx`` or ``xls``).
+- An xlsx that would inflate past ``MAX_WORKBOOK_EXPANDED_BYTES`` is refused before
+  calamine opens it (a zip bomb).
 """
 
 from __future__ import annotations
@@ -28,6 +45,8 @@ from batchload.read import (
 )
 
 if TYPE_CHECKING:
+    from fastexcel import DType
+
     from batchload.contract import Contract
 
 __all__ = ["MAX_WORKBOOK_EXPANDED_BYTES", "read_excel"]
@@ -40,8 +59,9 @@ _INFLATE_CHUNK_BYTES = 1 << 20
 
 
 def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.DataFrame:
-    """Load a sheet exactly as the API does (types guessed from every row), keeping the
-    cells calamine could not fit in the guessed type, which it would otherwise null."""
+    """Load a sheet: the contract's columns as its types, strictly (every cell that does
+    not fit is reported, none is nulled or cut); without a contract, types guessed from
+    every row as the API would, reporting the cells that do not fit the guess."""
     import fastexcel
 
     _check_file(path)
@@ -62,18 +82,159 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
         raise UnreadableFile(
             f"no sheet {sheet!r}; sheets: {', '.join(repr(n) for n in names)}", path=path
         )
+    dtypes: dict[str | int, DType] = {}
+    if contract is not None:
+        dtypes = {c.name: load for c in contract.columns if (load := _load_as(c.dtype))}
     try:
-        loaded = reader.load_sheet(index, schema_sample_rows=None)
+        loaded = reader.load_sheet(index, schema_sample_rows=None, dtypes=dtypes or None)
         batch, errors = loaded.to_arrow_with_errors()
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        if frame.width == 0:
+            raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
+        texts = None
+        numbers = [n for n, load in dtypes.items() if load == "float" and n in frame.columns]
+        if numbers:  # again, as text: only that tells a boolean cell from the number 1
+            as_text: dict[str | int, DType] = dict.fromkeys(numbers, "string")
+            again = reader.load_sheet(
+                index, schema_sample_rows=None, use_columns=numbers, dtypes=as_text
+            )
+            texts = pl.from_arrow(again.to_arrow())
     except fastexcel.FastExcelError as exc:
         return _raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
-    frame = pl.from_arrow(batch)
-    assert isinstance(frame, pl.DataFrame)
-    if frame.width == 0:
-        raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
-    if errors is not None and errors.errors:
-        raise UnparseableValues(path, _excel_bad_cells(frame, errors.errors))
+    bad = _excel_bad_cells(frame, errors.errors, contract) if errors is not None else []
+    if contract is not None:
+        assert texts is None or isinstance(texts, pl.DataFrame)
+        frame, strict = _as_contract_types(frame, contract, texts)
+        bad = _merged(bad + strict, frame.columns)
+    if bad:
+        raise UnparseableValues(path, bad)
     return frame
+
+
+def _load_as(dtype: pl.DataType) -> DType | None:
+    """What fastexcel loads a contract column as, before the strict conversion.
+
+    Numbers load as doubles, exactly (calamine's text of a number is rounded), and
+    are checked here: fastexcel would truncate 2.5 to 2 for an int column, and takes
+    a boolean cell as 1.0 (found from the column's text, loaded a second time).
+    Dates, date-times and booleans load as the text calamine gives a cell (a date
+    cell is ``2024-01-02 00:00:00``, a plain number ``45293``), parsed here:
+    fastexcel would take a plain number as a date serial and drop a time of day.
+    Other types (decimals, durations, ...) are left to calamine's guess.
+    """
+    if dtype in (pl.String, pl.Date, pl.Boolean) or isinstance(dtype, pl.Datetime):
+        return "string"
+    if dtype.is_float() or dtype.is_integer():
+        return "float"
+    return None
+
+
+_ROW = "__batchload_row"
+_TEXT = "__batchload_text:"
+_DATE = r"^(\d{4}-\d{2}-\d{2})(?: 00:00:00(?:\.0+)?)?$"
+_DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+
+
+def _as_contract_types(
+    frame: pl.DataFrame, contract: Contract, texts: pl.DataFrame | None
+) -> tuple[pl.DataFrame, list[BadCells]]:
+    """Cast the contract's columns to its types, strictly; the cells that do not fit.
+
+    ``texts``: the number columns as calamine's text, to find boolean cells in them.
+    """
+    data = frame.with_row_index(_ROW, offset=1)
+    if texts is not None and texts.height == frame.height:
+        data = data.with_columns(texts.select(pl.all().name.prefix(_TEXT)))
+    converted: list[pl.Expr] = []
+    checks: list[tuple[str, str, pl.Expr, pl.Expr]] = []  # column, type, failing, shown
+    for spec in contract.columns:
+        if spec.name not in frame.columns:
+            continue
+        loaded = frame.schema[spec.name]
+        value = _strict(pl.col(spec.name), loaded, spec.dtype)
+        if value is None:
+            continue
+        failing = _blank_is_null(pl.col(spec.name), loaded).is_not_null() & value.is_null()
+        shown = pl.col(spec.name).cast(pl.String)
+        if _TEXT + spec.name in data.columns:
+            text = pl.col(_TEXT + spec.name)
+            boolean = pl.col(spec.name).is_not_null() & text.is_in(["true", "false"])
+            failing = failing | boolean
+            shown = pl.when(boolean).then(text.str.to_uppercase()).otherwise(shown)
+        converted.append(value.alias(spec.name))
+        checks.append((spec.name, spec.arrow_type, failing, shown))
+    if not converted:
+        return frame, []
+    counts = data.select([f.sum().alias(str(i)) for i, (_, _, f, _) in enumerate(checks)])
+    bad: list[BadCells] = []
+    for i, (name, expected, failing, shown) in enumerate(checks):
+        count = int(counts.item(0, i) or 0)
+        if count:
+            head = data.filter(failing).head(MAX_EXAMPLES).select(_ROW, shown.alias("shown"))
+            rows = tuple(head.get_column(_ROW).to_list())
+            values = tuple(shorten(v) for v in head.get_column("shown").to_list())
+            bad.append(BadCells(name, expected, count, rows, values))
+    return frame.with_columns(converted), bad
+
+
+def _blank_is_null(raw: pl.Expr, loaded: pl.DataType) -> pl.Expr:
+    """A text cell of only spaces counts as empty (null) in a column that is not text."""
+    if loaded != pl.String:
+        return raw
+    return pl.when(raw.str.strip_chars() == "").then(None).otherwise(raw)
+
+
+def _strict(raw: pl.Expr, loaded: pl.DataType, dtype: pl.DataType) -> pl.Expr | None:
+    """``raw`` (as fastexcel loaded it) as ``dtype``, null where a cell does not fit;
+    None when ``dtype`` is left as calamine guessed it."""
+    if loaded == pl.Null:  # every cell empty
+        return pl.lit(None, dtype=dtype)
+    if loaded.is_float() and dtype.is_float():
+        return raw.cast(dtype)
+    if loaded.is_float() and dtype.is_integer():
+        whole = raw.is_finite() & (raw == raw.floor())
+        return pl.when(whole).then(raw.cast(dtype, strict=False))  # out of range: null
+    if loaded != pl.String:
+        return None
+    if dtype == pl.String:
+        return raw
+    text = _blank_is_null(raw, loaded).str.strip_chars()
+    if dtype == pl.Date:
+        return text.str.extract(_DATE, 1).str.to_date("%Y-%m-%d", strict=False)
+    if isinstance(dtype, pl.Datetime):
+        parsed = pl.coalesce(
+            text.str.to_datetime(f, time_unit=dtype.time_unit, strict=False)
+            for f in _DATETIME_FORMATS
+        )
+        return parsed.dt.replace_time_zone(dtype.time_zone) if dtype.time_zone else parsed
+    if dtype == pl.Boolean:
+        lowered = text.str.to_lowercase()
+        return pl.when(lowered == "true").then(True).when(lowered == "false").then(False)
+    return None
+
+
+def _merged(cells: Sequence[BadCells], columns: Sequence[str]) -> list[BadCells]:
+    """One BadCells per column (calamine's and the strict cast's together), in sheet order."""
+    by_column: dict[str, list[BadCells]] = {}
+    for cell in cells:
+        by_column.setdefault(cell.column, []).append(cell)
+    order = {name: i for i, name in enumerate(columns)}
+    merged: list[BadCells] = []
+    for name, found in sorted(by_column.items(), key=lambda kv: order.get(kv[0], len(order))):
+        examples = sorted(
+            (row, value) for c in found for row, value in zip(c.rows, c.values, strict=False)
+        )[:MAX_EXAMPLES]
+        merged.append(
+            BadCells(
+                name,
+                found[0].expected,
+                sum(c.count for c in found),
+                tuple(r for r, _ in examples),
+                tuple(v for _, v in examples),
+            )
+        )
+    return merged
 
 
 def _check_expanded_size(path: Path, limit: int) -> None:
@@ -132,20 +293,27 @@ def _inflated_size(handle: Any, info: Any, budget: int) -> int:
     return size
 
 
-def _excel_bad_cells(frame: pl.DataFrame, errors: Sequence[Any]) -> list[BadCells]:
+def _excel_bad_cells(
+    frame: pl.DataFrame, errors: Sequence[Any], contract: Contract | None
+) -> list[BadCells]:
     """Group calamine's cell errors by column (``offset_position`` is 0-based data row, column)."""
     from batchload.contract import arrow_type_of
 
+    expected = {} if contract is None else {c.name: c.arrow_type for c in contract.columns}
     found: dict[str, list[tuple[int, str]]] = {}
     for error in errors:
         row, column = error.offset_position
         name = frame.columns[column] if column < frame.width else f"#{column + 1}"
         match = re.search(r"got '\w+\(\"?(.*?)\"?\)'", error.detail)
-        found.setdefault(name, []).append((row + 1, match.group(1) if match else error.detail))
+        value = match.group(1) if match else error.detail
+        if contract is not None and match and not value.strip():
+            continue  # a blank text cell is an empty cell (null), as in every other column
+        found.setdefault(name, []).append((row + 1, value))
     return [
         BadCells(
             name,
-            arrow_type_of(frame.schema[name]) if name in frame.columns else "?",
+            expected.get(name)
+            or (arrow_type_of(frame.schema[name]) if name in frame.columns else "?"),
             len(cells),
             tuple(r for r, _ in cells[:MAX_EXAMPLES]),
             tuple(shorten(v) for _, v in cells[:MAX_EXAMPLES]),

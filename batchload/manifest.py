@@ -15,13 +15,14 @@
   re-run knows the keys of the files it skips without reading them
   (:meth:`Manifest.done_keys`, one query).
 
-Schema (``PRAGMA user_version`` = 2; a version-1 manifest gains ``file_keys`` when
-opened, and its files sent before have no keys recorded)::
+Schema (``PRAGMA user_version`` = 3; an older manifest is upgraded when opened: v1
+gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
+``converted_from``)::
 
     datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
              file_id_template, created_at, updated_at)
     files(dataset, source_path, part, parts, file_id, size, mtime_ns, sha256,
-          sent_sha256, file_format, dataset_id, rows, bytes_sent,
+          sent_sha256, file_format, converted_from, dataset_id, rows, bytes_sent,
           state pending|invalid|sent|done|failed, attempts, last_status, last_error,
           receipt JSON, created_at, updated_at, done_at;
           PK (dataset, source_path, part), UNIQUE (dataset, file_id))
@@ -46,7 +47,7 @@ from batchload.errors import UsageError
 State = Literal["pending", "invalid", "sent", "done", "failed"]
 STATES: tuple[State, ...] = ("pending", "invalid", "sent", "done", "failed")
 DatasetState = Literal["creating", "ready"]
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 _SCHEMA = """
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     sent_sha256 TEXT,
     file_format TEXT,
+    converted_from TEXT,
     dataset_id TEXT,
     rows INTEGER,
     bytes_sent INTEGER,
@@ -96,7 +98,7 @@ CREATE TABLE IF NOT EXISTS file_keys (
 );
 """
 #: What upgrades a manifest from each older version to the next, in order.
-_MIGRATIONS = {1: _FILE_KEYS}
+_MIGRATIONS = {1: _FILE_KEYS, 2: "ALTER TABLE files ADD COLUMN converted_from TEXT;"}
 
 
 def now_iso() -> str:
@@ -121,6 +123,9 @@ class FileRecord:
     sent_sha256: str | None = None
     """Of the bytes sent: the part's parquet, or the file itself."""
     file_format: str | None = None
+    """What was sent: the file's own format, or parquet (parts, converted workbooks)."""
+    converted_from: str | None = None
+    """``xlsx`` or ``xls`` when a workbook was sent as parquet with the contract's types."""
     dataset_id: str | None = None
     rows: int | None = None
     bytes_sent: int | None = None

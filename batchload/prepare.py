@@ -32,11 +32,16 @@ from batchload.manifest import (
     ResumeRow,
     resume_decision,
 )
+from batchload.protocol import FileFormat
 
 if TYPE_CHECKING:
     from batchload.contract import Contract
 
 _SHA_PLACEHOLDER = "0" * 64
+#: Formats sent as parquet made from the validated frame, never as the file's bytes:
+#: the API would guess a workbook's types (every number a double, dates timestamps),
+#: so the parquet carries the contract's Arrow types instead.
+SENT_AS_PARQUET: tuple[FileFormat, ...] = ("xls", "xlsx")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +80,8 @@ class Work:
     """The file's rows from earlier runs (to re-check a hash, and to clean up old parts)."""
     split: bool
     """Its request would exceed the limit: it is sent in parts."""
+    convert: bool = False
+    """A workbook: sent as parquet from its validated frame (see SENT_AS_PARQUET)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,7 +240,8 @@ def _plan_job(
             convert_options=convert if source.file_format == "csv" else None,
         )
         split = envelope.request_bytes(source.size) > max_request_bytes
-        work.append(Work(job_index, source, file_id, decision, (), split))
+        as_parquet = source.file_format in SENT_AS_PARQUET
+        work.append(Work(job_index, source, file_id, decision, (), split, as_parquet))
     return PreparedJob(
         index=job_index,
         job=job,

@@ -7,12 +7,14 @@
   cannot drift. Columns are kept in the file's order, so a missing, extra or moved
   column is left for validation to report.
 - **Parquet** is read with its own types.
-- **xlsx / xls** go through fastexcel (calamine) as the API reads them
-  (:mod:`batchload.excel`): the first sheet unless ``sheet`` is given, each
-  column's type guessed from all its cells (numbers are doubles, dates are
-  ``timestamp[ms]``). A cell that does not fit its column's type (``"n/a"`` among
-  numbers) would silently become null: it is reported instead. A column guessed
-  as another type than the contract's is a dtype problem for validation to report.
+- **xlsx / xls** go through fastexcel (calamine), the first sheet unless ``sheet``
+  is given (:mod:`batchload.excel`). Excel keeps every number as a double and a
+  date as a formatted number, so the contract's columns are read as the contract's
+  types, strictly: a date cell for a ``Date`` column, a whole number for an
+  ``Int64`` one; a cell that does not fit (a time of day, ``2.5``, ``"n/a"`` among
+  numbers) is reported with its row and value, never nulled or truncated. A
+  workbook is then sent as parquet with the contract's Arrow types, not as its
+  own bytes (the API would guess doubles and timestamps from them).
 
 Row numbers are 1-based **data row** numbers everywhere: row 1 is the first row
 under the header (line 2 of a plain CSV, sheet row 2 of a workbook).

@@ -78,9 +78,9 @@ def write_signal_files(
     """Write ``n_files`` daily files of ``rows_per_file`` rows into ``directory``.
 
     Day ``i`` is written in ``formats[i % len(formats)]``. Every file is valid for
-    ``schemas/equity_signals.yaml`` when read as csv or parquet (xlsx cannot hold
-    its date and int64 columns: Excel stores dates as timestamps and every number
-    as a double). Returns the paths in day order.
+    ``schemas/equity_signals.yaml``: an xlsx file holds its days as date cells and
+    its horizons as whole numbers, which batchload reads as the contract's ``Date``
+    and ``Int64``. Returns the paths in day order.
     """
     unknown = sorted(set(formats) - set(SAMPLE_FORMATS))
     if not formats or unknown:

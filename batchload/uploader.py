@@ -2,7 +2,10 @@
 
 - A file is sent as its original bytes, streamed from disk and re-hashed on the
   way. A file over the request limit is sent as parquet parts cut from its validated
-  frame, one after another; each part is a row of its own in the manifest.
+  frame, one after another; each part is a row of its own in the manifest. A
+  workbook is sent as parquet made from its validated frame with the contract's
+  Arrow schema, under its own file_id (the API would guess other types from the
+  workbook); its row records ``converted_from``.
 - A ``413`` halves the request limit for the rest of the run and the file is cut
   again into smaller parts (a part that fitted before is re-sent under its same
   file_id, an overwrite).
@@ -30,7 +33,9 @@ from batchload.encode import (
     Envelope,
     MemorySource,
     RequestBody,
+    parquet_bytes,
     raw_budget,
+    sha256_bytes,
     split_frame,
 )
 from batchload.errors import (
@@ -172,8 +177,10 @@ class Uploader:
         try:
             if checked.frame is None:
                 await self._whole(job, checked)
-            else:
+            elif checked.work.split:
                 await self._parts(job, checked, checked.frame)
+            else:
+                await self._converted(job, checked, checked.frame)
         except RUN_STOPPERS:
             raise
         except (ServiceError, FileProblem) as exc:
@@ -212,6 +219,35 @@ class Uploader:
             )
         except PayloadTooLarge:
             frame = await anyio.to_thread.run_sync(self._read_frame, job, checked)
+            await self._parts(job, checked, frame, touched)
+            return
+        await self._finish(job, checked, [replace(done, parts=1)], touched)
+
+    async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
+        """A workbook: its validated frame as one parquet file (in parts if too large)."""
+        from batchload.contract import arrow_schema
+
+        assert checked.file_id is not None
+        schema = arrow_schema(job.contract)
+        data = await anyio.to_thread.run_sync(parquet_bytes, frame, schema)
+        source = MemorySource(data, sha256_bytes(data))
+        envelope = functools.partial(_part_envelope_named, checked.file_id)
+        touched: dict[int, FileRecord] = {}
+        if envelope(job.name).request_bytes(source.size) > self.max_request_bytes:
+            await self._parts(job, checked, frame, touched)
+            return
+        row = self._row(
+            job,
+            checked,
+            part=0,
+            file_id=checked.file_id,
+            sent_sha256=source.sha256,
+            rows=checked.rows,
+            file_format="parquet",
+        )
+        try:
+            done = await self._send(job, row, envelope, source, touched)
+        except PayloadTooLarge:
             await self._parts(job, checked, frame, touched)
             return
         await self._finish(job, checked, [replace(done, parts=1)], touched)
@@ -402,6 +438,7 @@ class Uploader:
         file_format: str | None = None,
     ) -> FileRecord:
         work, fp = checked.work, checked.fingerprint
+        converted = work.convert and file_format == "parquet"  # a workbook, sent as parquet
         return FileRecord(
             dataset=job.name,
             source_path=str(work.source.path),
@@ -413,6 +450,7 @@ class Uploader:
             sha256=fp.sha256 if fp else None,
             sent_sha256=sent_sha256,
             file_format=file_format or work.source.file_format,
+            converted_from=work.source.file_format if converted else None,
             dataset_id=self.gates[job.name].dataset_id if job.name in self.gates else None,
             rows=rows,
             state="pending",
@@ -447,7 +485,8 @@ class Uploader:
 
 
 def _part_envelope_named(file_id: str, name: str | None) -> Envelope:
-    """A part's envelope (``name`` only when the part creates the dataset)."""
+    """A parquet envelope: a part's, or a converted workbook's (``name`` only when it
+    creates the dataset)."""
     return Envelope(file_id=file_id, file_format="parquet", name=name)
 
 

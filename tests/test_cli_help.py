@@ -237,4 +237,4 @@ def test_quiet_leaves_only_the_result(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr == ""
     (line,) = ran.stdout.splitlines()
-    assert line.startswith("demo: sent 4 files, refused 4; second run sent 0; files in ")
+    assert line.startswith("demo: sent 5 files, refused 3; second run sent 0; files in ")

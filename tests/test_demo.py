@@ -17,6 +17,7 @@ import pytest
 from batchload.contract import load_contract
 from batchload.demo import find_contract, make_backfill
 from batchload.errors import ConfigError, UsageError
+from batchload.manifest import Manifest
 from batchload.samples import (
     DEMO_FORMATS,
     tickers,
@@ -70,9 +71,7 @@ def test_demo_uploads_the_good_files_refuses_the_bad_and_sends_nothing_twice(
     refused = {
         Path(p["path"]).name: " ".join([p["reason"], *p["details"]]) for p in first["problems"]
     }
-    xlsx = [n for n in refused if n.endswith(".xlsx")]
-    assert len(xlsx) == files["xlsx"]
-    assert set(refused) == set(deliberate) | set(xlsx)
+    assert set(refused) == set(deliberate)  # the xlsx file lands, as parquet
     assert first["uploaded"] == DAYS - len(refused)
     assert first["invalid"] == len(refused) and first["failed"] == 0
     assert first["bytes_sent"] > 0 and first["seconds"] > 0
@@ -81,11 +80,18 @@ def test_demo_uploads_the_good_files_refuses_the_bad_and_sends_nothing_twice(
     assert "high" in reasons["wrong_type"]
     assert "column 'confidence' is missing" in reasons["missing_column"]
     assert "(date, ticker)" in reasons["duplicate_day"]
-    assert "expected Date" in refused[xlsx[0]]
     assert first["reconcile"][0]["on_server"] == first["uploaded"]
     assert first["reconcile"][0]["missing"] == []
     assert Path(first["manifest"]) == directory / "manifest.sqlite"
     assert Path(first["manifest"]).is_file()
+    with Manifest.open(Path(first["manifest"]), create=False) as manifest:
+        (workbook,) = [r for r in manifest.rows() if r.source_path.endswith(".xlsx")]
+    assert (workbook.state, workbook.file_format, workbook.converted_from) == (
+        "done",
+        "parquet",
+        "xlsx",
+    )
+    assert workbook.rows == TICKERS and workbook.sent_sha256 != workbook.sha256
 
     second = report["second_run"]
     assert second["uploaded"] == 0 and second["bytes_sent"] == 0
@@ -113,6 +119,7 @@ def test_demo_narrates_on_stdout_and_keeps_the_token_to_itself(tmp_path: Path) -
     ):
         assert step in out
     assert "sent      " in out and "refused   " in out and "manifest  " in out
+    assert "excel     1 workbook(s) read with the contract's types" in out
     assert "sent 0 files; skipped " in out
     token = (directory / "token").read_text().strip()
     assert token and token not in out + ran.stderr
@@ -222,7 +229,8 @@ def test_backfill_spoils_three_csv_files_in_three_ways(tmp_path: Path) -> None:
     bad = {b.path.name: b.kind for b in backfill.bad}
     assert all(name.endswith(".csv") for name in bad)
     invalid = {name for name, v in verdicts.items() if not v.valid}
-    assert invalid == set(bad) | {"signals_2023-01-10.xlsx"}
+    assert invalid == set(bad)  # the xlsx file's date cells and whole numbers fit the contract
+    assert verdicts["signals_2023-01-10.xlsx"].rows == TICKERS
 
 
 def test_demo_needs_at_least_a_few_days(tmp_path: Path) -> None:

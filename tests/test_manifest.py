@@ -191,7 +191,7 @@ def test_key_hashes_are_kept_with_done_files_only(tmp_path: Path) -> None:
         assert manifest.done_keys("prices", "s1") == {}
 
 
-def test_a_version_1_manifest_gains_the_key_table(tmp_path: Path) -> None:
+def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript(
@@ -213,12 +213,13 @@ def test_a_version_1_manifest_gains_the_key_table(tmp_path: Path) -> None:
     )
     db.close()
     with Manifest.open(path, create=False) as manifest:
-        assert [r.source_path for r in manifest.rows()] == ["/d/a.csv"]  # kept
+        (kept,) = manifest.rows()
+        assert (kept.source_path, kept.converted_from) == ("/d/a.csv", None)
         assert manifest.done_keys("prices", "s1") == {}  # sent before keys were kept
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
         assert manifest.done_keys("prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(UsageError, match="manifest of a newer batchload"):

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from batchload.contract import arrow_schema, load_contract
 from batchload.errors import UsageError
 from batchload.manifest import Manifest
 from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
+from batchload.samples import write_xlsx
 from batchload.server.process import ServerProcess
 from tests.upload_helpers import (
     HEADER,
+    SIGNALS,
     ServerView,
     job,
     run,
@@ -241,3 +246,44 @@ def test_a_file_sent_again_does_not_repeat_its_own_keys(
     assert third.uploaded == 0 and set(reasons) == {"repeat_of_touched.csv", "repeat_of_grown.csv"}
     assert "sig_0002.csv, sent by an earlier run" in reasons["repeat_of_touched.csv"]
     assert "sig_0000.csv, sent by an earlier run" in reasons["repeat_of_grown.csv"]
+
+
+# --- workbooks ---------------------------------------------------------------------------------
+
+
+def test_a_workbook_lands_as_parquet_with_the_contract_types(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """Date cells and whole numbers pass a Date/Int64 contract; the service gets parquet
+    with exactly those types (the workbook's own bytes would be read as doubles and
+    timestamps), the manifest says so, and a re-run skips it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    header = HEADER.strip().split(",")
+    days = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+    write_xlsx(data / "book.xlsx", [header, *[[d, "AAPL", 0.25, 0.5, 21] for d in days]])
+    write_xlsx(data / "half.xlsx", [header, [dt.date(2024, 1, 4), "AAPL", 0.1, None, 2.5]])
+    manifest = tmp_path / "m.sqlite"
+
+    dry = run(server, token, [job(data / "*.xlsx")], manifest, dry_run=True)
+    assert [(r.file_id, r.file_format, r.rows) for r in dry.plan] == [("book", "parquet", 2)]
+    summary = run(server, token, [job(data / "*.xlsx")], manifest)
+    assert (summary.uploaded, summary.invalid) == (1, 1), summary.problems
+    (problem,) = summary.problems
+    assert "horizon_days: 1 value(s) are not int64 (rows 1: 2.5)" in problem.reason
+
+    stored = ServerView(server, token).files(summary.dataset_id or "")
+    assert list(stored) == ["book"] and stored["book"]["rows"] == 2
+    with Manifest.open(manifest) as opened:
+        (row,) = [r for r in opened.rows() if r.state == "done"]
+    assert (row.file_format, row.converted_from, row.file_id) == ("parquet", "xlsx", "book")
+    assert row.sent_sha256 == stored["book"]["sha256"] != sha256(data / "book.xlsx")
+    assert row.sha256 == sha256(data / "book.xlsx")  # resume still decides from the source
+    (landed,) = (server.data_dir / "files").rglob("book.*")
+    table = pq.read_table(landed)
+    assert table.schema.remove_metadata() == arrow_schema(load_contract(SIGNALS))
+    assert table.column("date").to_pylist() == days
+    assert table.column("horizon_days").to_pylist() == [21, 21]
+
+    again = run(server, token, [job(data / "*.xlsx")], manifest)
+    assert (again.uploaded, again.skipped, again.invalid) == (0, 1, 1)

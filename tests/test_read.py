@@ -226,11 +226,47 @@ def test_xlsx_first_sheet_by_default_and_sheet_by_name(tmp_path: Path, contract:
         read_frame(path, contract, sheet="third")
 
 
-def test_xlsx_types_as_the_api_reads_them(tmp_path: Path, contract: Contract) -> None:
-    """Numbers are doubles and dates are timestamp[ms] in a workbook, as the API sees them."""
-    path = write_xlsx(tmp_path / "t.xlsx", {"s": [["date", "volume"], [DAY, 3], [DAY, 4]]})
+def test_xlsx_read_with_the_contract_types(tmp_path: Path, contract: Contract) -> None:
+    """Date cells are a Date column and whole numbers an Int64 one, as the contract says;
+    without a contract the types are guessed, as the API would guess them."""
+    rows: list[list[object]] = [["date", "ticker", "price", "volume"]]
+    rows += [[DAY, "AAPL", 1 / 3, 3], [dt.datetime(2024, 1, 3), "MSFT", None, 4.0]]
+    rows += [["2024-01-04", "IBM", "2.25", " "]]  # ISO text, a number as text, a blank cell
+    path = write_xlsx(tmp_path / "t.xlsx", {"s": rows})
     frame = read_frame(path, contract)
-    assert frame.schema == pl.Schema({"date": pl.Datetime("ms"), "volume": pl.Float64})
+    assert frame.schema == pl.Schema(contract.polars_schema())
+    assert frame.rows() == [
+        (dt.date(2024, 1, 2), "AAPL", 1 / 3, 3),  # every bit of the double
+        (dt.date(2024, 1, 3), "MSFT", None, 4),
+        (dt.date(2024, 1, 4), "IBM", 2.25, None),
+    ]
+    guessed = read_sample(path).schema
+    assert (guessed["date"], guessed["volume"]) == (pl.String, pl.String)  # mixed cells
+    clean = write_xlsx(tmp_path / "c.xlsx", {"s": [["date", "volume"], [DAY, 3], [DAY, 4]]})
+    assert read_sample(clean).schema == pl.Schema({"date": pl.Datetime("ms"), "volume": pl.Float64})
+
+
+def test_xlsx_cells_unlike_the_contract_are_reported_never_nulled_or_cut(
+    tmp_path: Path, contract: Contract
+) -> None:
+    noon = dt.datetime(2024, 1, 3, 12, 30)
+    rows: list[list[object]] = [["date", "ticker", "price", "volume"]]
+    rows += [[DAY, "AAPL", 1.5, 3]]
+    rows += [[noon, "MSFT", 2.0, 2.5]]  # a time of day in a Date column; not a whole number
+    rows += [[45293, "IBM", "high", 4]]  # a plain number is not a date; text among numbers
+    rows += [[DAY, "GE", True, 1e20]]  # a boolean is not a price; too large for Int64
+    path = write_xlsx(tmp_path / "bad.xlsx", {"s": rows})
+    with pytest.raises(UnparseableValues) as caught:
+        read_frame(path, contract)
+    cells = {c.column: c for c in caught.value.cells}
+    assert list(cells) == ["date", "price", "volume"]  # in the sheet's order
+    assert (cells["date"].count, cells["date"].rows) == (2, (2, 3))
+    assert cells["date"].values == ("2024-01-03 12:30:00", "45293")
+    assert cells["date"].expected == "date32[day]"
+    assert (cells["price"].rows, cells["price"].values) == ((3, 4), ("high", "TRUE"))
+    assert (cells["volume"].expected, cells["volume"].rows) == ("int64", (2, 4))
+    assert cells["volume"].values == ("2.5", "1e+20")
+    assert str(caught.value).startswith("6 value(s) cannot be read as the contract's types; ")
 
 
 def test_xlsx_na_in_a_number_column_is_an_error_not_a_null(

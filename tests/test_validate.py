@@ -147,16 +147,24 @@ def test_wrong_dtype_reports_the_dtype_not_check_errors(tmp_path: Path, contract
     assert verdict.fingerprint != contract.fingerprint
 
 
-def test_excel_number_column_needs_a_float_contract(tmp_path: Path, contract: Contract) -> None:
-    """A workbook's numbers are doubles for the API, so an Int64 contract column refuses it."""
-    path = tmp_path / "x.xlsx"
-    book = xlsxwriter.Workbook(str(path))
-    sheet = book.add_worksheet()
-    sheet.write_row(0, 0, ["ticker", "volume"])
-    sheet.write_row(1, 0, ["AAPL", 3])
-    book.close()
-    (verdict,) = validate_files([path], contract)
-    assert "column 'volume' is Float64, expected Int64" in [p.message for p in verdict.problems]
+def test_excel_cells_holding_the_contract_values_are_valid(
+    tmp_path: Path, contract: Contract
+) -> None:
+    """Date cells for a Date column, whole numbers for an Int64 one: valid; 2.5 is not."""
+    good, bad = tmp_path / "good.xlsx", tmp_path / "bad.xlsx"
+    for path, volume in ((good, 3), (bad, 2.5)):
+        book = xlsxwriter.Workbook(str(path))
+        sheet = book.add_worksheet()
+        day = book.add_format({"num_format": "yyyy-mm-dd"})
+        sheet.write_row(0, 0, ["date", "ticker", "signal", "volume"])
+        sheet.write_datetime(1, 0, dt.datetime(2024, 1, 2), day)
+        sheet.write_row(1, 1, ["AAPL", 0.5, volume])
+        book.close()
+    verdicts = validate_files([good, bad], contract)
+    assert verdicts[0].valid and verdicts[0].fingerprint == contract.fingerprint
+    assert [p.message for p in verdicts[1].problems] == [
+        "volume: 1 value(s) are not int64 (rows 1: 2.5)"
+    ]
 
 
 def test_bounded_report_for_a_million_bad_rows(contract: Contract) -> None:

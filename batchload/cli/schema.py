@@ -225,8 +225,9 @@ def diff(
 def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_json: bool) -> None:
     """Validate files against a contract before anything is sent.
 
-    Reads each file as the API would (CSV with the contract's types, parquet,
-    xlsx/xls), runs the pandera checks collecting every failure, checks the
+    Reads each file with the contract's types, as it would be sent (CSV as the API
+    parses it, parquet, xlsx/xls cells cast strictly), runs the pandera checks
+    collecting every failure, checks the
     contract's unique key across all the files, and prints per file: valid, or
     invalid with a capped summary (column, check, failing rows, the first rows and
     values; rows are data rows, 1 = the first row under the header). Exit 0 when
