@@ -13,7 +13,7 @@
   row-key hashes are kept (``file_keys``: one blob of little-endian u64 hashes per
   source file), written in the same transaction as the file's ``done`` rows, so a
   re-run knows the keys of the files it skips without reading them
-  (:meth:`Manifest.done_keys`, one query).
+  (:meth:`Manifest.key_hashes`, one query).
 
 Schema (``PRAGMA user_version`` = 3; an older manifest is upgraded when opened: v1
 gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
@@ -328,18 +328,17 @@ class Manifest:
             index.setdefault(row.source_path, []).append(row)
         return index
 
-    def done_keys(self, dataset: str, scheme: str) -> dict[str, bytes]:
-        """Source path -> key hashes of the dataset's done files, made with ``scheme``.
+    def key_hashes(self, dataset: str, scheme: str) -> dict[str, bytes]:
+        """Source path -> the key hashes stored for it, of those made with ``scheme``.
 
-        One query; a file with any row not done (being re-sent, failed, invalid now)
-        is left out, so are hashes made another way (another key, another polars).
+        One plain query (hashes made another way, with another key or another polars,
+        are left out); whether each file is done is for the caller to judge from its
+        rows (:meth:`resume_index`), which a resume has read already.
         """
         cursor = self._db.cursor()
         cursor.row_factory = None
         cursor.execute(
-            "SELECT k.source_path, k.hashes FROM file_keys AS k "
-            "WHERE k.dataset = ? AND k.scheme = ? AND NOT EXISTS (SELECT 1 FROM files AS f "
-            "WHERE f.dataset = k.dataset AND f.source_path = k.source_path AND f.state != 'done')",
+            "SELECT source_path, hashes FROM file_keys WHERE dataset = ? AND scheme = ?",
             (dataset, scheme),
         )
         return dict(cursor.fetchall())

@@ -126,6 +126,7 @@ def prepare(
         raise UsageError("nothing to upload: no jobs")
     prepared: list[PreparedJob] = []
     by_name: dict[str, PreparedJob] = {}
+    indexes: dict[str, Mapping[str, list[ResumeRow]]] = {}
     for job_index, job in enumerate(jobs):
         contract = load_contract(job.schema)
         name = job.dataset or contract.dataset_name
@@ -134,6 +135,7 @@ def prepare(
         record = manifest.dataset(name) if manifest else None
         _check_record(record, job, name, endpoint, template)
         index = manifest.resume_index(name) if manifest else {}
+        indexes[name] = index
         owners = {r.file_id: r.source_path for rs in index.values() for r in rs if r.file_id}
         if (other := by_name.get(name)) is not None:
             _check_same_dataset(other, job, contract, template, name)
@@ -160,16 +162,21 @@ def prepare(
         by_name.setdefault(name, item)
         prepared.append(item)
     if manifest is not None:
-        prepared = _with_known_keys(prepared, manifest)
+        prepared = _with_known_keys(prepared, manifest, indexes)
     return prepared
 
 
-def _with_known_keys(prepared: list[PreparedJob], manifest: Manifest) -> list[PreparedJob]:
+def _with_known_keys(
+    prepared: list[PreparedJob],
+    manifest: Manifest,
+    indexes: Mapping[str, Mapping[str, list[ResumeRow]]],
+) -> list[PreparedJob]:
     """Give each job the key hashes of its dataset's done files that it does not re-send.
 
-    Nothing is read for a contract without a unique key. A file this run sends again
-    (changed) or forgets (gone, its id taken over) is left out: its old keys must
-    not count against it or its successor.
+    Nothing is read for a contract without a unique key. A file with a row not done
+    (being re-sent, failed, invalid now), one this run sends again (changed) or
+    forgets (gone, its id taken over) is left out: its old keys must not count
+    against it or its successor.
     """
     from batchload.crossfile import UniqueKeys
 
@@ -180,9 +187,15 @@ def _with_known_keys(prepared: list[PreparedJob], manifest: Manifest) -> list[Pr
         if not contract.unique:
             continue
         scheme = UniqueKeys.for_contract(contract).scheme
-        stored = manifest.done_keys(name, scheme)
+        stored = manifest.key_hashes(name, scheme)
         if not stored:
             continue
+        index = indexes[name]
+        stored = {
+            path: hashes
+            for path, hashes in stored.items()
+            if (rows := index.get(path)) and all(r.state == "done" for r in rows)
+        }
         for job in jobs:
             for work in job.work:
                 if work.decision == "send":

@@ -165,7 +165,7 @@ def keys(source: str, hashes: bytes | None, scheme: str = "s1") -> FileKeys:
     return FileKeys(dataset="prices", source_path=source, scheme=scheme, hashes=hashes)
 
 
-def test_key_hashes_are_kept_with_done_files_only(tmp_path: Path) -> None:
+def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
     with Manifest.open(tmp_path / "m.sqlite") as manifest:
         manifest.apply(
             [
@@ -174,21 +174,18 @@ def test_key_hashes_are_kept_with_done_files_only(tmp_path: Path) -> None:
                 Changes(records=(record("/d/c.csv"),), keys=(keys("/d/c.csv", b"C" * 8, "s0"),)),
             ]
         )
-        assert manifest.done_keys("prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
-        assert manifest.done_keys("prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
-        assert manifest.done_keys("other", "s1") == {}
-        # b is being sent again: not done, so its keys do not count until it is
-        manifest.write([record("/d/b.csv", state="sent")])
-        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
+        assert manifest.key_hashes("prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
+        assert manifest.key_hashes("other", "s1") == {}
         # re-sent without validation: what was stored is stale, and deleted
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", None)])
-        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
         # a whole file cut into parts keeps its keys; a file forgotten loses them
         parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
         manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
-        assert set(manifest.done_keys("prices", "s1")) == {"/d/a.csv"}
+        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
         manifest.write([], forget=[("prices", "/d/a.csv", 1), ("prices", "/d/a.csv", 2)])
-        assert manifest.done_keys("prices", "s1") == {}
+        assert manifest.key_hashes("prices", "s1") == {}
 
 
 def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
@@ -215,9 +212,9 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     with Manifest.open(path, create=False) as manifest:
         (kept,) = manifest.rows()
         assert (kept.source_path, kept.converted_from) == ("/d/a.csv", None)
-        assert manifest.done_keys("prices", "s1") == {}  # sent before keys were kept
+        assert manifest.key_hashes("prices", "s1") == {}  # sent before keys were kept
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
-        assert manifest.done_keys("prices", "s1") == {"/d/b.csv": b"B" * 8}
+        assert manifest.key_hashes("prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")

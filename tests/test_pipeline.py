@@ -11,8 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchload.contract import arrow_schema, load_contract
+from batchload.crossfile import UniqueKeys
+from batchload.encode import max_request_bytes
 from batchload.errors import UsageError
-from batchload.manifest import Manifest
+from batchload.manifest import FileKeys, FileRecord, Manifest
+from batchload.prepare import prepare
 from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
 from batchload.samples import write_xlsx
 from batchload.server.process import ServerProcess
@@ -287,3 +290,40 @@ def test_a_workbook_lands_as_parquet_with_the_contract_types(
 
     again = run(server, token, [job(data / "*.xlsx")], manifest)
     assert (again.uploaded, again.skipped, again.invalid) == (0, 1, 1)
+
+
+def test_a_rerun_starts_from_the_keys_of_every_done_file_it_does_not_send_again(
+    tmp_path: Path,
+) -> None:
+    """Done files (in this run's file set or not) count; a file not done, or being sent
+    again, does not."""
+    skipped, changed, elsewhere, failed = write_signals(tmp_path / "data", 4)
+    scheme = UniqueKeys.for_contract(load_contract(SIGNALS)).scheme
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        for path in (skipped, changed, elsewhere, failed):
+            st = path.stat()
+            state = "failed" if path == failed else "done"
+            row = FileRecord(
+                dataset="equity_signals",
+                source_path=str(path.resolve()),
+                parts=1,
+                file_id=path.stem,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha256(path),
+                state=state,
+            )
+            blob = FileKeys(
+                dataset=row.dataset, source_path=row.source_path, scheme=scheme, hashes=b"k" * 8
+            )
+            manifest.write([row], keys=[blob])
+        changed.write_text(signal_csv(1, rows=21))
+        (prepared,) = prepare(
+            [job(skipped, changed)],
+            manifest=manifest,
+            endpoint=None,
+            max_request_bytes=max_request_bytes(5),
+        )
+    assert [s.path.name for s in prepared.skipped] == [skipped.name]
+    known = sorted(Path(p).name for p, _ in prepared.known_keys)
+    assert known == sorted([elsewhere.name, skipped.name])
