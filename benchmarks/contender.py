@@ -4,7 +4,7 @@
 prepares everything the contender needs (outside the timed section), runs it
 against ``task.endpoint`` and prints one JSON line: files and source bytes that
 landed, wall and CPU seconds of the timed section, and the process's peak RSS
-(``ru_maxrss``: imports and preparation included, as a user would see it). Given
+(``VmHWM``: imports and preparation included, as a user would see it). Given
 several task files it runs them one after another in the same process (the
 harness's quick mode: imports paid once, RSS no longer one contender's). The
 token comes from ``$SIGTECH_PLATFORM_TOKEN``.
@@ -94,7 +94,16 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB  # KiB on Linux
+    """This process's own high-water mark (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that over ``exec`` from the forked parent, so a
+    child would report at least its parent's size.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / MB  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # --- the guide's function, sequential or in a thread pool ------------------------------

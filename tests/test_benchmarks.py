@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,11 @@ def _sane(value: object) -> bool:
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # type: ignore[type-arg]
     out = tmp_path_factory.mktemp("results")
     work = tmp_path_factory.mktemp("work")
+    keys = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    environment = {key: os.environ.get(key) for key in keys}
     main(["--quick", "--out", str(out), "--work", str(work)])
+    # the bytecode cache is for the children only
+    assert {key: os.environ.get(key) for key in keys} == environment
     return json.loads((out / "latest.json").read_text()), out
 
 
