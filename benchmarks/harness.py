@@ -42,7 +42,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 TOKEN = "benchmark-token"
 SCENARIOS = ("S", "M", "L", "L16", "V", "R", "C")
 ALIASES = {"L": ("L", "L16")}
-SHORT_RUN_S = 10.0
+SHORT_RUN_S = 20.0
 """A contender whose run took less than this is run again (up to the scenario's repeats)."""
 CHILD_TIMEOUT_S = 1800.0
 MB = 1_000_000
