@@ -92,19 +92,20 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
         assert isinstance(frame, pl.DataFrame)
         if frame.width == 0:
             raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
-        texts = None
+        texts: pl.DataFrame | None = None
         numbers = [n for n, load in dtypes.items() if load == "float" and n in frame.columns]
         if numbers:  # again, as text: only that tells a boolean cell from the number 1
             as_text: dict[str | int, DType] = dict.fromkeys(numbers, "string")
             again = reader.load_sheet(
                 index, schema_sample_rows=None, use_columns=numbers, dtypes=as_text
             )
-            texts = pl.from_arrow(again.to_arrow())
+            as_read = pl.from_arrow(again.to_arrow())
+            assert isinstance(as_read, pl.DataFrame)
+            texts = as_read
     except fastexcel.FastExcelError as exc:
         return _raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
-    bad = _excel_bad_cells(frame, errors.errors, contract) if errors is not None else []
+    bad = _excel_bad_cells(frame, errors.errors, contract, texts) if errors is not None else []
     if contract is not None:
-        assert texts is None or isinstance(texts, pl.DataFrame)
         frame, strict = _as_contract_types(frame, contract, texts)
         bad = _merged(bad + strict, frame.columns)
     if bad:
@@ -294,9 +295,16 @@ def _inflated_size(handle: Any, info: Any, budget: int) -> int:
 
 
 def _excel_bad_cells(
-    frame: pl.DataFrame, errors: Sequence[Any], contract: Contract | None
+    frame: pl.DataFrame,
+    errors: Sequence[Any],
+    contract: Contract | None,
+    texts: pl.DataFrame | None = None,
 ) -> list[BadCells]:
-    """Group calamine's cell errors by column (``offset_position`` is 0-based data row, column)."""
+    """Group calamine's cell errors by column (``offset_position`` is 0-based data row, column).
+
+    A cell's value is shown as its text in ``texts`` when it has one there (a date
+    cell among numbers reads ``2024-01-02 00:00:00``, not calamine's debug form).
+    """
     from batchload.contract import arrow_type_of
 
     expected = {} if contract is None else {c.name: c.arrow_type for c in contract.columns}
@@ -306,6 +314,8 @@ def _excel_bad_cells(
         name = frame.columns[column] if column < frame.width else f"#{column + 1}"
         match = re.search(r"got '\w+\(\"?(.*?)\"?\)'", error.detail)
         value = match.group(1) if match else error.detail
+        if texts is not None and name in texts.columns and row < texts.height:
+            value = texts.get_column(name)[row] or value
         if contract is not None and match and not value.strip():
             continue  # a blank text cell is an empty cell (null), as in every other column
         found.setdefault(name, []).append((row + 1, value))

@@ -255,6 +255,7 @@ def test_xlsx_cells_unlike_the_contract_are_reported_never_nulled_or_cut(
     rows += [[noon, "MSFT", 2.0, 2.5]]  # a time of day in a Date column; not a whole number
     rows += [[45293, "IBM", "high", 4]]  # a plain number is not a date; text among numbers
     rows += [[DAY, "GE", True, 1e20]]  # a boolean is not a price; too large for Int64
+    rows += [[DAY, "HP", DAY, 5]]  # a date is not a price
     path = write_xlsx(tmp_path / "bad.xlsx", {"s": rows})
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
@@ -263,10 +264,11 @@ def test_xlsx_cells_unlike_the_contract_are_reported_never_nulled_or_cut(
     assert (cells["date"].count, cells["date"].rows) == (2, (2, 3))
     assert cells["date"].values == ("2024-01-03 12:30:00", "45293")
     assert cells["date"].expected == "date32[day]"
-    assert (cells["price"].rows, cells["price"].values) == ((3, 4), ("high", "TRUE"))
+    assert cells["price"].rows == (3, 4, 5)
+    assert cells["price"].values == ("high", "TRUE", "2024-01-02 00:00:00")
     assert (cells["volume"].expected, cells["volume"].rows) == ("int64", (2, 4))
     assert cells["volume"].values == ("2.5", "1e+20")
-    assert str(caught.value).startswith("6 value(s) cannot be read as the contract's types; ")
+    assert str(caught.value).startswith("7 value(s) cannot be read as the contract's types; ")
 
 
 def test_xlsx_na_in_a_number_column_is_an_error_not_a_null(
