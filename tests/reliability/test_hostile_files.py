@@ -14,7 +14,9 @@ import datetime as dt
 import io
 import os
 import random
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +323,7 @@ class Outcome:
     problems: dict[str, dict[str, Any]]
     landed: dict[str, dict[str, str]]  # dataset -> file_id -> sha256
     root: Path
+    sent: dict[str, tuple[str | None, str | None]]  # source name -> (sent_sha256, converted_from)
 
 
 def _plan(root: Path) -> Path:
@@ -361,7 +364,11 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
             for d in view.datasets()
         }
     problems = {Path(p["path"]).name: p for p in summary["problems"]}
-    yield Outcome(result, summary, problems, landed, root)
+    with closing(sqlite3.connect(root / "run.sqlite")) as db:
+        query = "SELECT source_path, sent_sha256, converted_from FROM files WHERE part = 0"
+        rows = db.execute(query)
+        sent = {Path(path).name: (digest, origin) for path, digest, origin in rows}
+    yield Outcome(result, summary, problems, landed, root, sent)
 
 
 def test_the_run_finishes_with_exit_1_and_no_traceback(outcome: Outcome) -> None:
@@ -401,7 +408,14 @@ def test_verdict(outcome: Outcome, case: Case) -> None:
     if case.verdict == "lands":
         assert case.name not in outcome.problems, outcome.problems.get(case.name)
         file_id = case.file_id or path.stem
-        assert outcome.landed[case.dataset][file_id] == sha256(path.resolve())
+        if path.suffix in (".xls", ".xlsx"):
+            # Workbooks are sent as parquet with the contract's types: the service holds
+            # exactly the bytes the manifest says were sent, converted from the workbook.
+            sent_sha256, converted_from = outcome.sent[case.name]
+            assert converted_from == path.suffix.lstrip(".")
+            assert outcome.landed[case.dataset][file_id] == sent_sha256
+        else:
+            assert outcome.landed[case.dataset][file_id] == sha256(path.resolve())
         return
     problem = outcome.problems.get(case.name)
     assert problem is not None, f"no verdict for {case.name}"
