@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
@@ -51,6 +51,21 @@ __all__ = [
 ]
 
 DATAFRAME_ID_PREFIX = "df-"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _blocking(function: Callable[P, Awaitable[R]]) -> Callable[P, R]:
+    """The blocking twin of an ``*_async`` function: same arguments, run in a new loop."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return anyio.run(functools.partial(function, *args, **kwargs), backend="asyncio")
+
+    run.__name__ = run.__qualname__ = function.__name__.removesuffix("_async")
+    run.__doc__ = f"Blocking twin of :func:`{function.__name__}`.\n\n{function.__doc__ or ''}"
+    return run
 
 
 def _config(
@@ -133,48 +148,7 @@ async def upload_files_async(
     return summary
 
 
-def upload_files(
-    files: Sequence[str | Path],
-    *,
-    schema: str | Path,
-    dataset: str | None = None,
-    dataset_id: str | None = None,
-    endpoint: str | None = None,
-    token: str | Secret | None = None,
-    file_id: str = DEFAULT_TEMPLATE,
-    manifest: str | Path | None = None,
-    concurrency: int = 8,
-    max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
-    dry_run: bool = False,
-    sheet: str | None = None,
-    retry: RetryPolicy | None = None,
-    sink: Sink = null_sink,
-    ca_bundle: Path | None = None,
-    verify_tls: bool = True,
-    validate: bool = True,
-) -> RunSummary:
-    """Blocking twin of :func:`upload_files_async`."""
-    call = functools.partial(
-        upload_files_async,
-        files,
-        schema=schema,
-        dataset=dataset,
-        dataset_id=dataset_id,
-        endpoint=endpoint,
-        token=token,
-        file_id=file_id,
-        manifest=manifest,
-        concurrency=concurrency,
-        max_request_mb=max_request_mb,
-        dry_run=dry_run,
-        sheet=sheet,
-        retry=retry,
-        sink=sink,
-        ca_bundle=ca_bundle,
-        verify_tls=verify_tls,
-        validate=validate,
-    )
-    return anyio.run(call, backend="asyncio")
+upload_files = _blocking(upload_files_async)
 
 
 # --- a DataFrame ---------------------------------------------------------------------------
@@ -315,29 +289,4 @@ async def upload_dataframe_async(
     )
 
 
-def upload_dataframe(
-    df: Any,
-    *,
-    dataset: str | None = None,
-    dataset_id: str | None = None,
-    schema: str | Path | None = None,
-    endpoint: str | None = None,
-    token: str | Secret | None = None,
-    file_id: str | None = None,
-    max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
-    retry: RetryPolicy | None = None,
-) -> DataFrameUpload:
-    """Blocking twin of :func:`upload_dataframe_async`."""
-    call = functools.partial(
-        upload_dataframe_async,
-        df,
-        dataset=dataset,
-        dataset_id=dataset_id,
-        schema=schema,
-        endpoint=endpoint,
-        token=token,
-        file_id=file_id,
-        max_request_mb=max_request_mb,
-        retry=retry,
-    )
-    return anyio.run(call, backend="asyncio")
+upload_dataframe = _blocking(upload_dataframe_async)
