@@ -103,8 +103,11 @@ def file_format(path: Path) -> FileFormat:
     return fmt
 
 
-def read_frame(path: Path, contract: Contract, *, sheet: str | None = None) -> pl.DataFrame:
-    """Read ``path`` typed by ``contract`` (raises UnreadableFile or UnparseableValues)."""
+def read_frame(path: Path, contract: Contract | None, *, sheet: str | None = None) -> pl.DataFrame:
+    """Read ``path`` typed by ``contract`` (raises UnreadableFile or UnparseableValues).
+
+    With no contract, types are what the format gives or infers (for ``schema infer``).
+    """
     path = Path(path)
     fmt = file_format(path)
     if fmt == "csv":
@@ -118,15 +121,7 @@ def read_frame(path: Path, contract: Contract, *, sheet: str | None = None) -> p
 
 def read_sample(path: Path, *, sheet: str | None = None) -> pl.DataFrame:
     """Read ``path`` with no contract, types as its format gives or infers them."""
-    path = Path(path)
-    fmt = file_format(path)
-    if fmt == "csv":
-        return _read_csv(path, None)
-    if fmt == "parquet":
-        return _read_parquet(path)
-    from batchload.excel import read_excel
-
-    return read_excel(path, None, sheet)
+    return read_frame(path, None, sheet=sheet)
 
 
 def shorten(value: object) -> str:
