@@ -74,3 +74,13 @@ def test_rich_bars_render_counts() -> None:
     text = out.getvalue()
     assert "invalid: b: bad values" in text
     assert "2/2 files, 1 skipped, 1 invalid, 0 failed" in text
+
+
+def test_a_reason_that_says_invalid_is_not_said_twice() -> None:
+    out = io.StringIO()
+    with RichBars(out) as sink:
+        sink(RunStarted(files=1, bytes=MIB, skipped=0, datasets=("d",)))
+        sink(FileInvalid("b", "invalid: column 'x' is missing", MIB))
+    text = out.getvalue()
+    assert "invalid: b: column 'x' is missing" in text
+    assert "invalid: b: invalid:" not in text

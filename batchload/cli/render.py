@@ -31,7 +31,8 @@ def _notice(event: Event) -> str | None:
         case DatasetReady(created=True):
             return f"created dataset {event.name} (id {event.dataset_id})"
         case FileInvalid():
-            return f"invalid: {event.path}: {event.reason}"
+            # A verdict's reason may already say "invalid: "; say it once.
+            return f"invalid: {event.path}: {event.reason.removeprefix('invalid: ')}"
         case FileFailed():
             return f"failed: {event.path}: {event.reason}"
         case Throttled():
