@@ -25,18 +25,20 @@ HEADER = "date,ticker,signal,confidence,horizon_days\n"
 FAST_RETRY = RetryPolicy(attempts=12, base_delay_s=0.005, max_delay_s=0.05)
 
 
+def signal_rows(index: int, rows: int) -> str:
+    """Rows valid for equity_signals; ``index`` makes the (date, ticker) keys unique."""
+    lines = []
+    for r in range(rows):
+        day, month, year = 1 + r % 28, 1 + (r // 28) % 12, 2000 + r // 336
+        confidence = "" if r % 7 == 0 else f"{(r % 10) / 10:.1f}"
+        signal = ((r + index) % 21 - 10) / 10
+        lines.append(f"{year}-{month:02d}-{day:02d},T{index}X,{signal:.1f},{confidence},5\n")
+    return "".join(lines)
+
+
 def signal_csv(index: int, rows: int = 20) -> str:
     """A valid equity_signals CSV; ``index`` makes its (date, ticker) keys unique."""
-    lines = [HEADER]
-    for r in range(rows):
-        day = 1 + r % 28
-        month = 1 + (r // 28) % 12
-        year = 2000 + r // 336
-        confidence = "" if r % 7 == 0 else f"{(r % 10) / 10:.1f}"
-        lines.append(
-            f"{year}-{month:02d}-{day:02d},T{index}X,{((r % 21) - 10) / 10:.1f},{confidence},5\n"
-        )
-    return "".join(lines)
+    return HEADER + signal_rows(index, rows)
 
 
 def write_signals(directory: Path, count: int, *, rows: int = 20, start: int = 0) -> list[Path]:

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.reliability.helpers import LEDGER, ROOT
+from tests.reliability.helpers import LEDGER
+from tests.upload_helpers import ROOT
 
 FIGURES = ROOT / ".batchload" / "reliability-last-run.json"
 

@@ -7,7 +7,6 @@ batchload) what it holds and compares it with the files on disk and the manifest
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,10 +23,9 @@ from typing import Any
 import requests
 
 from batchload.server.process import ServerProcess
+from tests import upload_helpers
+from tests.upload_helpers import SIGNALS, sha256
 
-ROOT = Path(__file__).resolve().parents[2]
-SIGNALS = ROOT / "schemas" / "equity_signals.yaml"
-HEADER = "date,ticker,signal,confidence,horizon_days\n"
 CLI_TIMEOUT_S = 180.0
 WAIT_TIMEOUT_S = 90.0
 
@@ -35,34 +33,14 @@ WAIT_TIMEOUT_S = 90.0
 # --- files -----------------------------------------------------------------------------
 
 
-def signal_rows(index: int, rows: int) -> str:
-    """Rows valid for equity_signals; ``index`` makes the (date, ticker) keys unique."""
-    lines = []
-    for r in range(rows):
-        day, month, year = 1 + r % 28, 1 + (r // 28) % 12, 2000 + r // 336
-        confidence = "" if r % 7 == 0 else f"{(r % 10) / 10:.1f}"
-        signal = ((r + index) % 21 - 10) / 10
-        lines.append(f"{year}-{month:02d}-{day:02d},T{index}X,{signal:.1f},{confidence},5\n")
-    return "".join(lines)
-
-
 def signal_csv(index: int, rows: int = 6) -> str:
-    return HEADER + signal_rows(index, rows)
+    """A small valid equity_signals CSV (the suite's files are small: many, fast)."""
+    return upload_helpers.signal_csv(index, rows)
 
 
 def write_signals(directory: Path, count: int, *, rows: int = 6) -> list[Path]:
     """``count`` small valid CSV files ``sig_0000.csv``...; returns their paths in order."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = directory / f"sig_{i:04d}.csv"
-        path.write_text(signal_csv(i, rows))
-        paths.append(path)
-    return paths
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return upload_helpers.write_signals(directory, count, rows=rows)
 
 
 # --- the CLI ---------------------------------------------------------------------------

@@ -30,17 +30,14 @@ import xlwt
 from batchload.server.process import ServerProcess
 from tests.reliability.files import workbook_bytes, zip_bomb_xlsx
 from tests.reliability.helpers import (
-    HEADER,
     LEDGER,
-    SIGNALS,
     CliResult,
     ServerView,
     assert_clean_output,
     cli,
-    sha256,
     signal_csv,
-    signal_rows,
 )
+from tests.upload_helpers import HEADER, SIGNALS, sha256, signal_rows
 
 TOKEN = "hostile-files-token-93ab"
 GOOD_FILES = 20
