@@ -321,10 +321,11 @@ async def add_file(request: web.Request) -> web.Response:
     """``PUT|POST /ingestion/datasets/{id}/files``: 201 new, 200 overwritten."""
     state = request.app[STATE]
     dataset_id = _path_id(request, "id")
-    if await state.meta(state.store.get_dataset, dataset_id) is None:  # before reading the body
+    locked = await state.meta(state.store.locked_schema, dataset_id)
+    if locked is None:  # before reading the body
         raise not_found(f"dataset {dataset_id!r} does not exist")
     file, overwritten = await ingest.add_file(
-        state.store, state.ingest_pool, dataset_id, await read_body(request)
+        state.store, state.ingest_pool, dataset_id, locked, await read_body(request)
     )
     request[_STORED] = True
     answer = {**file.to_json(), "overwritten": overwritten}

@@ -58,20 +58,21 @@ async def create_from_file(
 
 
 async def add_file(
-    store: Store, pool: Executor, dataset_id: str, body: bytearray
+    store: Store, pool: Executor, dataset_id: str, locked: Schema, body: bytearray
 ) -> tuple[FileRecord, bool]:
-    """``PUT|POST /ingestion/datasets/{id}/files``: the receipt, and whether it overwrote."""
+    """``PUT|POST /ingestion/datasets/{id}/files``: the receipt, and whether it overwrote.
+
+    ``locked`` is the dataset's schema as it was when the request came in; the commit
+    checks it again in its transaction, in case the dataset changed meanwhile.
+    """
     upload, data = await _in_thread(pool, _read_upload, body, False)
     del body
-    dataset = await _in_thread(pool, store.get_dataset, dataset_id)
-    if dataset is None:
-        raise not_found(f"dataset {dataset_id!r} does not exist")
     staged, parsed = await _stage_and_parse(store, pool, upload, data)
     del data
     record = _file_record(dataset_id, upload, staged, parsed)
     try:
-        if dataset.schema != parsed.schema:
-            raise _mismatch(dataset_id, dataset.schema, parsed.schema)
+        if locked != parsed.schema:
+            raise _mismatch(dataset_id, locked, parsed.schema)
         commit = functools.partial(store.commit_file, schema=parsed.schema)
         return record, await _in_thread(pool, commit, record, staged)
     except DatasetNotFound:

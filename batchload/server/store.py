@@ -17,6 +17,7 @@ staging (the slow part: hashing and writing) happens outside it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -183,6 +184,18 @@ class Store:
                 (dataset_id,),
             ).fetchone()
         return None if row is None else _dataset(row)
+
+    def locked_schema(self, dataset_id: str) -> Schema | None:
+        """The dataset's locked schema, None if there is no such dataset.
+
+        What an upload needs, by primary key: :meth:`get_dataset` also totals the
+        dataset's files, a scan that grows with every file stored.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT schema FROM datasets WHERE id = ?", (dataset_id,)
+            ).fetchone()
+        return None if row is None else _schema(row[0])
 
     def list_datasets(self) -> list[DatasetRecord]:
         with self._lock:
@@ -378,6 +391,7 @@ def _dumps(value: Mapping[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+@functools.lru_cache(maxsize=256)
 def _schema(text: str) -> Schema:
     return tuple(Column(c["name"], c["type"]) for c in json.loads(text))
 
