@@ -1,12 +1,15 @@
 """From a request body to a stored file or dataset, off the event loop.
 
-Each upload takes three steps on the ingest thread pool, the middle two at once:
+An upload is one job on the ingest thread pool (a hop between threads costs the
+event loop more than a small file's whole parsing):
 
 1. read: the JSON skeleton, the field checks and the base64 decoding (pybase64
    releases the GIL); the body is freed as soon as the file is decoded;
-2. stage (sha256, write, fsync) *while* parsing (pyarrow is multithreaded), so the
-   disk and the CPUs work together;
-3. commit: the schema check against the locked schema and the metadata transaction.
+2. parse and stage (sha256, write, fsync): one after the other for a small file,
+   side by side for a large one, so the disk and the CPUs work together;
+3. commit: the schema check against the locked schema and the metadata transaction,
+   grouped with the other uploads committing at the same time (see
+   :meth:`~batchload.server.store.Store.commit_file`).
 
 Every refusal is an :class:`~batchload.server.errors.ApiError`.
 """
@@ -14,11 +17,11 @@ Every refusal is an :class:`~batchload.server.errors.ApiError`.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Final, TypeVar
 
 from batchload.server.body import FileUpload, dataset_spec, decode_file, file_upload, parse_object
 from batchload.server.errors import ApiError, not_found
@@ -36,25 +39,17 @@ from batchload.server.store import (
 )
 
 T = TypeVar("T")
+STAGE_BESIDE_BYTES: Final = 4 * 1024 * 1024
+"""Files at least this big are written to disk on a second thread while being parsed."""
 
 
 async def create_from_file(
     store: Store, pool: Executor, body: bytearray
 ) -> tuple[DatasetRecord, FileRecord]:
     """``POST /ingestion/datasets``: a new dataset whose locked schema is this file's."""
-    upload, data = await _in_thread(pool, _read_upload, body, True)
+    box = [body]  # the job takes the only reference, to free the body once decoded
     del body
-    assert upload.name is not None
-    staged, parsed = await _stage_and_parse(store, pool, upload, data)
-    del data
-    dataset_id = uuid.uuid4().hex
-    record = _file_record(dataset_id, upload, staged, parsed)
-    new = NewDataset(id=dataset_id, name=upload.name, schema=parsed.schema)
-    commit = functools.partial(store.commit_file, schema=parsed.schema, create=new)
-    await _in_thread(pool, commit, record, staged)
-    dataset = await _in_thread(pool, store.get_dataset, dataset_id)
-    assert dataset is not None
-    return dataset, record
+    return await _in_thread(pool, _create_from_file, store, box)
 
 
 async def add_file(
@@ -65,16 +60,32 @@ async def add_file(
     ``locked`` is the dataset's schema as it was when the request came in; the commit
     checks it again in its transaction, in case the dataset changed meanwhile.
     """
-    upload, data = await _in_thread(pool, _read_upload, body, False)
+    box = [body]
     del body
-    staged, parsed = await _stage_and_parse(store, pool, upload, data)
-    del data
+    return await _in_thread(pool, _add_file, store, dataset_id, locked, box)
+
+
+def _create_from_file(store: Store, box: list[bytearray]) -> tuple[DatasetRecord, FileRecord]:
+    upload, staged, parsed = _receive(store, box, name_required=True)
+    assert upload.name is not None
+    dataset_id = uuid.uuid4().hex
+    record = _file_record(dataset_id, upload, staged, parsed)
+    new = NewDataset(id=dataset_id, name=upload.name, schema=parsed.schema)
+    store.commit_file(record, staged, schema=parsed.schema, create=new)
+    dataset = store.get_dataset(dataset_id)
+    assert dataset is not None
+    return dataset, record
+
+
+def _add_file(
+    store: Store, dataset_id: str, locked: Schema, box: list[bytearray]
+) -> tuple[FileRecord, bool]:
+    upload, staged, parsed = _receive(store, box, name_required=False)
     record = _file_record(dataset_id, upload, staged, parsed)
     try:
         if locked != parsed.schema:
             raise _mismatch(dataset_id, locked, parsed.schema)
-        commit = functools.partial(store.commit_file, schema=parsed.schema)
-        return record, await _in_thread(pool, commit, record, staged)
+        return record, store.commit_file(record, staged, schema=parsed.schema)
     except DatasetNotFound:
         raise not_found(f"dataset {dataset_id!r} was deleted during the upload") from None
     except SchemaConflict as conflict:  # deleted and recreated with another schema meanwhile
@@ -102,9 +113,26 @@ async def create_dataset(
     return record, created
 
 
-def _read_upload(body: bytearray, name_required: bool) -> tuple[FileUpload, bytes]:
+def _receive(
+    store: Store, box: list[bytearray], *, name_required: bool
+) -> tuple[FileUpload, StagedFile, ParsedFile]:
+    """Decode, parse and stage the upload in ``box``; nothing is left staged on failure."""
+    body = box.pop()
     upload, encoded = file_upload(parse_object(body), name_required=name_required)
-    return upload, decode_file(encoded)
+    data = decode_file(encoded)
+    del body, encoded
+    if len(data) < STAGE_BESIDE_BYTES:
+        parsed = _parse(upload, data)  # first: a file that does not parse is not written
+        return upload, store.stage(data), parsed
+    with ThreadPoolExecutor(1, thread_name_prefix="stage") as beside:
+        staging = beside.submit(store.stage, data)
+        try:
+            parsed = _parse(upload, data)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.discard(staging.result())
+            raise
+        return upload, staging.result(), parsed
 
 
 def _parse(upload: FileUpload, data: bytes) -> ParsedFile:
@@ -114,24 +142,6 @@ def _parse(upload: FileUpload, data: bytes) -> ParsedFile:
         read_options=upload.read_options,
         convert_options=upload.convert_options,
     )
-
-
-async def _stage_and_parse(
-    store: Store, pool: Executor, upload: FileUpload, data: bytes
-) -> tuple[StagedFile, ParsedFile]:
-    """Stage the bytes and parse them at the same time; nothing is left staged on failure."""
-    staged, parsed = await asyncio.gather(
-        _in_thread(pool, store.stage, data),
-        _in_thread(pool, _parse, upload, data),
-        return_exceptions=True,
-    )
-    if isinstance(parsed, BaseException):
-        if isinstance(staged, StagedFile):
-            store.discard(staged)
-        raise parsed
-    if isinstance(staged, BaseException):
-        raise staged
-    return staged, parsed
 
 
 def _file_record(

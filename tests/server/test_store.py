@@ -81,3 +81,51 @@ def test_delete_removes_metadata_and_bytes(store: Store, tmp_path: Path) -> None
 def test_create_dataset_is_idempotent(store: Store) -> None:
     again, created = store.create_dataset(NewDataset(id="d", name="other", schema=()))
     assert created is False and again.name == "d" and again.schema == SCHEMA
+
+
+def test_a_group_commit_gives_each_upload_its_own_outcome(store: Store, tmp_path: Path) -> None:
+    """Uploads queued behind a commit in progress are committed together, in one
+    transaction, and each still gets its own answer: added, replaced or refused."""
+    import hashlib
+    import threading
+    import time
+
+    uploads = [(f"f{i % 6}", f"a\n{i}\n".encode(), SCHEMA, "d") for i in range(12)]
+    uploads += [("bad", b"b\n1\n", (Column("b", "int64"),), "d"), ("gone", b"a\n1\n", SCHEMA, "x")]
+    outcomes: dict[int, bool | Exception] = {}
+
+    def upload(index: int) -> None:
+        file_id, data, schema, dataset_id = uploads[index]
+        try:
+            outcomes[index] = store.commit_file(
+                *record(store, file_id, data, dataset_id), schema=schema
+            )
+        except (SchemaConflict, DatasetNotFound) as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(len(uploads))]
+    with store._lock:  # a commit in progress: every upload queues behind it
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(store._queue) < len(uploads) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(store._queue) == len(uploads)
+    for thread in threads:
+        thread.join()
+
+    assert isinstance(outcomes.pop(12), SchemaConflict)
+    assert isinstance(outcomes.pop(13), DatasetNotFound)
+    by_id: dict[str, list[bool | Exception]] = {}
+    for index, outcome in outcomes.items():
+        by_id.setdefault(uploads[index][0], []).append(outcome)
+    assert {k: sorted(v, key=str) for k, v in by_id.items()} == {
+        f"f{i}": [False, True] for i in range(6)
+    }
+    listed = store.list_files("d")
+    assert [f.file_id for f in listed] == [f"f{i}" for i in range(6)]
+    on_disk = files_on_disk(tmp_path)
+    assert len(on_disk) == 6  # the replaced bytes are gone, nothing refused was kept
+    assert {hashlib.sha256(t.encode()).hexdigest() for t in on_disk} == {f.sha256 for f in listed}
+    assert {f.rows for f in listed} == {1}
+    assert list((tmp_path / "tmp").iterdir()) == []
