@@ -135,6 +135,13 @@ timeout_option = click.option(
     metavar="SECONDS",
     help="Longest wait for an answer to one request before it is retried. Default: 300.",
 )
+schema_option = click.option(
+    "--schema",
+    "schema_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The contract the files must pass (a pandera polars YAML, schemas/<dataset>.yaml).",
+)
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."
 )

@@ -17,6 +17,7 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    schema_option,
     token_file_option,
 )
 
@@ -213,13 +214,7 @@ def diff(
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option(
-    "--schema",
-    "schema_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The contract (a pandera polars YAML file in schemas/).",
-)
+@schema_option
 @sheet_option
 @json_option
 def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_json: bool) -> None:

@@ -22,6 +22,7 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    schema_option,
     timeout_option,
     token_file_option,
     warn_insecure,
@@ -96,13 +97,7 @@ def run_options(fn: F) -> F:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option(
-    "--schema",
-    "schema_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The contract the files must pass (schemas/<dataset>.yaml).",
-)
+@schema_option
 @click.option("--dataset", metavar="NAME", help="Dataset name (default: the contract's name).")
 @click.option("--dataset-id", metavar="ID", help="Add to this existing dataset.")
 @click.option(
