@@ -54,7 +54,7 @@ def test_polars_frame_creates_then_adds_and_resending_overwrites(
         schema=SIGNALS,
         file_id="bbb",
     )
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert [d["name"] for d in view.datasets()] == ["signals_df"]
     files = view.files(first.dataset_id)
     assert sorted(files) == sorted([first.file_id, "bbb"])
@@ -67,7 +67,7 @@ def test_pandas_frame_like_the_guide(server: ServerProcess, token: str) -> None:
         frame, dataset="pandas_df", endpoint=server.url, token=token
     )
     assert result.rows == 3
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     dataset = next(d for d in view.datasets() if d["id"] == result.dataset_id)
     assert [c["name"] for c in dataset["schema"]] == ["ticker", "value"]
     assert view.files(result.dataset_id)[result.file_id]["rows"] == 3
@@ -84,7 +84,7 @@ def test_a_large_frame_goes_in_parts(server: ServerProcess, token: str) -> None:
         retry=FAST_RETRY,
     )
     assert result.parts > 1
-    files = ServerView(server, token).files(result.dataset_id)
+    files = ServerView(server.url, token).files(result.dataset_id)
     assert sum(f["rows"] for f in files.values()) == 20_000
     assert sorted(files)[0] == f"{result.file_id}.part-0001"
 
@@ -101,7 +101,7 @@ def test_frame_refused_by_its_contract(server: ServerProcess, token: str) -> Non
         batchload.upload_dataframe([1, 2], dataset="x", endpoint=server.url, token=token)
     with pytest.raises(AuthError):
         batchload.upload_dataframe(signals_frame(), dataset="x", endpoint=server.url, token="wrong")
-    assert ServerView(server, token).datasets() == []
+    assert ServerView(server.url, token).datasets() == []
 
 
 def test_upload_files(server: ServerProcess, token: str, tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_upload_files(server: ServerProcess, token: str, tmp_path: Path) -> None
         retry=FAST_RETRY,
     )
     assert (summary.uploaded, summary.exit_code) == (3, 0)
-    files = ServerView(server, token).files(summary.dataset_id or "")
+    files = ServerView(server.url, token).files(summary.dataset_id or "")
     assert {k: v["sha256"] for k, v in files.items()} == {p.stem: sha256(p) for p in paths}
     with pytest.raises(AuthError):
         batchload.upload_files(

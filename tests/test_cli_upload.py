@@ -76,7 +76,7 @@ def test_upload_json_rerun_and_no_token_anywhere(
     manifest = tmp_path / ".batchload" / "manifests" / "equity_signals.sqlite"
     assert summary["manifest"] == str(manifest)
     assert summary["reconcile"][0]["missing"] == []
-    files = ServerView(server, token).files(summary["dataset_id"])
+    files = ServerView(server.url, token).files(summary["dataset_id"])
     assert {k: v["sha256"] for k, v in files.items()} == {p.stem: sha256(p) for p in paths}
 
     human = cli(*args[:-1], cwd=tmp_path, token=token, check=0)  # again, without --json
@@ -210,7 +210,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(
     plan = json.loads(result.stdout)["plan"]
     assert {p["file_id"] for p in plan if not p["part"]} == {"sig_0000", "sig_0001"}
     assert any(p["file_id"] == "big.part-0002" for p in plan)
-    assert ServerView(server, token).datasets() == []
+    assert ServerView(server.url, token).datasets() == []
 
 
 def test_killed_midway_then_resumed(
@@ -247,7 +247,7 @@ def test_killed_midway_then_resumed(
     summary = json.loads(result.stdout)
     assert summary["uploaded"] + summary["skipped"] == 24
     assert summary["skipped"] < 24
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     files = view.files(summary["dataset_id"])
     assert {k: v["sha256"] for k, v in files.items()} == {p.stem: sha256(p) for p in paths}
@@ -308,7 +308,7 @@ dataset = "prices_2024"
     checked = cli("reconcile", "--manifest", str(manifest), cwd=tmp_path, token=token, check=0)
     assert checked.stdout.count(": ok:") == 2
 
-    ServerView(server, token).session.delete(
+    ServerView(server.url, token).session.delete(
         f"{server.url}/ingestion/datasets/{summary['datasets']['prices_2024']}/files/p1", timeout=30
     ).raise_for_status()
     missing = cli(

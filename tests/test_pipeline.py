@@ -41,7 +41,7 @@ def test_many_files_land_once_each_and_a_rerun_sends_nothing(
 
     assert (first.uploaded, first.skipped, first.invalid, first.failed) == (150, 0, 0, 0)
     assert first.exit_code == 0
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     datasets = view.datasets()
     assert [d["name"] for d in datasets] == ["equity_signals"]
     assert first.dataset_id == datasets[0]["id"]
@@ -84,7 +84,7 @@ def test_changed_and_touched_files_on_rerun(
 
     second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
     assert (second.uploaded, second.skipped) == (1, 3)
-    on_server = ServerView(server, token).files(first.dataset_id or "")
+    on_server = ServerView(server.url, token).files(first.dataset_id or "")
     assert on_server[changed.stem]["rows"] == 25
     assert on_server[changed.stem]["sha256"] == sha256(changed)
     assert len(on_server) == 4
@@ -113,7 +113,7 @@ def test_bad_files_fail_and_good_ones_land(
     assert "not_a_date.csv" in reasons
     assert "repeat a (date, ticker) key" in reasons["zz_repeat.csv"]
     assert "sig_0000.csv" in reasons["zz_repeat.csv"]
-    landed = set(ServerView(server, token).files(summary.dataset_id or ""))
+    landed = set(ServerView(server.url, token).files(summary.dataset_id or ""))
     assert {f"sig_{i:04d}" for i in range(5)} <= landed
     assert "out_of_range" not in landed and "not_a_date" not in landed
     with Manifest.open(tmp_path / "m.sqlite") as opened:
@@ -129,7 +129,7 @@ def test_two_files_one_file_id_is_refused_before_sending(
     (tmp_path / "b" / "sig_0001.csv").rename(tmp_path / "b" / "sig_0000.csv")
     with pytest.raises(UsageError, match="two files map to one file_id"):
         run(server, token, [job(tmp_path / "*" / "*.csv")], tmp_path / "m.sqlite")
-    assert ServerView(server, token).datasets() == []
+    assert ServerView(server.url, token).datasets() == []
     ok = run(
         server,
         token,
@@ -156,7 +156,7 @@ def test_existing_dataset_by_id_and_by_name(
         tmp_path / "m3.sqlite",
     )
     assert by_id.dataset_id == first.dataset_id
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     assert len(view.files(first.dataset_id or "")) == 4
 
@@ -212,7 +212,7 @@ def test_a_day_sent_by_an_earlier_run_is_refused_in_a_new_file(
     assert Path(problem.path).name == "signals_X_resend.csv"
     assert "repeat a (date, ticker) key" in problem.reason
     assert f"already in {data / 'signals_X.csv'}, sent by an earlier run" in problem.reason
-    assert "signals_X_resend" not in ServerView(server, token).files(first.dataset_id or "")
+    assert "signals_X_resend" not in ServerView(server.url, token).files(first.dataset_id or "")
 
     # named alone (the others not in this run's file set), and in a dry run: still refused
     alone = run(server, token, [job(data / "signals_X_resend.csv")], manifest)
@@ -275,7 +275,7 @@ def test_a_workbook_lands_as_parquet_with_the_contract_types(
     (problem,) = summary.problems
     assert "horizon_days: 1 value(s) are not int64 (rows 1: 2.5)" in problem.reason
 
-    stored = ServerView(server, token).files(summary.dataset_id or "")
+    stored = ServerView(server.url, token).files(summary.dataset_id or "")
     assert list(stored) == ["book"] and stored["book"]["rows"] == 2
     with Manifest.open(manifest) as opened:
         (row,) = [r for r in opened.rows() if r.state == "done"]

@@ -64,7 +64,7 @@ def test_faults_together_every_file_exactly_once(
         seed=1,
     )
     assert (summary.uploaded, summary.failed, summary.invalid) == (80, 0, 0), summary.problems
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     datasets = view.datasets()
     assert len(datasets) == 1  # created once, though the answer to the creation was lost
     on_server = view.files(datasets[0]["id"])
@@ -93,7 +93,7 @@ def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
         if isinstance(event, FileDone):
             done += 1
             if done == 5:
-                ServerView(server, token).revoke()
+                ServerView(server.url, token).revoke()
 
     first = run(
         server,
@@ -116,7 +116,7 @@ def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
     second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
     assert second.error is None
     assert second.uploaded + second.skipped == 40
-    view = ServerView(server, "observer-token")
+    view = ServerView(server.url, "observer-token")
     assert len(view.datasets()) == 1
     on_server = view.files(second.dataset_id or "")
     assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
@@ -156,7 +156,7 @@ def test_cancelled_midway_then_resumed(
     resumed = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
     assert resumed.skipped == done_before
     assert resumed.uploaded == 30 - done_before
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     on_server = view.files(resumed.dataset_id or "")
     assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}

@@ -22,7 +22,7 @@ def test_without_validation_a_file_breaking_a_check_is_sent(
     sent = run(server, token, [job(data / "*.csv")], tmp_path / "off.sqlite", validate=False)
     assert (sent.uploaded, sent.invalid, sent.failed) == (4, 0, 0)
     assert sent.dataset_id is not None
-    on_server = ServerView(server, token).files(sent.dataset_id)
+    on_server = ServerView(server.url, token).files(sent.dataset_id)
     assert {p.stem: sha256(p) for p in [*good, bad]} == {
         k: v["sha256"] for k, v in on_server.items()
     }
@@ -43,5 +43,5 @@ def test_without_validation_a_large_file_is_still_sent_in_parts(
     assert (summary.uploaded, summary.failed) == (1, 0)
     assert summary.parts_uploaded > 1
     assert summary.dataset_id is not None
-    files = ServerView(server, token).files(summary.dataset_id)
+    files = ServerView(server.url, token).files(summary.dataset_id)
     assert sum(f["rows"] for f in files.values()) == 20_000

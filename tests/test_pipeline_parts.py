@@ -38,7 +38,7 @@ def test_a_file_over_the_limit_lands_every_row_in_parts(
     summary = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest, max_request_mb=0.03)
     assert (summary.uploaded, summary.failed) == (3, 0)
     assert summary.parts_uploaded > 1
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     count = assert_parts_hold_every_row(view, summary.dataset_id or "", big, BIG_ROWS)
     assert count == summary.parts_uploaded
     files = view.files(summary.dataset_id or "")
@@ -62,7 +62,7 @@ def test_a_413_halves_the_request_size_until_parts_fit(
     big = make_big(tmp_path / "data")
     summary = run(server, token, [job(big)], tmp_path / "m.sqlite")  # client limit: 5 MB
     assert (summary.uploaded, summary.failed) == (1, 0), summary.problems
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert_parts_hold_every_row(view, summary.dataset_id or "", big, BIG_ROWS)
     with Manifest.open(tmp_path / "m.sqlite") as opened:
         rows = opened.rows()
@@ -76,7 +76,7 @@ def test_a_file_that_grows_past_the_limit_replaces_its_whole_copy(
     big = make_big(tmp_path / "data", rows=500)
     manifest = tmp_path / "m.sqlite"
     first = run(server, token, [job(big)], manifest, max_request_mb=0.03)
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     assert list(view.files(first.dataset_id or "")) == ["big"]
     make_big(tmp_path / "data")  # now 6000 rows: too big for one request
     second = run(server, token, [job(big)], manifest, max_request_mb=0.03)
@@ -110,14 +110,14 @@ def test_dry_run_plans_parts_and_sizes_and_sends_nothing(
     assert len(parts) > 1 and sum(p.rows or 0 for p in parts) == BIG_ROWS
     assert all(p.request_bytes <= 0.03 * 1024 * 1024 for p in summary.plan)
     assert summary.request_bytes == sum(p.request_bytes for p in summary.plan)
-    assert ServerView(server, token).datasets() == []
+    assert ServerView(server.url, token).datasets() == []
     assert not manifest.exists()
 
 
 def test_parts_keep_the_contract_types(server: ServerProcess, token: str, tmp_path: Path) -> None:
     big = make_big(tmp_path / "data")
     summary = run(server, token, [job(big)], tmp_path / "m.sqlite", max_request_mb=0.03)
-    view = ServerView(server, token)
+    view = ServerView(server.url, token)
     response = view.session.get(f"{view.url}/ingestion/datasets/{summary.dataset_id}", timeout=30)
     schema = {c["name"]: c["type"] for c in response.json()["schema"]}
     assert schema == {

@@ -4,6 +4,7 @@ what the server holds, and a fast retry policy."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,26 +57,43 @@ def sha256(path: Path) -> str:
 
 
 class ServerView:
-    """What a server holds, seen through plain HTTP (not through batchload)."""
+    """What a server holds, through plain HTTP with its own token (not through batchload)."""
 
-    def __init__(self, server: ServerProcess, token: str) -> None:
-        self.url = server.url
+    def __init__(self, url: str, token: str, *, verify: str | bool = True) -> None:
+        self.url = url
         self.session = requests.Session()
+        self.session.trust_env = False  # loopback: no proxy, and no CA bundle from the env
+        self.session.verify = verify
         self.session.headers["Authorization"] = f"Bearer {token}"
 
+    def get(self, path: str) -> Any:
+        """GET through the server's own faults: 503 and 429 are asked again."""
+        for _ in range(100):
+            response = self.session.get(self.url + path, timeout=30)
+            if response.status_code not in (429, 503):
+                response.raise_for_status()
+                return response.json()
+            retry_after_s = float(response.headers.get("Retry-After", "0.01"))
+            time.sleep(retry_after_s)  # the server said how long to wait
+        raise AssertionError(f"GET {path} kept failing")
+
     def datasets(self) -> list[dict[str, Any]]:
-        response = self.session.get(self.url + "/ingestion/datasets/", timeout=30)
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()
+        result: list[dict[str, Any]] = self.get("/ingestion/datasets/")
         return result
 
+    def receipts(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Every receipt the server lists (a duplicate id would show twice here)."""
+        body = self.get(f"/ingestion/datasets/{dataset_id}/files")
+        assert len(body["ids"]) == len(body["files"])
+        files: list[dict[str, Any]] = body["files"]
+        return files
+
     def files(self, dataset_id: str) -> dict[str, dict[str, Any]]:
-        response = self.session.get(f"{self.url}/ingestion/datasets/{dataset_id}/files", timeout=30)
-        response.raise_for_status()
-        return {f["file_id"]: f for f in response.json()["files"]}
+        """The receipts by file_id."""
+        return {f["file_id"]: f for f in self.receipts(dataset_id)}
 
     def revoke(self) -> None:
-        """Make this view's token stop working (until the server restarts)."""
+        """This view's token stops working (until the server restarts)."""
         self.session.post(self.url + "/admin/revoke", timeout=30).raise_for_status()
 
 

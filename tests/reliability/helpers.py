@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from batchload.server.process import ServerProcess
 from tests import upload_helpers
-from tests.upload_helpers import SIGNALS, sha256
+from tests.upload_helpers import SIGNALS, ServerView, sha256
 
 CLI_TIMEOUT_S = 180.0
 WAIT_TIMEOUT_S = 90.0
@@ -191,43 +189,6 @@ def manifest_integrity(path: Path) -> str:
 # --- the server, seen over plain HTTP ------------------------------------------------------
 
 
-class ServerView:
-    """What a server holds, through plain HTTP with its own token (not through batchload)."""
-
-    def __init__(self, url: str, token: str, *, verify: str | bool = True) -> None:
-        self.url = url
-        self.session = requests.Session()
-        self.session.trust_env = False  # loopback: no proxy, and no CA bundle from the env
-        self.session.verify = verify
-        self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str) -> Any:
-        """GET through the server's own faults: 503 and 429 are asked again."""
-        for _ in range(100):
-            response = self.session.get(self.url + path, timeout=30)
-            if response.status_code not in (429, 503):
-                response.raise_for_status()
-                return response.json()
-            retry_after_s = float(response.headers.get("Retry-After", "0.01"))
-            time.sleep(retry_after_s)  # the server said how long to wait
-        raise AssertionError(f"GET {path} kept failing")
-
-    def datasets(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("/ingestion/datasets/")
-        return result
-
-    def files(self, dataset_id: str) -> list[dict[str, Any]]:
-        """Every receipt the server lists (a duplicate id would show twice here)."""
-        body = self.get(f"/ingestion/datasets/{dataset_id}/files")
-        assert len(body["ids"]) == len(body["files"])
-        files: list[dict[str, Any]] = body["files"]
-        return files
-
-    def revoke(self) -> None:
-        """This view's token stops working (until the server restarts)."""
-        self.session.post(self.url + "/admin/revoke", timeout=30).raise_for_status()
-
-
 def injected_faults(server: ServerProcess) -> Counter[str]:
     """Faults the server injected, counted from its log: 503, 429, drops, spikes."""
     assert server.stderr_path is not None
@@ -272,7 +233,7 @@ def assert_exactly_once(
     datasets = view.datasets()
     assert len(datasets) == 1, f"{len(datasets)} datasets: {datasets}"
     dataset_id = datasets[0]["id"]
-    receipts = view.files(dataset_id)
+    receipts = view.receipts(dataset_id)
     ids = Counter(r["file_id"] for r in receipts)
     duplicated = sum(n - 1 for n in ids.values())
     want = {

@@ -216,7 +216,7 @@ def test_token_revoked_mid_run_stops_with_exit_3_then_a_valid_token_finishes(
     assert states["failed"] == states["invalid"] == 0, states
     view = ServerView(server.url, OBSERVER)
     [dataset] = view.datasets()
-    on_server = {f["file_id"]: f["sha256"] for f in view.files(dataset["id"])}
+    on_server = {f["file_id"]: f["sha256"] for f in view.receipts(dataset["id"])}
     done = [r for r in manifest_rows(manifest) if r["state"] == "done"]
     assert len(done) >= summary["uploaded"]
     assert all(on_server[r["file_id"]] == r["sent_sha256"] for r in done)
@@ -287,7 +287,7 @@ def test_files_changed_after_hashing_are_never_sent_then_resent_whole(
         ), problem
     view = ServerView(server.url, TOKEN)
     [dataset] = view.datasets()
-    on_server = {f["file_id"]: f["sha256"] for f in view.files(dataset["id"])}
+    on_server = {f["file_id"]: f["sha256"] for f in view.receipts(dataset["id"])}
     for stem in old:  # not sent at all: neither the old version, nor a mix, nor the new one
         assert stem not in on_server, stem
 
@@ -297,7 +297,7 @@ def test_files_changed_after_hashing_are_never_sent_then_resent_whole(
     assert second.json()["uploaded"] == len(changed)
     assert_reconciled(second.json())
     landed = assert_exactly_once(view, file_ids(paths), manifest, endpoint=server.url, token=TOKEN)
-    on_server = {f["file_id"]: f["sha256"] for f in view.files(dataset["id"])}
+    on_server = {f["file_id"]: f["sha256"] for f in view.receipts(dataset["id"])}
     for path in changed:  # the new version, whole
         assert on_server[path.stem] == sha256(path) != old[path.stem]
     LEDGER.fault("files changed on disk mid-run", landed, [("files_changed", len(changed))])

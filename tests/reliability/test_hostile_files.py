@@ -357,7 +357,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
         summary = result.json()
         view = ServerView(server.url, TOKEN)
         landed = {
-            d["name"]: {f["file_id"]: f["sha256"] for f in view.files(d["id"])}
+            d["name"]: {f["file_id"]: f["sha256"] for f in view.receipts(d["id"])}
             for d in view.datasets()
         }
     problems = {Path(p["path"]).name: p for p in summary["problems"]}

@@ -118,7 +118,7 @@ def test_ca_bundle_trusts_a_private_ca(
     assert "warning" not in result.stderr.lower()
     view = ServerView(https_server.url, TOKEN, verify=str(pki.ca))
     [dataset] = [d for d in view.datasets() if d["id"] == result.json()["dataset_id"]]
-    on_server = {f["file_id"]: f["sha256"] for f in view.files(dataset["id"])}
+    on_server = {f["file_id"]: f["sha256"] for f in view.receipts(dataset["id"])}
     assert on_server == {k: sha256(Path(p)) for k, p in file_ids(paths).items()}
     check = cli(
         "reconcile", "--manifest", str(tmp_path / "m.sqlite"), "--ca-bundle", str(pki.ca),
