@@ -217,6 +217,7 @@ class Runner:
             Path(task.work_dir).mkdir(parents=True)
             paths.append(run_dir / f"task-{number}.json")
             paths[-1].write_text(json.dumps(asdict(task)))
+        server_cpu_before = process_cpu_s(server.proc.pid if server.proc else None)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "benchmarks.contender", *map(str, paths)],
@@ -228,8 +229,12 @@ class Runner:
             )
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+        server_cpu_after = process_cpu_s(server.proc.pid if server.proc else None)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         outcomes: list[dict[str, Any]] = [json.loads(line) for line in lines]
+        if len(jobs) == 1 and outcomes and None not in (server_cpu_before, server_cpu_after):
+            assert server_cpu_before is not None and server_cpu_after is not None
+            outcomes[0]["server_cpu_s"] = round(server_cpu_after - server_cpu_before, 3)
         if len(outcomes) < len(jobs):
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:500]
             outcomes += [
@@ -237,6 +242,21 @@ class Runner:
                 for job in jobs[len(outcomes) :]
             ]
         return outcomes
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User+system CPU seconds of a running process so far (Linux ``/proc``), else None.
+
+    For the local server: it shares the machine's cores with the contender, so its
+    CPU next to the client's says which of the two a run was waiting for.
+    """
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- upload scenarios ------------------------------------------------------------------------
@@ -269,6 +289,11 @@ def summarise(runs: list[dict[str, Any]], expected: int) -> dict[str, Any]:
         "mb_per_s": round(median(lambda r: r["source_bytes_ok"] / MB / r["wall_s"]), 2),
         "wall_s": round(median(lambda r: r["wall_s"]), 3),
         "cpu_s": round(median(lambda r: r["cpu_s"]), 3),
+        "server_cpu_s": (
+            round(median(lambda r: r["server_cpu_s"]), 3)
+            if all("server_cpu_s" in r for r in runs)
+            else None
+        ),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "rss_before_mb": round(median(lambda r: r["rss_before_mb"]), 1),
         "runs": len(runs),
