@@ -6,6 +6,8 @@
   skipped, blank lines skipped. Nothing is inferred for contract columns, so files
   cannot drift. Columns are kept in the file's order, so a missing, extra or moved
   column is left for validation to report.
+  A large CSV can also be read **block by block** (:func:`read_csv_blocks`), with
+  the same options, so that it never sits in memory whole.
 - **Parquet** is read with its own types.
 - **xlsx / xls** go through fastexcel (calamine), the first sheet unless ``sheet``
   is given (:mod:`batchload.excel`). Excel keeps every number as a double and a
@@ -28,7 +30,7 @@ Polars, pyarrow and fastexcel errors are translated here (and in
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadCells",
+    "CannotReadInBlocks",
     "UnparseableValues",
     "file_format",
+    "read_csv_blocks",
     "read_frame",
     "read_sample",
 ]
@@ -89,6 +93,13 @@ class UnparseableValues(UnreadableFile):
         )
         super().__init__(message, path=path)
         self.cells = tuple(cells)
+
+
+class CannotReadInBlocks(Exception):
+    """The file cannot be read block by block with the result of reading it whole.
+
+    Not an :class:`UnreadableFile`: the caller reads the file whole, which says
+    exactly what is wrong with it (or finds nothing wrong)."""
 
 
 def file_format(path: Path) -> FileFormat:
@@ -136,6 +147,10 @@ def shorten(value: object) -> str:
 # ---------------------------------------------------------------------------- csv
 
 
+#: pyarrow's own block size when reading blocks: its default, which its whole-file reader
+#: uses too. Blocks end at a newline found without regard to quotes, so a quoted newline
+#: fails or not depending on where they end: the same size, the same outcome.
+READ_BLOCK_BYTES = 1 << 20
 #: Bytes read up front: BOM and emptiness checks, and the whole of a small file.
 HEAD_BYTES = 1 << 16
 
@@ -178,7 +193,6 @@ def _csv_source(path: Path) -> _CsvSource:
 
 def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     source = _csv_source(path)
     for bom, encoding in _BOMS.items():
@@ -188,12 +202,7 @@ def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
             )
     if source.whole and not source.head.strip(b"\xef\xbb\xbf \t\r\n"):
         raise UnreadableFile("empty file: no header row", path=path)
-    column_types: dict[str, Any] = {}
-    if contract is not None:
-        from batchload.contract import arrow_schema
-
-        column_types = {f.name: f.type for f in arrow_schema(contract)}
-    convert = pacsv.ConvertOptions(column_types=column_types)
+    convert = _convert_options(contract)
     threaded = not source.whole and path.stat().st_size >= THREADED_CSV_BYTES
     try:
         table = _pyarrow_csv(source, threaded, convert)
@@ -210,6 +219,71 @@ def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
     except OSError as exc:
         raise _open_failure(path, exc) from exc
     return _csv_frame(source, table)
+
+
+def _convert_options(contract: Contract | None) -> Any:
+    """pyarrow's options for the contract's columns: its Arrow types, nothing inferred."""
+    import pyarrow.csv as pacsv
+
+    column_types: dict[str, Any] = {}
+    if contract is not None:
+        from batchload.contract import arrow_schema
+
+        column_types = {f.name: f.type for f in arrow_schema(contract)}
+    return pacsv.ConvertOptions(column_types=column_types)
+
+
+def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iterator[pl.DataFrame]:
+    """A CSV as frames of about ``block_bytes`` of data each, parsed as :func:`read_frame`
+    parses it (pyarrow's streaming reader, the same options, one thread).
+
+    pyarrow reads ahead as many as 32 of its own blocks: they stay small
+    (``READ_BLOCK_BYTES``, or ``block_bytes`` when smaller) and are gathered into
+    frames, so memory holds a frame or two, whatever the file's size.
+
+    Only a file whose header is exactly the contract's columns, in order, is read so:
+    the streaming reader would fix an extra column's type from its first block, where
+    the whole file's reader widens it. That file, and any file pyarrow refuses (bad
+    cells, ragged rows, not UTF-8: maybe after some frames were given), raise
+    :class:`CannotReadInBlocks`; read it whole for the exact verdict.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    source = _csv_source(path)
+    if any(source.head.startswith(bom) for bom in _BOMS):
+        raise CannotReadInBlocks(path)
+    read_block = min(block_bytes, READ_BLOCK_BYTES)
+    try:
+        reader = pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=read_block),
+            convert_options=_convert_options(contract),
+        )
+        with reader:  # closed also when the caller stops early
+            if tuple(reader.schema.names) != contract.names:
+                raise CannotReadInBlocks(path)
+            batches: list[Any] = []
+            size = 0
+            for batch in reader:
+                batches.append(batch)
+                size += batch.nbytes
+                if size >= block_bytes:
+                    frame = _batches_frame(batches)
+                    batches, size = [], 0  # a copy: the Arrow memory can go
+                    yield frame
+            if batches:
+                yield _batches_frame(batches)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise CannotReadInBlocks(path) from exc
+
+
+def _batches_frame(batches: Sequence[Any]) -> pl.DataFrame:
+    import pyarrow as pa
+
+    frame = pl.from_arrow(pa.Table.from_batches(batches), rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def _pyarrow_csv(source: _CsvSource, threaded: bool, convert: Any) -> Any:

@@ -3,9 +3,10 @@
 - **Grouped validation.** pandera costs ~30 ms per ``validate`` call whatever the
   frame's size, so small files are concatenated (same columns and dtypes) with a
   file-index and a row-number column and validated in one call; each failure is
-  mapped back to its file and row. A large file is validated alone. Validation is
-  always ``lazy=True`` on a collected DataFrame (on a LazyFrame pandera skips the
-  data checks).
+  mapped back to its file and row. A large file is validated alone, and a large
+  CSV block by block, in bounded memory, with the same verdict
+  (:mod:`batchload.blockwise`). Validation is always ``lazy=True`` on a collected
+  DataFrame (on a LazyFrame pandera skips the data checks).
 - **Bounded reports.** A file with a million bad rows still yields one
   :class:`Problem` per (column, check), each with the full count and only the first
   few rows and values; at most ``MAX_PROBLEMS`` per file.
@@ -37,7 +38,7 @@ import polars as pl
 from batchload.contract import Contract, arrow_type_of, schema_fingerprint
 from batchload.crossfile import FingerprintGroup, UniqueKeys, group_by_fingerprint
 from batchload.errors import UnreadableFile
-from batchload.read import UnparseableValues, read_frame, shorten
+from batchload.read import UnparseableValues, file_format, read_frame, shorten
 from batchload.verdict import (
     MAX_EXAMPLES,
     MAX_PROBLEMS,
@@ -56,8 +57,12 @@ __all__ = [
     "Status",
     "UniqueKeys",
     "group_by_fingerprint",
+    "in_blocks",
+    "shown_value",
+    "unique_keys",
     "validate_files",
     "validate_frame",
+    "validate_rows",
     "with_problem",
 ]
 
@@ -65,6 +70,11 @@ __all__ = [
 SMALL_FILE_ROWS = 100_000
 #: Rows per grouped pandera call.
 GROUP_MAX_ROWS = 1_000_000
+
+#: A large CSV is read and validated in blocks of about this much of its text...
+BLOCK_BYTES = 8 << 20
+#: ... when it is larger than this many blocks (smaller ones are read whole).
+BLOCKWISE_MIN_BLOCKS = 2
 
 FILE_COLUMN = "__batchload_file"
 ROW_COLUMN = "__batchload_row"
@@ -76,12 +86,14 @@ def _verdict(
     problems: Sequence[Problem],
     *,
     keep_frame: bool = False,
+    rows: int | None = None,
 ) -> FileVerdict:
+    """The verdict on ``frame`` (``rows``: the file's, when ``frame`` only shows its columns)."""
     fingerprint, columns = (None, ()) if frame is None else _layout(tuple(frame.schema.items()))
     return FileVerdict(
         path=path,
         status="invalid" if problems else "valid",
-        rows=None if frame is None else frame.height,
+        rows=rows if rows is not None or frame is None else frame.height,
         problems=tuple(problems[:MAX_PROBLEMS]),
         omitted=max(0, len(problems) - MAX_PROBLEMS),
         fingerprint=fingerprint,
@@ -119,12 +131,15 @@ def validate_files(
     keys: UniqueKeys | None = None,
     keep_frames: bool = False,
     keep_key_hashes: bool = False,
+    block_bytes: int | None = BLOCK_BYTES,
 ) -> list[FileVerdict]:
     """Read and validate a group of files; one verdict per path, in order.
 
     Small files with the same columns are validated together: one Polars pass
     proves them valid, and pandera runs (once for the group) only when something
-    fails. An unreadable file gets its verdict and the others go on. With ``keys``, the valid
+    fails. A CSV larger than ``BLOCKWISE_MIN_BLOCKS`` blocks of ``block_bytes`` is
+    validated block by block (``None``: every file is read whole). An unreadable file
+    gets its verdict and the others go on. With ``keys``, the valid
     files' unique keys are checked against (and added to) those of the whole run, and
     with ``keep_key_hashes`` each valid verdict carries its key hashes (as
     :meth:`UniqueKeys.to_bytes`). With ``keep_frames``, each valid verdict carries the
@@ -132,8 +147,23 @@ def validate_files(
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
+    hashed: dict[int, pl.Series] = {}  # key hashes of the files validated in blocks
+    key = keys.key if keys is not None else ()
     for index, raw in enumerate(paths):
         path = Path(raw)
+        if block_bytes is not None and in_blocks(path, contract, block_bytes):
+            from batchload.blockwise import validate_blockwise
+
+            done = validate_blockwise(
+                path, contract, block_bytes=block_bytes, keep_frame=keep_frames, key=key
+            )
+            if done is not None:
+                verdicts[index] = _verdict(
+                    path, done.frame, done.problems, keep_frame=keep_frames, rows=done.rows
+                )
+                if done.key_hashes is not None:
+                    hashed[index] = done.key_hashes
+                continue
         try:
             frames.append((index, read_frame(path, contract, sheet=sheet)))
         except UnparseableValues as exc:
@@ -148,22 +178,32 @@ def validate_files(
     found: dict[int, list[Problem]] = {}
     for chunk in _chunks(frames):
         found.update(_validate_chunk(chunk, contract))
-    passed = [(i, f) for i, f in frames if not found[i]]
-    key_hashes: dict[int, bytes] = {}
-    if keys is not None and passed and keys.key:
-        hashed = [keys.hashes(f) for _, f in passed]
-        clashes = keys.claim([(Path(paths[i]), f) for i, f in passed], hashed=hashed)
-        for (index, _), clash, hashes in zip(passed, clashes, hashed, strict=True):
-            if clash is not None:
-                found[index].append(clash)
-            elif keep_key_hashes:
-                key_hashes[index] = keys.to_bytes(hashes)
     for index, frame in frames:
-        verdict = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)
-        if index in key_hashes:
-            verdict = replace(verdict, key_hashes=key_hashes[index])
-        verdicts[index] = verdict
+        verdicts[index] = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)
+    if keys is not None and keys.key:
+        # the run's keys, claimed in path order (the earlier file wins within a group)
+        for index, frame in frames:
+            if verdicts[index].valid:
+                hashed[index] = keys.hashes(frame)
+        passed = sorted(i for i in hashed if verdicts[i].valid)
+        clashes = keys.claim_hashes([(Path(paths[i]), hashed[i]) for i in passed])
+        for index, clash in zip(passed, clashes, strict=True):
+            if clash is not None:
+                verdicts[index] = with_problem(verdicts[index], clash)
+            elif keep_key_hashes:
+                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashed[index]))
     return [verdicts[i] for i in range(len(paths))]
+
+
+def in_blocks(path: Path, contract: Contract, block_bytes: int) -> bool:
+    """Whether ``validate_files`` validates ``path`` block by block: a large CSV, under a
+    contract whose every check is judged row by row (so no verdict depends on the cut)."""
+    try:
+        if file_format(path) != "csv" or not _schemas(contract).row_wise:
+            return False
+        return path.stat().st_size > BLOCKWISE_MIN_BLOCKS * block_bytes
+    except (UnreadableFile, OSError):
+        return False  # reading it whole says why
 
 
 def _chunks(frames: Sequence[tuple[int, pl.DataFrame]]) -> Iterable[list[tuple[int, pl.DataFrame]]]:
@@ -204,6 +244,7 @@ class _Schemas:
     key: tuple[str, ...]  # the frame-level unique key
     unique_columns: tuple[str, ...]  # columns with ``unique: true``
     provable: bool  # only features _proven_valid knows are used
+    row_wise: bool  # provable, and every check judges each row alone (no unique_values_eq)
 
 
 _SCHEMA_CACHE: dict[int, _Schemas] = {}
@@ -220,13 +261,15 @@ def _schemas(contract: Contract) -> _Schemas:
     grouped = alone.add_columns(
         {FILE_COLUMN: pa.Column(pl.UInt32), ROW_COLUMN: pa.Column(pl.UInt32)}
     )
+    provable = _provable(schema)
     built = _Schemas(
         schema,
         alone,
         grouped,
         contract.unique,
         unique_columns,
-        _provable(schema),
+        provable,
+        provable and _row_wise(schema),
     )
     if len(_SCHEMA_CACHE) > 64:
         _SCHEMA_CACHE.clear()
@@ -244,7 +287,40 @@ def _provable(schema: pa.DataFrameSchema) -> bool:
     ) and all(getattr(c, "_check_fn", None) is not None and not c.groupby for c in checks)
 
 
-def _proven_valid(data: pl.DataFrame, contract: Contract, grouped: bool) -> bool:
+#: pandera's built-in checks that judge each row alone: a file passes them iff each of
+#: its blocks does, and a failing row fails alike in a block and in the whole file.
+ROW_WISE_CHECKS = frozenset(
+    {
+        "equal_to",
+        "not_equal_to",
+        "greater_than",
+        "greater_than_or_equal_to",
+        "less_than",
+        "less_than_or_equal_to",
+        "in_range",
+        "isin",
+        "notin",
+        "str_matches",
+        "str_contains",
+        "str_startswith",
+        "str_endswith",
+        "str_length",
+    }
+)
+
+
+def _row_wise(schema: pa.DataFrameSchema) -> bool:
+    checks = [*schema.checks, *(c for col in schema.columns.values() for c in col.checks)]
+    for check in checks:
+        name = getattr(check._check_fn, "__name__", None)
+        if name not in ROW_WISE_CHECKS or not check.is_builtin_check(name):
+            return False
+    return True
+
+
+def _proven_valid(
+    data: pl.DataFrame, contract: Contract, grouped: bool, *, unique: bool = True
+) -> bool:
     """Prove a frame valid in one parallel Polars pass, or say it cannot (then run pandera).
 
     Each check is built by pandera's own check backend, from the contract's own
@@ -297,8 +373,8 @@ def _proven_valid(data: pl.DataFrame, contract: Contract, grouped: bool) -> bool
                 if spec.dtype.is_float():
                     present = present & pl.col(spec.name).is_not_nan()
                 totals.append(present.all().alias(f"null:{spec.name}"))
-        keys = [[*contract.unique, *per_file]] if contract.unique else []
-        keys += [[n, *per_file] for n in _schemas(contract).unique_columns]
+        keys = [[*contract.unique, *per_file]] if contract.unique and unique else []
+        keys += [[n, *per_file] for n in _schemas(contract).unique_columns if unique]
         for i, columns in enumerate(keys):
             distinct = pl.struct(columns).hash().n_unique() == pl.len()
             totals.append(distinct.alias(f"unique:{i}"))
@@ -312,10 +388,25 @@ def _proven_valid(data: pl.DataFrame, contract: Contract, grouped: bool) -> bool
         return False
 
 
+def unique_keys(contract: Contract) -> list[tuple[tuple[str, ...], str | None]]:
+    """The contract's ``unique`` checks: its key (column ``None``), then each unique column."""
+    schemas = _schemas(contract)
+    keys: list[tuple[tuple[str, ...], str | None]] = [(schemas.key, None)] if schemas.key else []
+    return keys + [((name,), name) for name in schemas.unique_columns]
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract) -> list[Problem]:
+    """The problems of one block of a file, all but the ``unique`` checks (which span
+    the file's blocks); rows are 1-based in the block."""
+    return _validate_chunk([(0, frame)], contract, unique=False)[0]
+
+
 def _validate_chunk(
-    chunk: Sequence[tuple[int, pl.DataFrame]], contract: Contract
+    chunk: Sequence[tuple[int, pl.DataFrame]], contract: Contract, *, unique: bool = True
 ) -> dict[int, list[Problem]]:
-    """One pandera call for the chunk (none when it is proven valid); problems per file index."""
+    """One pandera call for the chunk (none when it is proven valid); problems per file index.
+
+    ``unique=False`` leaves the ``unique`` checks out (a block of a file)."""
     schemas = _schemas(contract)
     grouped = len(chunk) > 1
     if grouped:
@@ -329,7 +420,7 @@ def _validate_chunk(
     for index, frame in chunk:
         if frame.height == 0:
             problems[index].append(Problem("no_rows", None, 0))
-    if schemas.provable and _proven_valid(data, contract, grouped):
+    if schemas.provable and _proven_valid(data, contract, grouped, unique=unique):
         return problems
 
     cases: list[pl.DataFrame] = []
@@ -337,9 +428,9 @@ def _validate_chunk(
         schema.validate(data, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases.append(_normalise_cases(exc.failure_cases))
-    if schemas.key and all(c in data.columns for c in schemas.key):
+    if unique and schemas.key and all(c in data.columns for c in schemas.key):
         cases.append(_uniqueness(data, (*schemas.key, *per_file), None, contract.dataset_name))
-    for name in schemas.unique_columns:
+    for name in schemas.unique_columns if unique else ():
         if name in data.columns:
             cases.append(_uniqueness(data, (name, *per_file), name, None))
     cases = [c for c in cases if c.height]
@@ -503,7 +594,8 @@ def _summarise(failures: pl.DataFrame, columns: Sequence[str]) -> dict[int, list
     for row in summary.iter_rows(named=True):
         check = row["check"]
         shape = check in ("column_in_dataframe", "column_in_schema", "column_ordered")
-        values = () if shape else tuple(_value(v) for v in row["values"][: len(row["rows"]) or 1])
+        examples = row["values"][: len(row["rows"]) or 1]
+        values = () if shape else tuple(shown_value(v) for v in examples)
         out.setdefault(row[FILE_COLUMN], []).append(
             Problem(check, row["column"], row["count"], tuple(row["rows"]), values)
         )
@@ -512,7 +604,8 @@ def _summarise(failures: pl.DataFrame, columns: Sequence[str]) -> dict[int, list
     return out
 
 
-def _value(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A failure case as a verdict shows it: one line, shortened."""
     text = "null" if value is None else str(value)
     if text.startswith(("ComputeError(", "InvalidOperationError(")):
         text = re.sub(r"\s+", " ", text)

@@ -1,0 +1,223 @@
+"""Validate a large CSV block by block, in bounded memory, with the verdict of reading it whole.
+
+- Each block (about ``block_bytes`` of the file's text, read by
+  :func:`~batchload.read.read_csv_blocks`) is validated alone by the code that
+  validates a whole file, less the ``unique`` checks. Its problems' rows are moved
+  to the file's rows and merged per (column, check): counts add up, the first rows
+  and values are the file's first, and the problems come in the order the whole
+  file's report gives them.
+- ``unique`` checks span blocks: each block's key columns are hashed once (the
+  64-bit row hash :class:`~batchload.crossfile.UniqueKeys` keeps, so the same hashes
+  serve the checks across files), and the file's hashes are proven distinct at the
+  end. Only when two hashes are equal is the file read again, to find the rows that
+  really repeat a key.
+- What the cut could change is left to whole-file validation (``None``): a file the
+  block reader refuses (a header unlike the contract's, a bad cell, ragged rows), a
+  problem that has no row (a wrong dtype), an empty file. The caller only asks for a
+  contract whose checks judge each row alone (``validate.in_blocks``).
+
+Memory: a block or two, 8 bytes a row per unique key, and the frame when it is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from batchload.crossfile import UniqueKeys
+from batchload.read import CannotReadInBlocks, read_csv_blocks
+from batchload.verdict import MAX_EXAMPLES, Problem
+
+if TYPE_CHECKING:
+    from batchload.contract import Contract
+
+__all__ = ["Blockwise", "validate_blockwise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Blockwise:
+    """What validating a file block by block found."""
+
+    rows: int
+    problems: list[Problem]
+    frame: pl.DataFrame
+    """The whole frame (the blocks, not copied) when it was kept and the file is valid;
+    else an empty frame with the file's columns."""
+    key_hashes: pl.Series | None
+    """The hashes of the asked ``key`` per row, when the file is valid."""
+
+
+def validate_blockwise(
+    path: Path,
+    contract: Contract,
+    *,
+    block_bytes: int,
+    keep_frame: bool = False,
+    key: Sequence[str] = (),
+) -> Blockwise | None:
+    """Validate ``path`` block by block; ``None`` when it must be validated whole.
+
+    ``key``: also hash these columns for the checks across files (the run's
+    :class:`UniqueKeys` key; the contract's own key is not hashed twice).
+    """
+    from batchload.validate import unique_keys, validate_rows
+
+    checks = unique_keys(contract)
+    hashed: dict[tuple[str, ...], list[pl.Series]] = {columns: [] for columns, _ in checks}
+    if key:
+        hashed.setdefault(tuple(key), [])
+    problems = _Problems()
+    kept: list[pl.DataFrame] = []
+    first: pl.DataFrame | None = None
+    rows = 0
+    try:
+        for block in read_csv_blocks(path, contract, block_bytes=block_bytes):
+            if first is None:
+                first = block.clear()
+            if block.height == 0:
+                continue
+            found = validate_rows(block, contract)
+            if any(not p.rows for p in found):
+                return None  # a problem without rows: the whole file's report says it once
+            problems.add(found, offset=rows)
+            for columns, hashes in hashed.items():
+                hashes.append(UniqueKeys.row_hashes(block, columns))
+            if keep_frame and not problems:
+                kept.append(block)
+            else:
+                kept.clear()
+            rows += block.height
+    except CannotReadInBlocks:
+        return None
+    if first is None or rows == 0:
+        return None  # "no rows" is the whole file's to say
+    series = {columns: pl.concat(parts, rechunk=True) for columns, parts in hashed.items()}
+    hashed.clear()
+    for columns, column in checks:
+        if _repeats(series[columns]):  # equal hashes: maybe a repeated key
+            try:
+                repeated = _repeated(
+                    path, contract, (columns, column), series[columns], block_bytes=block_bytes
+                )
+            except CannotReadInBlocks:
+                return None  # the file changed under us: read it whole
+            if repeated is not None:
+                problems.add([repeated], offset=0, last=True)
+    valid = not problems
+    return Blockwise(
+        rows=rows,
+        problems=problems.ordered(first.columns),
+        frame=pl.concat(kept, rechunk=False) if valid and kept else first,
+        key_hashes=series[tuple(key)] if valid and key else None,
+    )
+
+
+class _Problems:
+    """Problems of a file's blocks, merged per (column, check) as the whole file's report."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str | None, str], Problem] = {}
+        self._last: set[tuple[str | None, str]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def add(self, problems: Sequence[Problem], *, offset: int, last: bool = False) -> None:
+        """Add one block's problems (rows 1-based in the block, ``offset`` rows before it).
+
+        ``last``: problems the whole file's report lists after pandera's (uniqueness),
+        when they start on the same row as another problem of their column.
+        """
+        for problem in problems:
+            rows = tuple(r + offset for r in problem.rows)
+            name = (problem.column, problem.check)
+            if last:
+                self._last.add(name)
+            earlier = self._found.get(name)
+            if earlier is None:
+                self._found[name] = replace(problem, rows=rows)
+                continue
+            self._found[name] = replace(
+                earlier,
+                count=earlier.count + problem.count,
+                rows=(earlier.rows + rows)[:MAX_EXAMPLES],
+                values=(earlier.values + problem.values)[:MAX_EXAMPLES],
+            )
+
+    def ordered(self, columns: Sequence[str]) -> list[Problem]:
+        """By column (a key over several columns first), then by first row: the whole
+        file's order (``validate._summarise``)."""
+        order = {name: i for i, name in enumerate(columns)}
+        found = list(self._found.values())
+        return sorted(
+            found,
+            key=lambda p: (
+                order.get(p.column or "", -1),
+                p.rows[0],
+                (p.column, p.check) in self._last,
+            ),
+        )
+
+
+def _repeats(hashes: pl.Series) -> bool:
+    """Whether a hash occurs twice (sorting is cheaper than ``n_unique``'s hash table, in
+    time and memory, and the checks across files sort the same hashes again)."""
+    ordered = hashes.sort()
+    return bool((ordered.slice(1) == ordered.slice(0, max(ordered.len() - 1, 0))).any())
+
+
+def _repeated(
+    path: Path,
+    contract: Contract,
+    check: tuple[tuple[str, ...], str | None],
+    hashes: pl.Series,
+    *,
+    block_bytes: int,
+) -> Problem | None:
+    """The rows of ``path`` whose key repeats (``None``: only their hashes did).
+
+    ``check`` is one of ``validate.unique_keys``: the key's columns, and the column
+    when it is a column's own ``unique``.
+
+    The file is read again, keeping only the rows whose hash is seen twice, so memory
+    follows the repeats, not the file. As ``validate._uniqueness`` reports it: every
+    row of a repeated key fails.
+    """
+    from batchload.validate import shown_value
+
+    columns, column = check
+    maybe = hashes.is_duplicated()
+    candidates: list[pl.DataFrame] = []
+    start = 0
+    for block in read_csv_blocks(path, contract, block_bytes=block_bytes):
+        if start + block.height > maybe.len():
+            raise CannotReadInBlocks(path)  # it grew since it was read
+        picked = maybe.slice(start, block.height)
+        candidates.append(
+            block.select(columns).with_row_index("__row", offset=start + 1).filter(picked)
+        )
+        start += block.height
+    if start != maybe.len():
+        raise CannotReadInBlocks(path)  # it shrank
+    found = pl.concat(candidates)
+    found = found.filter(found.select(columns).is_duplicated())
+    if found.height == 0:
+        return None
+    head = found.head(MAX_EXAMPLES)
+    if column is None:
+        shown = head.select(pl.struct(list(columns)).struct.json_encode()).to_series()
+        label, name = ", ".join(columns), "multiple_fields_uniqueness"
+    else:
+        shown = head.get_column(column).cast(pl.String)
+        label, name = column, "field_uniqueness"
+    return Problem(
+        name,
+        label,
+        found.height,
+        tuple(head.get_column("__row").to_list()),
+        tuple(shown_value(v) for v in shown.to_list()),
+    )
