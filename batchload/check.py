@@ -1,9 +1,11 @@
 """Check: read, hash and validate files in a worker thread; the stage before upload.
 
 A group of small files costs one pandera call (see :mod:`batchload.validate`); a
-file that will be sent in parts is checked alone and keeps its validated frame,
+large CSV is validated block by block, in bounded memory; a file that will be sent
+in parts is checked alone and keeps its validated frame (its blocks, not copied),
 from which the parts are cut; a workbook keeps its frame too, to be sent as
-parquet. Each file's sha256 is taken here, and its ``stat``
+parquet. :func:`check_bytes` says how much memory a check takes, for the
+pipeline's byte budget. Each file's sha256 is taken here, and its ``stat``
 checked again after validation, so what was validated is what the hash describes;
 the upload re-checks the hash while it streams. A file that an earlier run sent and
 that was only touched (same size and sha256) is found ``unchanged`` and not
@@ -44,6 +46,16 @@ if TYPE_CHECKING:
 GROUP_FILES = 64
 GROUP_BYTES = 16 * MIB
 """Small files are read and validated together, up to this many files or bytes."""
+CHECK_MEMORY_FACTOR = 4
+"""A file read whole to be validated takes about this many times its size in memory at
+peak (Arrow buffers, the polars frame, the checks' temporaries: +400 MB measured for
+a 100 MB CSV)."""
+BLOCKWISE_MEMORY_BLOCKS = 12
+"""A CSV validated block by block takes about this many blocks at peak (pyarrow's
+read-ahead, a block's Arrow and polars copies, the checks' temporaries), plus half its
+size (its key hashes, sorted and claimed across files, and what the allocators keep
+of them: +150 MB measured in a run for a 100 MB CSV with 8 MiB blocks) and, when it
+is sent in parts, its frame (about its size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,23 @@ def groups(works: Sequence[Work]) -> Iterator[tuple[Work, ...]]:
             batch, size = [], 0
     if batch:
         yield tuple(batch)
+
+
+def check_bytes(job: PreparedJob, works: Sequence[Work], *, validate: bool) -> int:
+    """Memory that checking ``works`` takes at its peak (0: the files are only hashed)."""
+    from batchload.validate import BLOCK_BYTES, in_blocks
+
+    total = 0
+    for work in works:
+        size = work.source.size
+        if not (validate or work.split):
+            continue
+        if in_blocks(work.source.path, job.contract, BLOCK_BYTES):
+            total += BLOCKWISE_MEMORY_BLOCKS * BLOCK_BYTES
+            total += (size // 2 if validate else 0) + (size if work.split else 0)
+        else:
+            total += CHECK_MEMORY_FACTOR * size
+    return total
 
 
 def check_group(
@@ -163,10 +192,8 @@ def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) ->
     a workbook for the parquet it is sent as."""
     frame = None
     if work.split or work.convert:
-        from batchload.read import read_frame
-
         try:
-            frame = read_frame(work.source.path, job.contract, sheet=job.job.sheet)
+            frame = _read_for_parts(work, job)
         except UnreadableFile as exc:
             return Checked(work, fp, file_id, problem=str(exc))
         missing = [name for name in job.contract.names if name not in frame.columns]
@@ -183,6 +210,25 @@ def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) ->
             problem_state="failed",
         )
     return Checked(work, fp, file_id, rows=None if frame is None else frame.height, frame=frame)
+
+
+def _read_for_parts(work: Work, job: PreparedJob) -> pl.DataFrame:
+    """An unvalidated file's frame: a large CSV gathered from its blocks (no whole Arrow
+    table beside the frame), anything else read whole."""
+    import polars as pl
+
+    from batchload.read import CannotReadInBlocks, read_csv_blocks, read_frame
+    from batchload.validate import BLOCK_BYTES, in_blocks
+
+    path = work.source.path
+    if in_blocks(path, job.contract, BLOCK_BYTES):
+        try:
+            blocks = list(read_csv_blocks(path, job.contract, block_bytes=BLOCK_BYTES))
+        except CannotReadInBlocks:
+            pass
+        else:
+            return pl.concat(blocks, rechunk=False)
+    return read_frame(path, job.contract, sheet=job.job.sheet)
 
 
 def _changed_since(work: Work, fp: Fingerprint) -> bool:

@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check import check_group, groups, plan_requests
+from batchload.check import check_bytes, check_group, groups, plan_requests
 from batchload.config import ClientConfig, cpu_count
 from batchload.encode import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
@@ -47,11 +47,10 @@ if TYPE_CHECKING:
     from batchload.validate import UniqueKeys
 
 MEMORY_BUDGET_MB = 256.0
-CHECK_MEMORY_FACTOR = 4
-"""A file being read and validated takes about this many times its size in memory at
-peak (Arrow buffers, the polars frame, the checks' temporaries: +400 MB measured for
-a 100 MB CSV), so files being checked count this much against the memory budget: a
-large file is checked alone, small groups several at once."""
+"""Files being checked count what :func:`~batchload.check.check_bytes` says against it
+(a large file read whole is checked alone, small groups and large CSVs validated block
+by block several at once), and a split file's frame stays counted until its parts are
+sent."""
 WRITER_BATCH = 512
 
 
@@ -342,9 +341,9 @@ class _Run:
         job = self.prepared[group.job]
         split = group.works[0].split
         held = 0
-        if self.options.validate or split:  # the files are read into memory
-            size = sum(w.source.size for w in group.works)
-            held = await uploader.budget.acquire(CHECK_MEMORY_FACTOR * size)
+        need = check_bytes(job, group.works, validate=self.options.validate)
+        if need:  # the files are read into memory
+            held = await uploader.budget.acquire(need)
         try:
             outcomes = await anyio.to_thread.run_sync(
                 functools.partial(
