@@ -235,7 +235,7 @@ def _convert_options(contract: Contract | None) -> Any:
 
 def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iterator[pl.DataFrame]:
     """A CSV as frames of about ``block_bytes`` of data each, parsed as :func:`read_frame`
-    parses it (pyarrow's streaming reader, the same options, one thread).
+    parses it (pyarrow's streaming reader, the same options; its threads convert a block).
 
     pyarrow reads ahead as many as 32 of its own blocks: they stay small
     (``READ_BLOCK_BYTES``, or ``block_bytes`` when smaller) and are gathered into
@@ -257,7 +257,7 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
     try:
         reader = pacsv.open_csv(
             str(path),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=read_block),
+            read_options=pacsv.ReadOptions(use_threads=True, block_size=read_block),
             convert_options=_convert_options(contract),
         )
         with reader:  # closed also when the caller stops early
