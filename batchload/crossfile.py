@@ -36,8 +36,10 @@ class UniqueKeys:
     """The contract's ``unique`` key of every valid file of a run, to catch repeats across files.
 
     Keys are hashed to 64 bits per row (polars ``hash_rows``) and kept as sorted runs
-    beside the file they came from: 12 bytes a row, about 120 MB for 10M rows.
-    Looking up a file's keys costs O(rows × log(total)). Two different keys sharing a
+    beside the file they came from: 12 bytes a row for small files merged into shared
+    runs, 8 for a large file, whose run stays its own (:class:`_Run`), so that it is
+    never copied into a merge (about 80 MB for 10M rows of large files). Looking up a
+    file's keys costs O(rows × log(total)) per run. Two different keys sharing a
     64-bit hash would be reported as a repeat; at 10M rows the chance is ~3e-6.
     Safe to share between worker threads.
 
@@ -54,7 +56,7 @@ class UniqueKeys:
         self.key = tuple(key)
         self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
-        self._runs: list[pl.DataFrame] = []  # each sorted by "h", with the file number "f"
+        self._runs: list[_Run] = []
         self._known: Known = known if self.key else ()
         self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
@@ -108,7 +110,7 @@ class UniqueKeys:
     def __len__(self) -> int:
         with self._lock:
             self._take_known()
-            return sum(run.height for run in self._runs)
+            return sum(run.hashes.len() for run in self._runs)
 
     def claim(
         self,
@@ -140,12 +142,15 @@ class UniqueKeys:
             self._take_known()
             self._forget_earlier([path for path, _ in items])
             if self._all_new(pairs, several=len(items) > 1):  # the usual case, one lookup
-                first = pl.lit(len(self._files), dtype=pl.UInt32)
+                first = len(self._files)
                 self._files += [path for path, _ in items]
                 h = pairs.get_column("h")
                 if (h.slice(1) == h.slice(0, max(h.len() - 1, 0))).any():  # keep each hash once
                     pairs = pairs.filter(pl.col("h").ne_missing(pl.col("h").shift(1)))
-                self._add(pairs.with_columns(pl.col("f") + first))
+                if len(items) == 1:
+                    self._add(_Run(pairs.get_column("h"), first))
+                else:
+                    self._add(_Run.of(pairs.with_columns(pl.col("f") + first)))
                 return [None] * len(items)
             results: list[Problem | None] = []
             accepted: list[pl.DataFrame] = []
@@ -164,7 +169,7 @@ class UniqueKeys:
                     )
                 results.append(clash)
             if accepted:
-                self._add(pl.concat(accepted).sort("h"))
+                self._add(_Run.of(pl.concat(accepted).sort("h")))
             return results
 
     @staticmethod
@@ -194,14 +199,7 @@ class UniqueKeys:
         hashes, files = pairs.get_column("h"), pairs.get_column("f")
         if several and ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
             return False  # (a key repeated within one file is the file's own unique check)
-        for run in self._runs:
-            if run.height == 0:
-                continue
-            sorted_h = run.get_column("h")
-            position = sorted_h.search_sorted(hashes, side="left").clip(0, run.height - 1)
-            if (sorted_h.gather(position) == hashes).any():
-                return False
-        return True
+        return not any(run.matches(hashes).any() for run in self._runs)
 
     def _take_known(self) -> None:
         """Take in the known files' hashes as one sorted run (once; under the lock)."""
@@ -217,16 +215,15 @@ class UniqueKeys:
         starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
         rows = pl.int_range(0, hashes.len(), dtype=pl.Int64, eager=True)
         files = (starts.search_sorted(rows, side="right") - 1 + first).cast(pl.UInt32)
-        self._add(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f"))
+        self._add(_Run.of(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f")))
 
     def _forget_earlier(self, paths: Iterable[Path]) -> None:
         """Drop the keys an earlier run recorded for files validated again now."""
         if not self._earlier:
             return
-        numbers = [n for p in paths if (n := self._earlier.pop(str(p), None)) is not None]
+        numbers = {n for p in paths if (n := self._earlier.pop(str(p), None)) is not None}
         if numbers:
-            gone = pl.Series(numbers, dtype=pl.UInt32)
-            self._runs = [run.filter(~pl.col("f").is_in(gone.implode())) for run in self._runs]
+            self._runs = [kept for run in self._runs if (kept := run.without(numbers)) is not None]
 
     def _hash(self, frame: pl.DataFrame) -> pl.Series:
         missing = [c for c in self.key if c not in frame.columns]
@@ -239,18 +236,14 @@ class UniqueKeys:
             return None
         candidates = list(self._runs)
         if pending:
-            candidates.append(pl.concat(pending).sort("h"))
+            candidates.append(_Run.of(pl.concat(pending).sort("h")))
         hit_rows: list[pl.Series] = []
         files: list[pl.Series] = []
         for run in candidates:
-            if run.height == 0:
-                continue
-            sorted_h = run.get_column("h")
-            position = sorted_h.search_sorted(hashes, side="left").clip(0, run.height - 1)
-            matched = sorted_h.gather(position) == hashes
+            position, matched = run.lookup(hashes)
             if matched.any():
                 hit_rows.append(matched)
-                files.append(run.get_column("f").gather(position.filter(matched)))
+                files.append(run.files_at(position.filter(matched)))
         if not hit_rows:
             return None
         hit = hit_rows[0]
@@ -269,12 +262,66 @@ class UniqueKeys:
             f"already in {first_file}{sent}",
         )
 
-    def _add(self, run: pl.DataFrame) -> None:
-        """Add a sorted run; merge neighbours of similar size so lookups stay O(log n) each."""
+    def _add(self, run: _Run) -> None:
+        """Add a sorted run; merge small neighbours of similar size, so that many small
+        files cost few lookups, while a large file's run is never copied into a merge."""
+        if run.hashes.len() == 0:
+            return
         self._runs.append(run)
-        while len(self._runs) > 1 and self._runs[-2].height <= 2 * self._runs[-1].height:
+        while (
+            len(self._runs) > 1
+            and self._runs[-1].hashes.len() < SOLO_RUN_ROWS
+            and self._runs[-2].hashes.len() <= 2 * self._runs[-1].hashes.len()
+        ):
             last = self._runs.pop()
-            self._runs[-1] = self._runs[-1].merge_sorted(last, key="h")  # O(n), both sorted
+            self._runs[-1] = self._runs[-1].merged(last)
+
+
+SOLO_RUN_ROWS = 1_000_000
+"""A run this long (a large file's keys) stays on its own instead of being merged."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Key hashes in ascending order, and the file each came from: one file number for
+    a run of one file (no column of it), or a ``UInt32`` series beside the hashes."""
+
+    hashes: pl.Series
+    files: pl.Series | int
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> _Run:
+        """A run from a frame of ``h`` (sorted) and ``f``."""
+        return cls(frame.get_column("h"), frame.get_column("f"))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame({"h": self.hashes, "f": self.files_at(None)})
+
+    def files_at(self, positions: pl.Series | None) -> pl.Series:
+        """The file numbers at ``positions`` (None: every row)."""
+        count = self.hashes.len() if positions is None else positions.len()
+        if isinstance(self.files, int):
+            return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
+        return self.files if positions is None else self.files.gather(positions)
+
+    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """For each of ``hashes``: where it would sit here, and whether it is here."""
+        position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
+        return position, self.hashes.gather(position) == hashes
+
+    def matches(self, hashes: pl.Series) -> pl.Series:
+        return self.lookup(hashes)[1]
+
+    def merged(self, other: _Run) -> _Run:
+        return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted
+
+    def without(self, numbers: set[int]) -> _Run | None:
+        """This run less the keys of files ``numbers``; None when nothing is left."""
+        if isinstance(self.files, int):
+            return None if self.files in numbers else self
+        gone = pl.Series(sorted(numbers), dtype=pl.UInt32)
+        kept = self.frame().filter(~pl.col("f").is_in(gone.implode()))
+        return _Run.of(kept) if kept.height else None
 
 
 @dataclass(frozen=True, slots=True)

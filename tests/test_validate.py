@@ -354,6 +354,27 @@ def test_unique_keys_group_checked_at_once_still_names_the_right_file() -> None:
     assert again is not None and (again.detail, again.rows) == ("already in g49.csv", (1,))
 
 
+def test_unique_keys_large_files_keep_runs_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large file's keys are not merged with others' (no copy of them), and a repeat
+    of them is still found and named, beside small files that are merged."""
+    import batchload.crossfile
+
+    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
+    keys = UniqueKeys(("k",))
+    for number in range(3):  # "large": 100 rows each
+        big = pl.DataFrame({"k": range(number * 1000, number * 1000 + 100)})
+        assert keys.claim([(Path(f"big{number}.csv"), big)]) == [None]
+    small = [(Path(f"s{i}.csv"), pl.DataFrame({"k": [5000 + i]})) for i in range(4)]
+    assert keys.claim(small) == [None] * 4
+    assert len(keys._runs) == 4  # three solo runs, and the small files' one
+    assert len(keys) == 304
+    (clash,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [7, 1099, 5003]}))])
+    assert clash is not None and clash.count == 3
+    assert clash.detail in ("already in big0.csv", "already in big1.csv", "already in s3.csv")
+    (alone,) = keys.claim([(Path("late2.csv"), pl.DataFrame({"k": [9999, 2050]}))])
+    assert alone is not None and (alone.detail, alone.rows) == ("already in big2.csv", (2,))
+
+
 def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
     keys = UniqueKeys(())
     assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
