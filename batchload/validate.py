@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandera.polars as pa
 import polars as pl
@@ -340,8 +340,8 @@ def _proven_valid(
     if data.schema != pl.Schema(expected):  # names, order and dtypes, exactly
         return False
     frame = data.lazy()
-    passed = pl.col(CHECK_OUTPUT_KEY)
     queries: list[pl.LazyFrame] = []
+    totals: list[pl.Expr] = []
     checks = [("*", c) for c in contract.schema.checks]
     checks += [(n, c) for n, col in contract.schema.columns.items() for c in col.checks]
     try:
@@ -356,17 +356,17 @@ def _proven_valid(
             backend = check.get_backend(frame)(check)
             if not isinstance(backend, PolarsCheckBackend):
                 return False  # another backend (narwhals): its semantics are pandera's to run
+            expression = _check_expression(backend, name)
+            if expression is not None:  # evaluated with the others in one select
+                totals.append(_judged(expression, check).alias(f"check:{len(totals)}"))
+                continue
             out = backend.apply(PolarsData(frame, name))
             if isinstance(out, bool):
                 if not out:
                     return False
                 continue
-            # pandera: with ignore_na a null outcome passes, without it a null fails
-            judged = (
-                passed.all(ignore_nulls=True) if check.ignore_na else passed.fill_null(False).all()
-            )
-            queries.append(out.select(judged.alias(f"check:{len(queries)}")))
-        totals: list[pl.Expr] = []
+            passed = _judged(pl.col(CHECK_OUTPUT_KEY), check)
+            queries.append(out.select(passed.alias(f"query:{len(queries)}")))
         for spec in contract.columns:
             if not spec.nullable:
                 present = pl.col(spec.name).is_not_null()
@@ -386,6 +386,42 @@ def _proven_valid(
         return all(pl.concat(queries, how="horizontal").collect().row(0))
     except Exception:  # a check pandera would report as an error: let pandera say so
         return False
+
+
+def _judged(outcome: pl.Expr, check: Any) -> pl.Expr:
+    """Whether a check passed, as pandera judges it: with ``ignore_na`` a null outcome
+    passes, without it a null fails."""
+    return outcome.all(ignore_nulls=True) if check.ignore_na else outcome.fill_null(False).all()
+
+
+class _Selected:
+    """Stands in for a LazyFrame to catch the one expression a built-in check selects."""
+
+    def __init__(self) -> None:
+        self.expression: pl.Expr | None = None
+
+    def select(self, *exprs: Any, **named: Any) -> _Selected:
+        if named or len(exprs) != 1 or not isinstance(exprs[0], pl.Expr):
+            raise TypeError("not one expression")
+        self.expression = exprs[0]
+        return self
+
+
+def _check_expression(backend: Any, name: str) -> pl.Expr | None:
+    """The expression a column's check computes, when the check is a plain ``select``
+    of one (pandera's built-in checks are); None for any other, which then runs as
+    pandera's own query. One ``select`` of every such expression is one pass over
+    the frame, as hand-written Polars would make it."""
+    from pandera.api.polars.types import PolarsData
+
+    if name == "*" or backend.check.element_wise:
+        return None
+    selected = _Selected()
+    try:
+        out = backend.check_fn(PolarsData(cast(Any, selected), name))
+    except Exception:  # not a plain select: it collected, or looked at the schema
+        return None
+    return selected.expression if out is selected else None
 
 
 def unique_keys(contract: Contract) -> list[tuple[tuple[str, ...], str | None]]:

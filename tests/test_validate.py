@@ -459,6 +459,27 @@ def test_valid_frames_are_proven_without_a_pandera_call(contract: Contract) -> N
     assert not _proven_valid(pl.concat([frame, frame]), contract, False)
 
 
+def test_builtin_checks_are_proven_in_one_select(
+    contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built-in column checks join the proof's single select, as hand-written Polars
+    would, instead of running as a query each (pandera's own way, ~5% slower on 1M
+    rows); a pandera upgrade that changed how they are built would show here."""
+    from pandera.backends.polars.checks import PolarsCheckBackend
+
+    def no_query_of_its_own(self: object, check_obj: object) -> object:
+        raise AssertionError("a built-in check ran as a query of its own")
+
+    monkeypatch.setattr(PolarsCheckBackend, "apply", no_query_of_its_own)
+    frame = pl.DataFrame(
+        [(dt.date(2024, 1, 2), "AAPL", 0.5, 1), (dt.date(2024, 1, 3), "MSFT", None, 2)],
+        schema=contract.polars_schema(),
+        orient="row",
+    )
+    assert _proven_valid(frame, contract, grouped=False)
+    assert not _proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
+
+
 def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) -> None:
     """Known files (their stored hashes) catch a repeat, name the file, and are replaced
     by their own keys when validated again, so a changed file never repeats itself."""
