@@ -14,8 +14,10 @@ cross-file check covers what earlier runs sent.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,10 +122,38 @@ def prepare(
     max_request_bytes: int,
 ) -> list[PreparedJob]:
     """Prepare every job; raises UsageError (or ContractError) for an impossible run."""
-    from batchload.contract import load_contract
-
     if not jobs:
         raise UsageError("nothing to upload: no jobs")
+    with _no_collection_pauses():
+        return _prepare(jobs, manifest, endpoint, max_request_bytes)
+
+
+@contextlib.contextmanager
+def _no_collection_pauses() -> Iterator[None]:
+    """Python's cyclic GC off while the bookkeeping of many files is built.
+
+    Its objects all stay alive (rows, paths, decisions), yet allocating them set off
+    full collections that rescanned every object of the process (~137,000 once
+    pandera and polars are imported): a third of a 10,000-file resume. A cycle made
+    meanwhile, if any, is collected once the GC is back on, when this ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prepare(
+    jobs: Sequence[UploadJob],
+    manifest: Manifest | None,
+    endpoint: str | None,
+    max_request_bytes: int,
+) -> list[PreparedJob]:
+    from batchload.contract import load_contract
+
     prepared: list[PreparedJob] = []
     by_name: dict[str, PreparedJob] = {}
     indexes: dict[str, Mapping[str, list[ResumeRow]]] = {}

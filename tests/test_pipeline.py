@@ -139,6 +139,31 @@ def test_two_files_one_file_id_is_refused_before_sending(
     assert ok.uploaded == 2
 
 
+def test_prepare_gives_the_garbage_collector_back(tmp_path: Path) -> None:
+    """prepare pauses the cyclic GC while it builds its bookkeeping; it is on again
+    afterwards, also when prepare refuses the run, and stays off if it was off."""
+    import gc
+
+    write_signals(tmp_path / "a", 1)
+    write_signals(tmp_path / "b", 1, start=1)
+    (tmp_path / "b" / "sig_0001.csv").rename(tmp_path / "b" / "sig_0000.csv")
+    clash = [job(tmp_path / "*" / "*.csv")]
+    fine = [job(tmp_path / "a" / "*.csv")]
+    options = {"manifest": None, "endpoint": None, "max_request_bytes": max_request_bytes(5)}
+    assert gc.isenabled()
+    assert len(prepare(fine, **options)[0].work) == 1
+    assert gc.isenabled()
+    with pytest.raises(UsageError, match="two files map to one file_id"):
+        prepare(clash, **options)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        prepare(fine, **options)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_existing_dataset_by_id_and_by_name(
     server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
