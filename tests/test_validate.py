@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchload.contract import Contract, build_contract
+from batchload.proof import proven_valid
 from batchload.validate import (
     MAX_EXAMPLES,
     FileVerdict,
     Problem,
     UniqueKeys,
-    _proven_valid,
     _validate_chunk,
     group_by_fingerprint,
     validate_files,
@@ -453,10 +453,10 @@ def test_valid_frames_are_proven_without_a_pandera_call(contract: Contract) -> N
         schema=contract.polars_schema(),
         orient="row",
     )
-    assert _proven_valid(frame, contract, grouped=False)
-    assert not _proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
-    assert not _proven_valid(frame.select(reversed(frame.columns)), contract, False)
-    assert not _proven_valid(pl.concat([frame, frame]), contract, False)
+    assert proven_valid(frame, contract, grouped=False)
+    assert not proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
+    assert not proven_valid(frame.select(reversed(frame.columns)), contract, False)
+    assert not proven_valid(pl.concat([frame, frame]), contract, False)
 
 
 def test_builtin_checks_are_proven_in_one_select(
@@ -476,8 +476,8 @@ def test_builtin_checks_are_proven_in_one_select(
         schema=contract.polars_schema(),
         orient="row",
     )
-    assert _proven_valid(frame, contract, grouped=False)
-    assert not _proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
+    assert proven_valid(frame, contract, grouped=False)
+    assert not proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
 
 
 def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) -> None:
