@@ -25,25 +25,14 @@ from batchload.validate import (
     validate_files,
     validate_frame,
 )
+from tests.test_blockwise import signals
 
 HEADER = "date,ticker,signal,volume\n"
 
 
 @pytest.fixture
 def contract() -> Contract:
-    schema = pa.DataFrameSchema(
-        {
-            "date": pa.Column(pl.Date),
-            "ticker": pa.Column(pl.String, pa.Check.str_matches(r"^[A-Z]+$")),
-            "signal": pa.Column(pl.Float64, pa.Check.in_range(-1.0, 1.0), nullable=True),
-            "volume": pa.Column(pl.Int64, pa.Check.ge(0)),
-        },
-        strict=True,
-        ordered=True,
-        unique=["date", "ticker"],
-        name="signals",
-    )
-    return build_contract(schema)
+    return signals()
 
 
 def csv(path: Path, *rows: str, header: str = HEADER) -> Path:
@@ -446,8 +435,18 @@ def test_valid_verdict_is_pandera_verdict(
     assert ours == pandera_says, verdict
 
 
-def test_valid_frames_are_proven_without_a_pandera_call(contract: Contract) -> None:
-    """The fast proof must really work (a pandera upgrade could quietly disable it)."""
+def test_valid_frames_are_proven_without_a_pandera_call(
+    contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast proof must really work, and its built-in checks join its one select
+    (as hand-written Polars would) instead of running as a query each, pandera's own
+    way and ~5% slower on 1M rows: a pandera upgrade could quietly undo either."""
+    from pandera.backends.polars.checks import PolarsCheckBackend
+
+    def no_query_of_its_own(self: object, check_obj: object) -> object:
+        raise AssertionError("a built-in check ran as a query of its own")
+
+    monkeypatch.setattr(PolarsCheckBackend, "apply", no_query_of_its_own)
     frame = pl.DataFrame(
         [(dt.date(2024, 1, 2), "AAPL", 0.5, 1), (dt.date(2024, 1, 2), "MSFT", None, 2)],
         schema=contract.polars_schema(),
@@ -457,27 +456,6 @@ def test_valid_frames_are_proven_without_a_pandera_call(contract: Contract) -> N
     assert not proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
     assert not proven_valid(frame.select(reversed(frame.columns)), contract, False)
     assert not proven_valid(pl.concat([frame, frame]), contract, False)
-
-
-def test_builtin_checks_are_proven_in_one_select(
-    contract: Contract, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Built-in column checks join the proof's single select, as hand-written Polars
-    would, instead of running as a query each (pandera's own way, ~5% slower on 1M
-    rows); a pandera upgrade that changed how they are built would show here."""
-    from pandera.backends.polars.checks import PolarsCheckBackend
-
-    def no_query_of_its_own(self: object, check_obj: object) -> object:
-        raise AssertionError("a built-in check ran as a query of its own")
-
-    monkeypatch.setattr(PolarsCheckBackend, "apply", no_query_of_its_own)
-    frame = pl.DataFrame(
-        [(dt.date(2024, 1, 2), "AAPL", 0.5, 1), (dt.date(2024, 1, 3), "MSFT", None, 2)],
-        schema=contract.polars_schema(),
-        orient="row",
-    )
-    assert proven_valid(frame, contract, grouped=False)
-    assert not proven_valid(frame.with_columns(pl.lit(-1).alias("volume")), contract, False)
 
 
 def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) -> None:
