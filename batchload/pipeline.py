@@ -331,9 +331,14 @@ class _Run:
         uploader: Uploader,
     ) -> None:
         async with todo, ready:
-            async for group in todo:
-                # one call per group: its frames die with the call, not when the next is read
-                await self._check(group, ready, uploader)
+            try:
+                async for group in todo:
+                    # one call per group: its frames die with the call, not when the next is read
+                    await self._check(group, ready, uploader)
+            except anyio.BrokenResourceError:
+                # Every upload task has stopped (a refused token, a service gone): their
+                # error is what stops the run; the file in hand stays unsent, for a resume.
+                return
 
     async def _check(
         self, group: _Group, ready: ObjectSendStream[Ready], uploader: Uploader

@@ -80,10 +80,23 @@ def test_faults_together_every_file_exactly_once(
     assert max(r.attempts for r in rows) > 1
 
 
+@pytest.mark.parametrize(
+    ("concurrency", "knobs"),
+    [
+        (2, ()),
+        # slow answers, one upload task: checking runs ahead and waits to hand a file on
+        # when the upload stops (that wait must end quietly, not as a second error)
+        (1, ("--latency-ms", "30")),
+    ],
+)
 def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
-    server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
+    server_factory: Callable[..., ServerProcess],
+    token: str,
+    tmp_path: Path,
+    concurrency: int,
+    knobs: tuple[str, ...],
 ) -> None:
-    server = server_factory(tokens=(token, "observer-token"), name="auth")
+    server = server_factory(*knobs, tokens=(token, "observer-token"), name="auth")
     paths = write_signals(tmp_path / "data", 40)
     manifest = tmp_path / "m.sqlite"
     done = 0
@@ -101,7 +114,7 @@ def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
         [job(tmp_path / "data" / "*.csv")],
         manifest,
         sink=revoke_after_five,
-        concurrency=2,
+        concurrency=concurrency,
     )
     assert isinstance(first.error, AuthError)
     assert first.exit_code == 3
