@@ -320,9 +320,12 @@ class _Run:
 
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
-            for job in self.prepared:
-                for works in groups(job.work):
-                    await send.send(_Group(job.index, works))
+            try:
+                for job in self.prepared:
+                    for works in groups(job.work):
+                        await send.send(_Group(job.index, works))
+            except anyio.BrokenResourceError:
+                return  # the checks have stopped, because the uploads did: see _check_loop
 
     async def _check_loop(
         self,

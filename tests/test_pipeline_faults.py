@@ -81,23 +81,25 @@ def test_faults_together_every_file_exactly_once(
 
 
 @pytest.mark.parametrize(
-    ("concurrency", "knobs"),
+    "case",
     [
-        (2, ()),
+        (40, 2, ()),
         # slow answers, one upload task: checking runs ahead and waits to hand a file on
-        # when the upload stops (that wait must end quietly, not as a second error)
-        (1, ("--latency-ms", "30")),
+        # when the upload stops, and with many files the groups wait to be checked too
+        # (those waits must end quietly, not as a second error)
+        (40, 1, ("--latency-ms", "30")),
+        (450, 1, ("--latency-ms", "30")),
     ],
 )
 def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
     server_factory: Callable[..., ServerProcess],
     token: str,
     tmp_path: Path,
-    concurrency: int,
-    knobs: tuple[str, ...],
+    case: tuple[int, int, tuple[str, ...]],
 ) -> None:
+    files, concurrency, knobs = case
     server = server_factory(*knobs, tokens=(token, "observer-token"), name="auth")
-    paths = write_signals(tmp_path / "data", 40)
+    paths = write_signals(tmp_path / "data", files)
     manifest = tmp_path / "m.sqlite"
     done = 0
 
@@ -118,7 +120,7 @@ def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
     )
     assert isinstance(first.error, AuthError)
     assert first.exit_code == 3
-    assert 5 <= first.uploaded < 40
+    assert 5 <= first.uploaded < files
     with Manifest.open(manifest) as opened:
         rows = opened.rows()
         assert opened.dataset("equity_signals") is not None
@@ -128,7 +130,7 @@ def test_a_revoked_token_stops_the_run_and_a_resume_finishes(
     server.restart()  # revocations last until a restart
     second = run(server, token, [job(tmp_path / "data" / "*.csv")], manifest)
     assert second.error is None
-    assert second.uploaded + second.skipped == 40
+    assert second.uploaded + second.skipped == files
     view = ServerView(server.url, "observer-token")
     assert len(view.datasets()) == 1
     on_server = view.files(second.dataset_id or "")
