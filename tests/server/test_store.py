@@ -129,3 +129,12 @@ def test_a_group_commit_gives_each_upload_its_own_outcome(store: Store, tmp_path
     assert {hashlib.sha256(t.encode()).hexdigest() for t in on_disk} == {f.sha256 for f in listed}
     assert {f.rows for f in listed} == {1}
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_locked_schema_is_read_by_id_alone(store: Store) -> None:
+    """What an upload checks against: the schema, or None when there is no dataset."""
+    store.commit_file(*record(store, "f", b"a\n1\n"), schema=SCHEMA)
+    assert store.locked_schema("d") == SCHEMA
+    assert store.locked_schema("nope") is None
+    store.delete_dataset("d")
+    assert store.locked_schema("d") is None
