@@ -185,14 +185,15 @@ def findings(results: dict[str, Any]) -> list[str]:
         ceiling = s["ceiling"]
         busy = ""
         if ceiling.get("server_cpu_s") is not None:
-            cores = (ceiling["server_cpu_s"] + ceiling["cpu_s"]) / ceiling["wall_s"]
+            server_cores = ceiling["server_cpu_s"] / ceiling["wall_s"]
             busy = (
                 f" (in the ceiling's run the server used {ceiling['server_cpu_s']:.2f} CPU s "
-                f"and the client {ceiling['cpu_s']:.2f}, {cores:.1f} of the "
-                f"{results['machine'].get('cores')} cores while it ran)"
+                f"in {ceiling['wall_s']:.2f} s, {server_cores:.1f} cores, and the client "
+                f"{ceiling['cpu_s']:.2f}: the server is one Python process, whose event loop "
+                "and workers take turns on one interpreter lock)"
             )
         out.append(
-            f"S's 40× is out of reach here: the local server, on the same cores, holds "
+            f"S's 40× is out of reach here: the local server holds "
             f"even the ceiling to {_ratio(ceiling['vs_guide'])} the guide client{busy}."
         )
     offline = []
