@@ -9,15 +9,19 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from batchload.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchloadError
 
-F = TypeVar("F")
+if TYPE_CHECKING:
+    from batchload.config import ClientConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +63,31 @@ INSECURE_WARNING = (
 )
 
 
-def warn_insecure() -> None:
-    """The warning every use of ``--insecure-skip-tls-verify`` prints (even with --quiet)."""
-    click.echo(INSECURE_WARNING, err=True)
-    sys.stderr.flush()
+def connection_config(
+    *,
+    endpoint: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    insecure: bool,
+    timeout_s: float | None,
+) -> ClientConfig:
+    """The :func:`connection_options` resolved (flags over environment over defaults).
+
+    ``--insecure-skip-tls-verify`` is warned about every time, even with ``--quiet``.
+    """
+    from batchload.config import client_config
+
+    config = client_config(
+        endpoint=endpoint,
+        token_file=token_file,
+        ca_bundle=ca_bundle,
+        insecure=insecure,
+        timeout_s=timeout_s,
+    )
+    if insecure:
+        click.echo(INSECURE_WARNING, err=True)
+        sys.stderr.flush()
+    return config
 
 
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
@@ -145,3 +170,12 @@ schema_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."
 )
+
+
+def connection_options(fn: F) -> F:
+    """Where the service is and how to authenticate, as every remote command takes them."""
+    for option in reversed(
+        [endpoint_option, token_file_option, ca_bundle_option, insecure_option, timeout_option]
+    ):
+        fn = option(fn)
+    return fn

@@ -13,15 +13,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from batchload.cli.common import (
-    ca_bundle_option,
-    endpoint_option,
-    insecure_option,
+    connection_config,
+    connection_options,
     json_option,
     output,
     print_json,
-    timeout_option,
-    token_file_option,
-    warn_insecure,
 )
 
 if TYPE_CHECKING:
@@ -31,30 +27,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_SHOWN = 10
-
-
-def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the service is and how to authenticate, as every remote command takes them."""
-    options = [
-        endpoint_option,
-        token_file_option,
-        ca_bundle_option,
-        insecure_option,
-        timeout_option,
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _config(connection: dict[str, Any]) -> ClientConfig:
-    """Resolve the connection options once per command (flags over environment over defaults)."""
-    from batchload.config import client_config
-
-    config = client_config(**connection)
-    if connection["insecure"]:
-        warn_insecure()
-    return config
 
 
 def _with_client(config: ClientConfig, work: Callable[[IngestionClient], Awaitable[T]]) -> T:
@@ -130,7 +102,7 @@ def ls(target: str | None, as_json: bool, **connection: Any) -> None:
     from batchload.datasets import parse_target
 
     parsed = parse_target(target)
-    config = _config(connection)
+    config = connection_config(**connection)
     if parsed.dataset is None or parsed.dataset_is_glob:
         _ls_datasets(config, parsed.dataset, as_json=as_json)
     else:
@@ -213,7 +185,7 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
     key, pattern = parsed.dataset, parsed.pattern
     out = output()
 
-    config = _config(connection)
+    config = connection_config(**connection)
 
     async def matching(client: IngestionClient) -> tuple[DatasetInfo, list[str]]:
         dataset = await find_dataset(client, key)

@@ -11,15 +11,11 @@ from typing import Any
 import click
 
 from batchload.cli.common import (
-    ca_bundle_option,
-    endpoint_option,
-    insecure_option,
+    connection_config,
+    connection_options,
     json_option,
     output,
     print_json,
-    timeout_option,
-    token_file_option,
-    warn_insecure,
 )
 
 MAX_FAILURES_SHOWN = 20
@@ -135,11 +131,7 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The manifest of the run(s) to check.",
 )
-@endpoint_option
-@token_file_option
-@ca_bundle_option
-@insecure_option
-@timeout_option
+@connection_options
 @json_option
 def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     path: Path,
@@ -160,7 +152,6 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     """
     import anyio
 
-    from batchload.config import client_config
     from batchload.manifest import Manifest
     from batchload.reconcile import reconcile as compare
     from batchload.transport import IngestionClient
@@ -168,15 +159,13 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     with Manifest.open(path, create=False) as opened:
         endpoints = {d.endpoint for d in opened.datasets()}
         chosen = endpoint or (endpoints.pop() if len(endpoints) == 1 else None)
-        config = client_config(
+        config = connection_config(
             endpoint=chosen,
             token_file=token_file,
             ca_bundle=ca_bundle,
             insecure=insecure,
             timeout_s=timeout_s,
         )
-        if insecure:
-            warn_insecure()
 
         async def check() -> Any:
             async with IngestionClient(config) as client:

@@ -16,16 +16,12 @@ import click
 
 from batchload.cli.common import (
     Output,
-    ca_bundle_option,
-    endpoint_option,
-    insecure_option,
+    connection_config,
+    connection_options,
     json_option,
     output,
     print_json,
     schema_option,
-    timeout_option,
-    token_file_option,
-    warn_insecure,
 )
 
 if TYPE_CHECKING:
@@ -44,11 +40,6 @@ def run_options(fn: F) -> F:
     """The options ``upload`` and ``run`` share."""
     for option in reversed(
         [
-            endpoint_option,
-            token_file_option,
-            ca_bundle_option,
-            insecure_option,
-            timeout_option,
             click.option(
                 "--concurrency",
                 type=click.IntRange(1, 256),
@@ -92,7 +83,7 @@ def run_options(fn: F) -> F:
         ]
     ):
         fn = option(fn)
-    return fn
+    return connection_options(fn)  # first in --help
 
 
 @click.command()
@@ -196,22 +187,19 @@ def _execute(
     import anyio
 
     from batchload.cli.render import progress_sink
-    from batchload.config import client_config
     from batchload.pipeline import RunOptions, run_upload
     from batchload.retry import RetryPolicy
 
     out = output()
     config: ClientConfig | None = None
     if not dry_run:
-        config = client_config(
+        config = connection_config(
             endpoint=endpoint,
             token_file=token_file,
             ca_bundle=ca_bundle,
             insecure=insecure,
             timeout_s=timeout_s,
         )
-        if insecure:
-            warn_insecure()
     options = RunOptions(
         concurrency=concurrency or DEFAULT_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
