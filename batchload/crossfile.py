@@ -178,11 +178,10 @@ class UniqueKeys:
 
         Sorted by hash (then file), so that lookups in the sorted runs are fast (~5x
         faster than unsorted ones) and a hash seen twice follows its first sighting.
+        One file's pairs have no ``f``: its run keeps one file number, not a column.
         """
         if len(hashed) == 1:  # one (large) file: sorting the hashes alone is ~3x cheaper
-            hashes = hashed[0].sort()
-            files = pl.repeat(0, hashes.len(), dtype=pl.UInt32, eager=True)
-            return pl.DataFrame({"h": hashes, "f": files})
+            return pl.DataFrame({"h": hashed[0].sort()})
         heights = [hashes.len() for hashes in hashed]
         starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
         rows = pl.int_range(0, sum(heights), dtype=pl.Int64, eager=True)
@@ -196,10 +195,12 @@ class UniqueKeys:
         :meth:`claim` does exactly that, to find which file repeats which. ``several``:
         the pairs are of more than one file.
         """
-        hashes, files = pairs.get_column("h"), pairs.get_column("f")
-        if several and ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
-            return False  # (a key repeated within one file is the file's own unique check)
-        return not any(run.matches(hashes).any() for run in self._runs)
+        hashes = pairs.get_column("h")
+        if several:
+            files = pairs.get_column("f")
+            if ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
+                return False  # (a key repeated within one file is the file's own unique check)
+        return not any(run.lookup(hashes)[1].any() for run in self._runs)
 
     def _take_known(self) -> None:
         """Take in the known files' hashes as one sorted run (once; under the lock)."""
@@ -308,9 +309,6 @@ class _Run:
         """For each of ``hashes``: where it would sit here, and whether it is here."""
         position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
         return position, self.hashes.gather(position) == hashes
-
-    def matches(self, hashes: pl.Series) -> pl.Series:
-        return self.lookup(hashes)[1]
 
     def merged(self, other: _Run) -> _Run:
         return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted
