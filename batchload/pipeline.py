@@ -320,12 +320,9 @@ class _Run:
 
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
-            try:
-                for job in self.prepared:
-                    for works in groups(job.work):
-                        await send.send(_Group(job.index, works))
-            except anyio.BrokenResourceError:
-                return  # the checks have stopped, because the uploads did: see _check_loop
+            for job in self.prepared:
+                for works in groups(job.work):
+                    await send.send(_Group(job.index, works))
 
     async def _check_loop(
         self,
@@ -334,14 +331,9 @@ class _Run:
         uploader: Uploader,
     ) -> None:
         async with todo, ready:
-            try:
-                async for group in todo:
-                    # one call per group: its frames die with the call, not when the next is read
-                    await self._check(group, ready, uploader)
-            except anyio.BrokenResourceError:
-                # Every upload task has stopped (a refused token, a service gone): their
-                # error is what stops the run; the file in hand stays unsent, for a resume.
-                return
+            async for group in todo:
+                # one call per group: its frames die with the call, not when the next is read
+                await self._check(group, ready, uploader)
 
     async def _check(
         self, group: _Group, ready: ObjectSendStream[Ready], uploader: Uploader
@@ -446,10 +438,14 @@ def _run_stopper(exc: Exception) -> BatchloadError:
             leaves.append(e)
 
     flatten(exc)
-    if not all(isinstance(e, BatchloadError) for e in leaves):
+    # A stage that found the next one gone (every upload task stopped on a refused token,
+    # say) failed because of that stage's error, which is among the leaves: it says
+    # nothing of its own, and the work it held stays unsent, for a resume.
+    causes = [e for e in leaves if not isinstance(e, anyio.BrokenResourceError)]
+    if not causes or not all(isinstance(e, BatchloadError) for e in causes):
         raise exc
-    auth = [e for e in leaves if isinstance(e, AuthError)]
-    first = auth[0] if auth else leaves[0]
+    auth = [e for e in causes if isinstance(e, AuthError)]
+    first = auth[0] if auth else causes[0]
     assert isinstance(first, BatchloadError)
     return first
 
