@@ -267,16 +267,7 @@ def plan_requests(
                     data = parquet_bytes(checked.frame, arrow_schema(job.contract))
                     envelope = Envelope(file_id=checked.file_id, file_format="parquet", name=name)
                     if envelope.request_bytes(len(data)) <= max_request_bytes:
-                        plan.append(
-                            PlannedRequest(
-                                path=path,
-                                dataset=job.name,
-                                file_id=checked.file_id,
-                                file_format="parquet",
-                                rows=checked.rows,
-                                request_bytes=envelope.request_bytes(len(data)),
-                            )
-                        )
+                        plan.append(_planned(path, job, envelope, len(data), checked.rows))
                         continue
                 if checked.frame is None:
                     envelope = Envelope(
@@ -287,16 +278,8 @@ def plan_requests(
                         if work.source.file_format == "csv"
                         else None,
                     )
-                    plan.append(
-                        PlannedRequest(
-                            path=path,
-                            dataset=job.name,
-                            file_id=checked.file_id,
-                            file_format=work.source.file_format,
-                            rows=checked.rows,
-                            request_bytes=envelope.request_bytes(checked.fingerprint.size),
-                        )
-                    )
+                    size = checked.fingerprint.size
+                    plan.append(_planned(path, job, envelope, size, checked.rows))
                     continue
                 proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, name)
                 for part in split_frame(
@@ -307,17 +290,30 @@ def plan_requests(
                 ):
                     envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
                     plan.append(
-                        PlannedRequest(
-                            path=path,
-                            dataset=job.name,
-                            file_id=envelope.file_id,
-                            file_format="parquet",
-                            rows=part.rows,
-                            request_bytes=envelope.request_bytes(part.source.size),
-                            part=part.index,
-                        )
+                        _planned(path, job, envelope, part.source.size, part.rows, part=part.index)
                     )
     return plan, problems
+
+
+def _planned(
+    path: str,
+    job: PreparedJob,
+    envelope: Envelope,
+    raw_bytes: int,
+    rows: int | None,
+    *,
+    part: int = 0,
+) -> PlannedRequest:
+    """The dry run's line for one request: ``envelope`` around ``raw_bytes`` of file."""
+    return PlannedRequest(
+        path=path,
+        dataset=job.name,
+        file_id=envelope.file_id,
+        file_format=envelope.file_format,
+        rows=rows,
+        request_bytes=envelope.request_bytes(raw_bytes),
+        part=part,
+    )
 
 
 def part_envelope(
