@@ -61,6 +61,7 @@ class ServerView:
 
     def __init__(self, url: str, token: str, *, verify: str | bool = True) -> None:
         self.url = url
+        self.token = token
         self.session = requests.Session()
         self.session.trust_env = False  # loopback: no proxy, and no CA bundle from the env
         self.session.verify = verify

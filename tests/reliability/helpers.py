@@ -220,13 +220,10 @@ def assert_exactly_once(
     view: ServerView,
     expected: dict[str, Path | str],
     manifest: Path,
-    *,
-    endpoint: str,
-    token: str,
 ) -> Landed:
     """The server holds every expected file exactly once, byte-identical, in one dataset;
-    the manifest agrees with it, and reconcile (the code ``batchload reconcile`` runs)
-    finds nothing missing or unexpected.
+    the manifest agrees with it, and reconcile (the code ``batchload reconcile`` runs,
+    with the view's endpoint and token) finds nothing missing or unexpected.
 
     ``expected`` maps file_id to the local file (or to the sha256 it must have).
     """
@@ -254,7 +251,7 @@ def assert_exactly_once(
     assert {r["dataset_id"] for r in done.values()} == {dataset_id}
     assert manifest_integrity(manifest) == "ok"
 
-    [result] = reconcile(manifest, endpoint=endpoint, token=token)
+    [result] = reconcile(manifest, endpoint=view.url, token=view.token)
     assert (result.missing, result.unexpected, result.error) == ((), (), None)
     assert result.on_server == result.expected == len(want)
     return Landed(files=len(want), lost=len(lost), duplicated=duplicated)

@@ -100,13 +100,7 @@ def test_server_faults_lose_and_duplicate_nothing(
     assert_reconciled(summary)
     injected = injected_faults(server)
     assert injected[fault] > 0, f"the server injected no {fault}: {injected}"
-    landed = assert_exactly_once(
-        ServerView(server.url, TOKEN),
-        file_ids(paths),
-        manifest,
-        endpoint=server.url,
-        token=TOKEN,
-    )
+    landed = assert_exactly_once(ServerView(server.url, TOKEN), file_ids(paths), manifest)
     LEDGER.fault(case, landed, injected.items())
 
 
@@ -137,13 +131,7 @@ def test_server_sigkilled_mid_run_and_restarted(server_factory: Factory, tmp_pat
     assert_clean_output(result)
     assert result.json()["uploaded"] == FILES
     assert_reconciled(result.json())
-    landed = assert_exactly_once(
-        ServerView(server.url, TOKEN),
-        file_ids(paths),
-        manifest,
-        endpoint=server.url,
-        token=TOKEN,
-    )
+    landed = assert_exactly_once(ServerView(server.url, TOKEN), file_ids(paths), manifest)
     LEDGER.fault("server SIGKILLed mid-run, restarted", landed, [("server_killed", 1)])
 
 
@@ -173,13 +161,7 @@ def test_client_sigkilled_mid_run_then_resumed(server_factory: Factory, tmp_path
     assert summary["skipped"] >= done_before  # finished files are not sent again
     assert summary["uploaded"] + summary["skipped"] == FILES
     assert_reconciled(summary)
-    landed = assert_exactly_once(
-        ServerView(server.url, TOKEN),
-        file_ids(paths),
-        manifest,
-        endpoint=server.url,
-        token=TOKEN,
-    )
+    landed = assert_exactly_once(ServerView(server.url, TOKEN), file_ids(paths), manifest)
     LEDGER.fault("client SIGKILLed mid-run, resumed", landed, [("client_killed", 1)])
 
 
@@ -230,9 +212,7 @@ def test_token_revoked_mid_run_stops_with_exit_3_then_a_valid_token_finishes(
     assert summary["skipped"] >= finished_before
     assert summary["uploaded"] + summary["skipped"] == FILES
     assert_reconciled(summary)
-    landed = assert_exactly_once(
-        view, file_ids(paths), manifest, endpoint=server.url, token=OBSERVER
-    )
+    landed = assert_exactly_once(view, file_ids(paths), manifest)
     LEDGER.fault("token revoked mid-run, resumed", landed, [("token_revoked", 1)])
 
 
@@ -296,7 +276,7 @@ def test_files_changed_after_hashing_are_never_sent_then_resent_whole(
     assert second.code == 0, second.stderr[-3000:]
     assert second.json()["uploaded"] == len(changed)
     assert_reconciled(second.json())
-    landed = assert_exactly_once(view, file_ids(paths), manifest, endpoint=server.url, token=TOKEN)
+    landed = assert_exactly_once(view, file_ids(paths), manifest)
     on_server = {f["file_id"]: f["sha256"] for f in view.receipts(dataset["id"])}
     for path in changed:  # the new version, whole
         assert on_server[path.stem] == sha256(path) != old[path.stem]
