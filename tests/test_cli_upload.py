@@ -16,7 +16,15 @@ import pytest
 from batchload.cli import main
 from batchload.manifest import Manifest
 from batchload.server.process import ServerProcess
-from tests.upload_helpers import HEADER, SIGNALS, ServerView, sha256, signal_csv, write_signals
+from tests.upload_helpers import (
+    HEADER,
+    SIGNALS,
+    ServerView,
+    sha256,
+    signal_csv,
+    upload_args,
+    write_signals,
+)
 
 PRICES = SIGNALS.parent / "market_prices.yaml"
 
@@ -92,20 +100,8 @@ def test_bad_files_exit_1_and_good_ones_land(
 ) -> None:
     write_signals(tmp_path / "data", 3)
     (tmp_path / "data" / "bad.csv").write_text(HEADER + "2024-01-02,AAA,3.0,0.5,5\n")
-    result = cli(
-        "upload",
-        "data/*.csv",
-        "--schema",
-        str(SIGNALS),
-        "--endpoint",
-        server.url,
-        "--json",
-        "--manifest",
-        "m.sqlite",
-        cwd=tmp_path,
-        token=token,
-        check=1,
-    )
+    args = upload_args("data/*.csv", Path("m.sqlite"), server.url)
+    result = cli(*args, cwd=tmp_path, token=token, check=1)
     summary = json.loads(result.stdout)
     assert (summary["uploaded"], summary["invalid"]) == (3, 1)
     assert summary["problems"][0]["path"].endswith("bad.csv")
@@ -119,21 +115,8 @@ def test_wrong_token_exits_3_with_the_manifest_kept(
     wrong = "wrong-token-SECRET-9876"
     token_file = tmp_path / "token.txt"
     token_file.write_text(wrong + "\n")
-    result = cli(
-        "upload",
-        "data/*.csv",
-        "--schema",
-        str(SIGNALS),
-        "--endpoint",
-        server.url,
-        "--token-file",
-        str(token_file),
-        "--manifest",
-        "m.sqlite",
-        "--json",
-        cwd=tmp_path,
-        check=3,
-    )
+    args = upload_args("data/*.csv", Path("m.sqlite"), server.url, "--token-file", str(token_file))
+    result = cli(*args, cwd=tmp_path, check=3)
     assert "Traceback" not in result.stderr
     assert "401" in result.stderr
     assert json.loads(result.stdout)["stopped"]

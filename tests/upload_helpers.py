@@ -130,3 +130,21 @@ def run(
 def job(*patterns: str | Path, **kwargs: Any) -> UploadJob:
     kwargs.setdefault("schema", SIGNALS)
     return UploadJob(files=tuple(str(p) for p in patterns), **kwargs)
+
+
+def upload_args(
+    pattern: str, manifest: Path, endpoint: str, *extra: str, schema: Path = SIGNALS
+) -> tuple[str, ...]:
+    """``batchload upload`` of ``pattern`` to ``endpoint``, with a manifest and ``--json``."""
+    return (
+        "upload",
+        pattern,
+        "--schema",
+        str(schema),
+        "--endpoint",
+        endpoint,
+        "--manifest",
+        str(manifest),
+        "--json",
+        *extra,
+    )

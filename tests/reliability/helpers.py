@@ -22,7 +22,7 @@ from typing import Any
 
 from batchload.server.process import ServerProcess
 from tests import upload_helpers
-from tests.upload_helpers import SIGNALS, ServerView, sha256
+from tests.upload_helpers import ServerView, sha256
 
 CLI_TIMEOUT_S = 180.0
 WAIT_TIMEOUT_S = 90.0
@@ -102,23 +102,6 @@ def start_cli(*args: str, token: str | None, cwd: Path) -> subprocess.Popen[str]
 def finish(proc: subprocess.Popen[str]) -> CliResult:
     stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
     return CliResult(proc.returncode, stdout, stderr)
-
-
-def upload_args(
-    pattern: str, manifest: Path, endpoint: str, *extra: str, schema: Path = SIGNALS
-) -> tuple[str, ...]:
-    return (
-        "upload",
-        pattern,
-        "--schema",
-        str(schema),
-        "--endpoint",
-        endpoint,
-        "--manifest",
-        str(manifest),
-        "--json",
-        *extra,
-    )
 
 
 def assert_clean_output(result: CliResult) -> None:

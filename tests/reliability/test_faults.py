@@ -34,10 +34,10 @@ from tests.reliability.helpers import (
     sha256,
     signal_csv,
     start_cli,
-    upload_args,
     wait_until,
     write_signals,
 )
+from tests.upload_helpers import upload_args
 
 Factory = Callable[..., ServerProcess]
 TOKEN = "reliability-token-7f3a9c"

@@ -23,8 +23,8 @@ from batchload.errors import AuthError, BatchloadError, ServiceError, Unreachabl
 from batchload.progress import Event
 from batchload.retry import RetryPolicy
 from batchload.server.process import ServerProcess
-from tests.reliability.helpers import finish, start_cli, upload_args, write_signals
-from tests.upload_helpers import HEADER
+from tests.reliability.helpers import finish, start_cli, write_signals
+from tests.upload_helpers import HEADER, upload_args
 
 TOKEN = "SeCrEt-5b1f0c9e7d2a4b68-tOkEn"
 OTHER = "the-servers-own-token-1"

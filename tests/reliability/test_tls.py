@@ -20,9 +20,9 @@ from tests.reliability.helpers import (
     cli,
     file_ids,
     sha256,
-    upload_args,
     write_signals,
 )
+from tests.upload_helpers import upload_args
 
 TOKEN = "tls-token-0b5e77"
 EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
