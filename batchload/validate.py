@@ -26,6 +26,7 @@ worker threads.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -47,7 +48,7 @@ from batchload.proof import (
     row_wise,
     unique_columns,
 )
-from batchload.read import UnparseableValues, file_format, read_frame, shorten
+from batchload.read import UnparseableValues, file_format, read_frames, shorten
 from batchload.verdict import (
     MAX_EXAMPLES,
     MAX_PROBLEMS,
@@ -155,8 +156,10 @@ def validate_files(
     frames: list[tuple[int, pl.DataFrame]] = []
     hashed: dict[int, pl.Series] = {}  # key hashes of the files validated in blocks
     key = keys.key if keys is not None else ()
+    whole: list[tuple[int, Path]] = []  # the files read whole
     for index, raw in enumerate(paths):
         path = Path(raw)
+        whole.append((index, path))
         if block_bytes is not None and in_blocks(path, contract, block_bytes):
             from batchload.blockwise import validate_blockwise
 
@@ -169,17 +172,19 @@ def validate_files(
                 )
                 if done.key_hashes is not None:
                     hashed[index] = done.key_hashes
-                continue
-        try:
-            frames.append((index, read_frame(path, contract, sheet=sheet)))
-        except UnparseableValues as exc:
+                whole.pop()
+    read = read_frames([path for _, path in whole], contract, sheet=sheet)
+    for (index, path), frame in zip(whole, read, strict=True):
+        if isinstance(frame, UnparseableValues):
             problems = [
                 Problem(f"parses_as({c.expected})", c.column, c.count, c.rows, c.values)
-                for c in exc.cells
+                for c in frame.cells
             ]
             verdicts[index] = _verdict(path, None, problems)
-        except UnreadableFile as exc:
-            verdicts[index] = FileVerdict(path=path, status="unreadable", error=str(exc))
+        elif isinstance(frame, UnreadableFile):
+            verdicts[index] = FileVerdict(path=path, status="unreadable", error=str(frame))
+        else:
+            frames.append((index, frame))
 
     found: dict[int, list[Problem]] = {}
     for chunk in _chunks(frames):
@@ -188,9 +193,9 @@ def validate_files(
         verdicts[index] = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)
     if keys is not None and keys.key:
         # the run's keys, claimed in path order (the earlier file wins within a group)
-        for index, frame in frames:
-            if verdicts[index].valid:
-                hashed[index] = keys.hashes(frame)
+        valid = [(index, frame) for index, frame in frames if verdicts[index].valid]
+        for (index, _), hashes in zip(valid, _key_hashes(keys, valid), strict=True):
+            hashed[index] = hashes
         passed = sorted(i for i in hashed if verdicts[i].valid)
         clashes = keys.claim_hashes([(Path(paths[i]), hashed[i]) for i in passed])
         for index, clash in zip(passed, clashes, strict=True):
@@ -199,6 +204,25 @@ def validate_files(
             elif keep_key_hashes:
                 verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashed[index]))
     return [verdicts[i] for i in range(len(paths))]
+
+
+def _key_hashes(keys: UniqueKeys, frames: Sequence[tuple[int, pl.DataFrame]]) -> list[pl.Series]:
+    """:meth:`UniqueKeys.hashes` of each frame, taken in one pass over them all: for a
+    small file, hashing (like any polars query) is mostly the cost of the call."""
+    if not frames:
+        return []
+    try:
+        columns = {
+            name: pl.concat([frame.get_column(name) for _, frame in frames], rechunk=False)
+            for name in keys.key
+        }
+    except (pl.exceptions.ColumnNotFoundError, pl.exceptions.SchemaError):
+        return [keys.hashes(frame) for _, frame in frames]  # unlike layouts: one by one
+    hashes = keys.hashes(pl.DataFrame(columns))
+    starts = itertools.accumulate((frame.height for _, frame in frames), initial=0)
+    return [
+        hashes.slice(start, frame.height) for start, (_, frame) in zip(starts, frames, strict=False)
+    ]
 
 
 def in_blocks(path: Path, contract: Contract, block_bytes: int) -> bool:

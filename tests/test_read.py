@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 import xlsxwriter
 import xlwt
+from polars.testing import assert_frame_equal
 
 from batchload.contract import Contract, build_contract
 from batchload.errors import UnreadableFile
-from batchload.read import UnparseableValues, read_frame, read_sample
+from batchload.read import UnparseableValues, read_frame, read_frames, read_sample
 
 HEADER = "date,ticker,price,volume\n"
 
@@ -173,6 +174,53 @@ def test_large_csv_error_still_names_the_row(tmp_path: Path, contract: Contract)
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
     assert caught.value.cells[0].rows == (250_001,)
+
+
+@pytest.mark.parametrize("with_a_bad_cell", [False, True])
+def test_read_frames_gives_each_file_what_read_frame_gives(
+    tmp_path: Path, contract: Contract, with_a_bad_cell: bool
+) -> None:
+    """Files read together come back in order, each exactly as read alone: its own rows,
+    layout and error. Small plain CSVs are parsed as one text (a bad cell among them
+    sends each back to be parsed alone); alike tables become frames in one conversion."""
+    texts = {
+        "a.csv": HEADER + "2024-01-02,AAPL,1.5,100\n2024-01-03,MSFT,,7\n",
+        "moved.csv": "ticker,date,price,volume\nIBM,2024-01-02,2.5,3\n",
+        "blank_lines.csv": HEADER + "\n2024-01-04,GOOG,3.0,9\n\n\n2024-01-05,GOOG,NA,9\n",
+        "no_last_newline.csv": HEADER + "2024-01-06,X,1,2\n2024-01-07,Y,null,3",
+        "header_only.csv": HEADER,
+        "quoted.csv": HEADER + '2024-01-08,"Q,1",1,2\n',
+        "crlf.csv": HEADER.replace("\n", "\r\n") + "2024-01-09,C,1,2\r\n",
+        "c.csv": HEADER + "".join(f"2024-02-{d:02d},T,{d}.5,{d}\n" for d in (1, 2, 3)),
+    }
+    if with_a_bad_cell:
+        texts["bad.csv"] = HEADER + "2024-01-02,AAPL,x,100\n"
+    paths = [write(tmp_path / name, text) for name, text in texts.items()]
+    paths.insert(2, tmp_path / "missing.csv")
+    parquet = tmp_path / "p.parquet"
+    pl.DataFrame(
+        {"date": [dt.date(2024, 1, 5)], "ticker": ["P"], "price": [1.0], "volume": [1]}
+    ).write_parquet(parquet)
+    paths.insert(4, parquet)
+
+    together = read_frames(paths, contract)
+
+    assert len(together) == len(paths)
+    for path, got in zip(paths, together, strict=True):
+        try:
+            alone = read_frame(path, contract)
+        except UnreadableFile as exc:
+            assert isinstance(got, type(exc)) and str(got) == str(exc), path.name
+        else:
+            assert isinstance(got, pl.DataFrame), path.name
+            assert_frame_equal(got, alone)
+    rows = {
+        p.name: f.height
+        for p, f in zip(paths, together, strict=True)
+        if isinstance(f, pl.DataFrame)
+    }
+    assert rows["blank_lines.csv"] == 2 and rows["no_last_newline.csv"] == 2
+    assert rows["header_only.csv"] == 0 and rows["quoted.csv"] == 1
 
 
 # ---------------------------------------------------------------------------- parquet
