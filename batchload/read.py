@@ -142,17 +142,32 @@ def read_frames(
     import pyarrow as pa
 
     read: list[pl.DataFrame | UnreadableFile | None] = [None] * len(paths)
+    plain: list[tuple[int, _CsvSource, int]] = []
     parsed: list[tuple[int, Any]] = []
+    header = ",".join(contract.names).encode() + b"\n"
     for index, path in enumerate(paths):
         try:
-            if file_format(path) == "csv":
-                parsed.append((index, _read_csv_table(path, contract)))
-            else:
+            if file_format(path) != "csv":
                 read[index] = read_frame(path, contract, sheet=sheet)
+                continue
+            source = _csv_source(path)
+            rows = _plain_rows(source, header)
+            if rows is None:
+                parsed.append((index, _parse_csv(source, contract)))
+            else:
+                plain.append((index, source, rows))
+        except UnreadableFile as exc:
+            read[index] = exc
+    together = _parse_plain(plain, header, contract)
+    if together is not None:
+        parsed += together
+    for index, source, _ in plain if together is None else ():
+        try:
+            parsed.append((index, _parse_csv(source, contract)))
         except UnreadableFile as exc:
             read[index] = exc
     alike: dict[Any, list[tuple[int, Any]]] = {}
-    for index, table in parsed:
+    for index, table in sorted(parsed, key=lambda item: item[0]):
         alike.setdefault(table.schema, []).append((index, table))
     for tables in alike.values():
         whole = _arrow_frame(pa.concat_tables([table for _, table in tables]))
@@ -231,6 +246,50 @@ def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
 def _read_csv_table(path: Path, contract: Contract | None) -> Any:
     """The CSV as pyarrow parses it (a Table), or the UnreadableFile that says why not."""
     return _parse_csv(_csv_source(path), contract)
+
+
+def _plain_rows(source: _CsvSource, header: bytes) -> int | None:
+    """The rows of a small CSV that can be parsed together with others: one whose header
+    is exactly ``header`` (the contract's columns, so no type is inferred) and whose
+    rows are its non-empty lines (no quotes, no carriage returns). ``None`` otherwise."""
+    data = source.head
+    if not source.whole or not data.startswith(header) or b'"' in data or b"\r" in data:
+        return None
+    return sum(1 for line in data[len(header) :].split(b"\n") if line)
+
+
+def _parse_plain(
+    plain: Sequence[tuple[int, _CsvSource, int]], header: bytes, contract: Contract
+) -> list[tuple[int, Any]] | None:
+    """Parse plain small CSVs (:func:`_plain_rows`) as one text, and cut the table per file.
+
+    A parser call costs about three times the parsing of a 20 KB file. Same options,
+    same types: each file's cells are read exactly as alone. ``None`` when the text
+    does not parse, or gives other than the rows counted: then each file is parsed
+    alone, for its own verdict.
+    """
+    import pyarrow as pa
+
+    if len(plain) < 2:
+        return None
+    bodies = [source.head[len(header) :] for _, source, _ in plain]
+    text = header + b"".join(
+        body if body.endswith(b"\n") or not body else body + b"\n" for body in bodies
+    )
+    try:
+        table = _pyarrow_csv(
+            _CsvSource(Path("<plain>"), text, True), False, _convert_options(contract)
+        )
+    except pa.ArrowException:
+        return None
+    if table.num_rows != sum(rows for _, _, rows in plain):
+        return None
+    cut: list[tuple[int, Any]] = []
+    start = 0
+    for index, _, rows in plain:
+        cut.append((index, table.slice(start, rows)))
+        start += rows
+    return cut
 
 
 def _parse_csv(source: _CsvSource, contract: Contract | None) -> Any:
