@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +25,28 @@ from batchload.verdict import MAX_EXAMPLES, FileVerdict, Problem
 if TYPE_CHECKING:
     from batchload.contract import Contract
 
-__all__ = ["FingerprintGroup", "UniqueKeys", "group_by_fingerprint"]
+__all__ = ["FingerprintGroup", "SortedHashes", "UniqueKeys", "group_by_fingerprint"]
 
 
 Known = Sequence[tuple[str, bytes]]
 """Files an earlier run sent: ``(source path, key hashes as u64 bytes)``."""
+
+#: Hashes looked up in a run at a time (bounds the lookup's temporaries: ~20 B a hash).
+LOOKUP_ROWS = 1 << 18
+
+
+@dataclass(frozen=True, slots=True)
+class SortedHashes:
+    """A file's key hashes (:meth:`UniqueKeys.hashes`) in ascending order, not in row
+    order, and how to find its rows again, for a file that was not kept in memory.
+
+    Claimed as they are, without a sort or a copy: the run keeps this very series.
+    """
+
+    hashes: pl.Series
+    rows: Callable[[pl.Series], tuple[int, ...]]
+    """The first few 1-based rows whose hash is among the given ones (the rows a repeat
+    across files shows); called only when the file repeats a key, outside the lock."""
 
 
 class UniqueKeys:
@@ -91,10 +108,10 @@ class UniqueKeys:
         return frame.select(columns).hash_rows(seed=cls._SEED).alias("h")
 
     @staticmethod
-    def to_bytes(hashes: pl.Series) -> bytes:
-        """Hashes as stored in the manifest: u64 in the machine's byte order, one per row."""
-        blob: bytes = hashes.cast(pl.UInt64).to_numpy().tobytes()  # one copy (to_arrow: two)
-        return blob
+    def to_bytes(hashes: pl.Series) -> memoryview:
+        """Hashes as stored in the manifest: u64 in the machine's byte order, one per row,
+        in no particular order; a view of the series' own buffer, not a copy."""
+        return hashes.cast(pl.UInt64).to_numpy().view("u1").data
 
     @staticmethod
     def from_bytes(blobs: Sequence[bytes]) -> pl.Series:
@@ -130,12 +147,26 @@ class UniqueKeys:
             hashed = [self._hash(frame) for _, frame in items]
         return self.claim_hashes([(path, h) for (path, _), h in zip(items, hashed, strict=True)])
 
-    def claim_hashes(self, items: Sequence[tuple[Path, pl.Series]]) -> list[Problem | None]:
-        """:meth:`claim` for files known by their key hashes (:meth:`hashes`), in row order."""
+    def claim_hashes(
+        self, items: Sequence[tuple[Path, pl.Series | SortedHashes]]
+    ) -> list[Problem | None]:
+        """:meth:`claim` for files known by their key hashes (:meth:`hashes`), in row order
+        or sorted (whose clashing rows are then found by :attr:`SortedHashes.rows`)."""
         if not self.key:
             return [None] * len(items)
         if not items:
             return []
+        results = self._claim_hashes(
+            [(p, h.hashes if isinstance(h, SortedHashes) else h) for p, h in items]
+        )
+        for index, ((_, hashes), result) in enumerate(zip(items, results, strict=True)):
+            if isinstance(hashes, SortedHashes) and isinstance(result, _Clash):
+                results[index] = replace(result.problem, rows=hashes.rows(result.hashes))
+        return [r.problem if isinstance(r, _Clash) else r for r in results]
+
+    def _claim_hashes(
+        self, items: Sequence[tuple[Path, pl.Series]]
+    ) -> list[Problem | _Clash | None]:
         hashed = [hashes for _, hashes in items]
         pairs = self._pairs(hashed)
         with self._lock:
@@ -152,7 +183,7 @@ class UniqueKeys:
                 else:
                     self._add(_Run.of(pairs.with_columns(pl.col("f") + first)))
                 return [None] * len(items)
-            results: list[Problem | None] = []
+            results: list[Problem | _Clash | None] = []
             accepted: list[pl.DataFrame] = []
             for (path, _), hashes in zip(items, hashed, strict=True):
                 clash = self._find(hashes, accepted)
@@ -200,7 +231,7 @@ class UniqueKeys:
             files = pairs.get_column("f")
             if ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
                 return False  # (a key repeated within one file is the file's own unique check)
-        return not any(run.lookup(hashes)[1].any() for run in self._runs)
+        return not any(run.holds_any(hashes) for run in self._runs)
 
     def _take_known(self) -> None:
         """Take in the known files' hashes as one sorted run (once; under the lock)."""
@@ -232,7 +263,7 @@ class UniqueKeys:
             return pl.Series("h", [], dtype=pl.UInt64)
         return self.row_hashes(frame, self.key)
 
-    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> Problem | None:
+    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> _Clash | None:
         if hashes.len() == 0:
             return None
         candidates = list(self._runs)
@@ -254,7 +285,7 @@ class UniqueKeys:
         earlier = int(pl.concat(files).mode().sort().item(0))
         first_file = self._files[earlier]
         sent = ", sent by an earlier run" if earlier in self._earlier.values() else ""
-        return Problem(
+        problem = Problem(
             "unique_across_files",
             ", ".join(self.key),
             int(hit.sum()),
@@ -262,6 +293,7 @@ class UniqueKeys:
             (),
             f"already in {first_file}{sent}",
         )
+        return _Clash(problem, hashes.filter(hit))
 
     def _add(self, run: _Run) -> None:
         """Add a sorted run; merge small neighbours of similar size, so that many small
@@ -280,6 +312,15 @@ class UniqueKeys:
 
 SOLO_RUN_ROWS = 1_000_000
 """A run this long (a large file's keys) stays on its own instead of being merged."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Clash:
+    """A file's repeat of earlier keys: the problem (its rows, when the hashes were in row
+    order), and the hashes that repeat."""
+
+    problem: Problem
+    hashes: pl.Series
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +350,13 @@ class _Run:
         """For each of ``hashes``: where it would sit here, and whether it is here."""
         position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
         return position, self.hashes.gather(position) == hashes
+
+    def holds_any(self, hashes: pl.Series) -> bool:
+        """Whether any of ``hashes`` is here (looked up a slice at a time)."""
+        return any(
+            self.lookup(hashes.slice(start, LOOKUP_ROWS))[1].any()
+            for start in range(0, hashes.len(), LOOKUP_ROWS)
+        )
 
     def merged(self, other: _Run) -> _Run:
         return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,12 @@ import pandera.polars as pa
 import polars as pl
 
 from batchload.contract import Contract, arrow_type_of, schema_fingerprint
-from batchload.crossfile import FingerprintGroup, UniqueKeys, group_by_fingerprint
+from batchload.crossfile import (
+    FingerprintGroup,
+    SortedHashes,
+    UniqueKeys,
+    group_by_fingerprint,
+)
 from batchload.errors import UnreadableFile
 from batchload.proof import (
     FILE_COLUMN,
@@ -148,17 +153,17 @@ def validate_files(
     gets its verdict and the others go on. With ``keys``, the valid
     files' unique keys are checked against (and added to) those of the whole run, and
     with ``keep_key_hashes`` each valid verdict carries its key hashes (as
-    :meth:`UniqueKeys.to_bytes`). With ``keep_frames``, each valid verdict carries the
-    frame that was validated.
+    :meth:`UniqueKeys.to_bytes`; sorted for a file validated in blocks). With
+    ``keep_frames``, each valid verdict carries the frame that was validated.
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
-    hashed: dict[int, pl.Series] = {}  # key hashes of the files validated in blocks
+    hashed: dict[int, pl.Series | SortedHashes] = {}  # sorted, of the files validated in blocks
     key = keys.key if keys is not None else ()
     for index, raw in enumerate(paths):
         path = Path(raw)
         if block_bytes is not None and in_blocks(path, contract, block_bytes):
-            from batchload.blockwise import validate_blockwise
+            from batchload.blockwise import rows_hashed_to, validate_blockwise
 
             done = validate_blockwise(
                 path, contract, block_bytes=block_bytes, keep_frame=keep_frames, key=key
@@ -168,7 +173,8 @@ def validate_files(
                     path, done.frame, done.problems, keep_frame=keep_frames, rows=done.rows
                 )
                 if done.key_hashes is not None:
-                    hashed[index] = done.key_hashes
+                    rows = partial(rows_hashed_to, path, contract, key, block_bytes=block_bytes)
+                    hashed[index] = SortedHashes(done.key_hashes, rows)
                 continue
         try:
             frames.append((index, read_frame(path, contract, sheet=sheet)))
@@ -197,7 +203,10 @@ def validate_files(
             if clash is not None:
                 verdicts[index] = with_problem(verdicts[index], clash)
             elif keep_key_hashes:
-                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashed[index]))
+                hashes = hashed[index]
+                if isinstance(hashes, SortedHashes):
+                    hashes = hashes.hashes
+                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashes))
     return [verdicts[i] for i in range(len(paths))]
 
 
