@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from batchload.verdict import MAX_EXAMPLES, FileVerdict, Problem
@@ -53,11 +55,13 @@ class UniqueKeys:
     """The contract's ``unique`` key of every valid file of a run, to catch repeats across files.
 
     Keys are hashed to 64 bits per row (polars ``hash_rows``) and kept as sorted runs
-    beside the file they came from: 12 bytes a row for small files merged into shared
-    runs, 8 for a large file, whose run stays its own (:class:`_Run`), so that it is
-    never copied into a merge (about 80 MB for 10M rows of large files). Looking up a
-    file's keys costs O(rows × log(total)) per run. Two different keys sharing a
-    64-bit hash would be reported as a repeat; at 10M rows the chance is ~3e-6.
+    beside the file they came from: 12 bytes a row in memory for small files merged
+    into shared runs; a large file's run (8 bytes a row) stays its own, never copied
+    into a merge, and is moved to a temporary file (:class:`_SpilledRun`), read back a
+    slice at a time by each lookup, so that memory does not grow with the number of
+    large files. Looking up a file's keys costs O(rows × log(total)) per run. Two
+    different keys sharing a 64-bit hash would be reported as a repeat; at 10M rows the
+    chance is ~3e-6.
     Safe to share between worker threads.
 
     ``known`` files (sent by earlier runs) are taken in with the first claim, in a
@@ -73,7 +77,8 @@ class UniqueKeys:
         self.key = tuple(key)
         self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
-        self._runs: list[_Run] = []
+        self._runs: list[_Run | _SpilledRun] = []
+        self._spill = _Spill()
         self._known: Known = known if self.key else ()
         self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
@@ -127,7 +132,7 @@ class UniqueKeys:
     def __len__(self) -> int:
         with self._lock:
             self._take_known()
-            return sum(run.hashes.len() for run in self._runs)
+            return sum(len(run) for run in self._runs)
 
     def claim(
         self,
@@ -231,7 +236,7 @@ class UniqueKeys:
             files = pairs.get_column("f")
             if ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
                 return False  # (a key repeated within one file is the file's own unique check)
-        return not any(run.holds_any(hashes) for run in self._runs)
+        return not any(run.holds_any(hashes) for run in self._runs)  # pairs are sorted
 
     def _take_known(self) -> None:
         """Take in the known files' hashes as one sorted run (once; under the lock)."""
@@ -266,7 +271,7 @@ class UniqueKeys:
     def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> _Clash | None:
         if hashes.len() == 0:
             return None
-        candidates = list(self._runs)
+        candidates: list[_Run | _SpilledRun] = list(self._runs)
         if pending:
             candidates.append(_Run.of(pl.concat(pending).sort("h")))
         hit_rows: list[pl.Series] = []
@@ -297,17 +302,23 @@ class UniqueKeys:
 
     def _add(self, run: _Run) -> None:
         """Add a sorted run; merge small neighbours of similar size, so that many small
-        files cost few lookups, while a large file's run is never copied into a merge."""
-        if run.hashes.len() == 0:
+        files cost few lookups, while a large file's run is never copied into a merge:
+        it is moved to the spill file, so that memory does not grow with the files."""
+        if len(run) == 0:
+            return
+        if isinstance(run.files, int) and len(run) >= SOLO_RUN_ROWS:
+            self._runs.append(self._spill.spilled(run.hashes, run.files))
             return
         self._runs.append(run)
         while (
             len(self._runs) > 1
-            and self._runs[-1].hashes.len() < SOLO_RUN_ROWS
-            and self._runs[-2].hashes.len() <= 2 * self._runs[-1].hashes.len()
+            and isinstance(last := self._runs[-1], _Run)
+            and isinstance(previous := self._runs[-2], _Run)
+            and len(last) < SOLO_RUN_ROWS
+            and len(previous) <= 2 * len(last)
         ):
-            last = self._runs.pop()
-            self._runs[-1] = self._runs[-1].merged(last)
+            self._runs.pop()
+            self._runs[-1] = previous.merged(last)
 
 
 SOLO_RUN_ROWS = 1_000_000
@@ -331,6 +342,9 @@ class _Run:
     hashes: pl.Series
     files: pl.Series | int
 
+    def __len__(self) -> int:
+        return self.hashes.len()
+
     @classmethod
     def of(cls, frame: pl.DataFrame) -> _Run:
         """A run from a frame of ``h`` (sorted) and ``f``."""
@@ -352,7 +366,7 @@ class _Run:
         return position, self.hashes.gather(position) == hashes
 
     def holds_any(self, hashes: pl.Series) -> bool:
-        """Whether any of ``hashes`` is here (looked up a slice at a time)."""
+        """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time)."""
         return any(
             self.lookup(hashes.slice(start, LOOKUP_ROWS))[1].any()
             for start in range(0, hashes.len(), LOOKUP_ROWS)
@@ -368,6 +382,84 @@ class _Run:
         gone = pl.Series(sorted(numbers), dtype=pl.UInt32)
         kept = self.frame().filter(~pl.col("f").is_in(gone.implode()))
         return _Run.of(kept) if kept.height else None
+
+
+SPILL_READ_ROWS = 1 << 18
+"""Hashes of a spilled run read back at a time (2 MiB)."""
+
+
+class _Spill:
+    """A temporary file that holds large files' runs (the u64 hashes, back to back), made
+    when the first is spilled; used only under :class:`UniqueKeys`' lock."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self._end = 0
+
+    def spilled(self, hashes: pl.Series, files: int) -> _SpilledRun:
+        """Write a sorted run of one file's hashes; the run that reads it back."""
+        if self._file is None:
+            # kept open as long as the keys; deleted by the system when closed
+            self._file = tempfile.TemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
+        self._file.seek(self._end)
+        self._file.write(hashes.cast(pl.UInt64).to_numpy().view("u1").data)
+        run = _SpilledRun(self, self._end, hashes.len(), files)
+        self._end += 8 * hashes.len()
+        return run
+
+    def chunks(self, offset: int, rows: int) -> Iterator[np.ndarray[Any, Any]]:
+        """The ``rows`` hashes at byte ``offset``, a slice at a time (one buffer, reused)."""
+        buffer = np.empty(min(rows, SPILL_READ_ROWS), dtype=np.uint64)
+        for start in range(0, rows, len(buffer)):
+            chunk = buffer[: min(len(buffer), rows - start)]
+            self._file.seek(offset + 8 * start)
+            if self._file.readinto(chunk.view("u1").data) != chunk.nbytes:
+                raise OSError("the spilled key hashes were cut short")
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _SpilledRun:
+    """A large file's run in the spill file: read back a slice at a time per lookup (from
+    the page cache, at memory speed), so that it costs no memory between lookups."""
+
+    spill: _Spill
+    offset: int
+    rows: int
+    files: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def holds_any(self, hashes: pl.Series) -> bool:
+        """Whether any of ``hashes`` (sorted) is here."""
+        values = hashes.to_numpy()
+        for chunk in self.spill.chunks(self.offset, self.rows):
+            low = int(np.searchsorted(values, chunk[0], side="left"))
+            high = int(np.searchsorted(values, chunk[-1], side="right"))
+            for start in range(low, high, LOOKUP_ROWS):
+                part = values[start : min(high, start + LOOKUP_ROWS)]
+                if (chunk[np.searchsorted(chunk, part)] == part).any():  # part <= chunk[-1]
+                    return True
+        return False
+
+    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """As :meth:`_Run.lookup` (the positions are all 0: the run is of one file)."""
+        values = hashes.to_numpy()
+        matched = np.zeros(len(values), dtype=bool)
+        for chunk in self.spill.chunks(self.offset, self.rows):
+            for start in range(0, len(values), LOOKUP_ROWS):
+                part = values[start : start + LOOKUP_ROWS]
+                at = np.minimum(np.searchsorted(chunk, part), len(chunk) - 1)
+                matched[start : start + len(part)] |= chunk[at] == part
+        return pl.zeros(len(values), dtype=pl.UInt32, eager=True), pl.Series(matched)
+
+    def files_at(self, positions: pl.Series | None) -> pl.Series:
+        count = self.rows if positions is None else positions.len()
+        return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
+
+    def without(self, numbers: set[int]) -> _SpilledRun | None:
+        return None if self.files in numbers else self
 
 
 @dataclass(frozen=True, slots=True)
