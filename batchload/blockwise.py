@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from batchload.crossfile import UniqueKeys
@@ -35,7 +36,7 @@ from batchload.verdict import MAX_EXAMPLES, Problem
 if TYPE_CHECKING:
     from batchload.contract import Contract
 
-__all__ = ["Blockwise", "validate_blockwise"]
+__all__ = ["Blockwise", "rows_hashed_to", "validate_blockwise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,8 @@ class Blockwise:
     """The whole frame (the blocks, not copied) when it was kept and the file is valid;
     else an empty frame with the file's columns."""
     key_hashes: pl.Series | None
-    """The hashes of the asked ``key`` per row, when the file is valid."""
+    """The hashes of the asked ``key``, one per row, sorted (not in row order: see
+    :func:`rows_hashed_to`), when the file is valid."""
 
 
 def validate_blockwise(
@@ -67,9 +69,10 @@ def validate_blockwise(
     from batchload.validate import unique_keys, validate_rows
 
     checks = unique_keys(contract)
-    hashed: dict[tuple[str, ...], list[pl.Series]] = {columns: [] for columns, _ in checks}
+    expected = _expected_rows(path)
+    hashed = {columns: _Hashes(expected) for columns, _ in checks}
     if key:
-        hashed.setdefault(tuple(key), [])
+        hashed.setdefault(tuple(key), _Hashes(expected))
     problems = _Problems()
     kept: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
@@ -85,7 +88,7 @@ def validate_blockwise(
                 return None  # a problem without rows: the whole file's report says it once
             problems.add(found, offset=rows)
             for columns, hashes in hashed.items():
-                hashes.append(UniqueKeys.row_hashes(block, columns))
+                hashes.add(UniqueKeys.row_hashes(block, columns))
             if keep_frame and not problems:
                 kept.append(block)
             else:
@@ -95,13 +98,14 @@ def validate_blockwise(
         return None
     if first is None or rows == 0:
         return None  # "no rows" is the whole file's to say
-    series = {columns: pl.concat(parts, rechunk=True) for columns, parts in hashed.items()}
+    series = {columns: hashes.sorted() for columns, hashes in hashed.items()}
     hashed.clear()
     for columns, column in checks:
-        if _repeats(series[columns]):  # equal hashes: maybe a repeated key
+        twice = _repeats(series[columns])
+        if twice.len():  # equal hashes: maybe a repeated key
             try:
                 repeated = _repeated(
-                    path, contract, (columns, column), series[columns], block_bytes=block_bytes
+                    path, contract, (columns, column), twice, rows=rows, block_bytes=block_bytes
                 )
             except CannotReadInBlocks:
                 return None  # the file changed under us: read it whole
@@ -114,6 +118,67 @@ def validate_blockwise(
         frame=pl.concat(kept, rechunk=False) if valid and kept else first,
         key_hashes=series[tuple(key)] if valid and key else None,
     )
+
+
+def rows_hashed_to(
+    path: Path, contract: Contract, key: Sequence[str], hashes: pl.Series, *, block_bytes: int
+) -> tuple[int, ...]:
+    """The first few 1-based rows of ``path`` whose ``key`` hashes to one of ``hashes``
+    (:meth:`UniqueKeys.row_hashes`); () when the file can no longer be read in blocks.
+
+    For a file whose key hashes were kept sorted, not in row order: its rows are found
+    again only when some of its keys repeat another file's."""
+    wanted = hashes.implode()
+    found: list[int] = []
+    start = 0
+    try:
+        for block in read_csv_blocks(path, contract, block_bytes=block_bytes):
+            hit = UniqueKeys.row_hashes(block, key).is_in(wanted)
+            found += [start + 1 + int(i) for i in hit.arg_true().head(MAX_EXAMPLES).to_list()]
+            if len(found) >= MAX_EXAMPLES:
+                break
+            start += block.height
+    except CannotReadInBlocks:
+        return ()
+    return tuple(found[:MAX_EXAMPLES])
+
+
+def _expected_rows(path: Path) -> int:
+    """About how many rows ``path`` has, judged from the lines of its first 64 KiB."""
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    lines = max(head.count(b"\n"), 1)
+    return path.stat().st_size * lines // max(len(head), 1) + 1024
+
+
+class _Hashes:
+    """One key's 64-bit row hashes, gathered block by block into one array sized from the
+    file's first lines (the blocks' hashes are never joined into a second copy), then
+    sorted in place: the file's repeats, the checks across files and the manifest all
+    take them sorted, so they are sorted once."""
+
+    def __init__(self, expected_rows: int) -> None:
+        self._array = np.empty(expected_rows, dtype=np.uint64)
+        self._len = 0
+
+    def add(self, hashes: pl.Series) -> None:
+        end = self._len + hashes.len()
+        if end > len(self._array):  # longer rows at the head than further on
+            grown = np.empty(max(end, len(self._array) * 5 // 4), dtype=np.uint64)
+            grown[: self._len] = self._array[: self._len]
+            self._array = grown
+        self._array[self._len : end] = hashes.to_numpy()
+        self._len = end
+
+    def sorted(self) -> pl.Series:
+        """The hashes in ascending order, as a UInt64 series on this array (not copied,
+        unless the guess of the rows was well over)."""
+        array = self._array[: self._len]
+        if self._len < len(self._array) * 15 // 16:
+            array = array.copy()
+        self._array = np.empty(0, dtype=np.uint64)
+        array.sort()
+        return pl.Series("h", array, dtype=pl.UInt64).set_sorted()
 
 
 class _Problems:
@@ -163,25 +228,30 @@ class _Problems:
         )
 
 
-def _repeats(hashes: pl.Series) -> bool:
-    """Whether a hash occurs twice (sorting is cheaper than ``n_unique``'s hash table, in
-    time and memory, and the checks across files sort the same hashes again)."""
-    ordered = hashes.sort()
-    return bool((ordered.slice(1) == ordered.slice(0, max(ordered.len() - 1, 0))).any())
+def _repeats(hashes: pl.Series) -> pl.Series:
+    """The hashes that occur twice or more in ``hashes`` (sorted; sorting was cheaper
+    than ``n_unique``'s hash table, in time and memory)."""
+    array = hashes.to_numpy()
+    same = array[1:] == array[:-1]
+    if not same.any():
+        return pl.Series("h", [], dtype=pl.UInt64)
+    return pl.Series("h", np.unique(array[1:][same]), dtype=pl.UInt64)
 
 
 def _repeated(
     path: Path,
     contract: Contract,
     check: tuple[tuple[str, ...], str | None],
-    hashes: pl.Series,
+    twice: pl.Series,
     *,
+    rows: int,
     block_bytes: int,
 ) -> Problem | None:
     """The rows of ``path`` whose key repeats (``None``: only their hashes did).
 
     ``check`` is one of ``validate.unique_keys``: the key's columns, and the column
-    when it is a column's own ``unique``.
+    when it is a column's own ``unique``. ``twice``: the hashes seen more than once
+    among the file's ``rows`` rows.
 
     The file is read again, keeping only the rows whose hash is seen twice, so memory
     follows the repeats, not the file. As ``validate._uniqueness`` reports it: every
@@ -190,18 +260,18 @@ def _repeated(
     from batchload.validate import shown_value
 
     columns, column = check
-    maybe = hashes.is_duplicated()
+    wanted = twice.implode()
     candidates: list[pl.DataFrame] = []
     start = 0
     for block in read_csv_blocks(path, contract, block_bytes=block_bytes):
-        if start + block.height > maybe.len():
+        if start + block.height > rows:
             raise CannotReadInBlocks(path)  # it grew since it was read
-        picked = maybe.slice(start, block.height)
+        picked = UniqueKeys.row_hashes(block, columns).is_in(wanted)
         candidates.append(
             block.select(columns).with_row_index("__row", offset=start + 1).filter(picked)
         )
         start += block.height
-    if start != maybe.len():
+    if start != rows:
         raise CannotReadInBlocks(path)  # it shrank
     found = pl.concat(candidates)
     found = found.filter(found.select(columns).is_duplicated())

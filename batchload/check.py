@@ -53,9 +53,11 @@ a 100 MB CSV)."""
 BLOCKWISE_MEMORY_BLOCKS = 12
 """A CSV validated block by block takes about this many blocks at peak (pyarrow's
 read-ahead, a block's Arrow and polars copies, the checks' temporaries), plus half its
-size (its key hashes, sorted and claimed across files, and what the allocators keep
-of them: +150 MB measured in a run for a 100 MB CSV with 8 MiB blocks) and, when it
-is sent in parts, its frame (about its size)."""
+size (its key hashes, 8 bytes a row, about a fifth of a CSV's size, sorted once and
+kept until the file is done, and what the allocators keep: +140-175 MB measured for a
+100 MB CSV with 8 MiB blocks) and, when it is sent in parts, its frame (about its
+size). Smaller blocks would take less, but a smaller estimate lets two large files be
+checked at once, which costs more than it saves."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import sys
+import tempfile
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from batchload.verdict import MAX_EXAMPLES, FileVerdict, Problem
@@ -25,22 +27,41 @@ from batchload.verdict import MAX_EXAMPLES, FileVerdict, Problem
 if TYPE_CHECKING:
     from batchload.contract import Contract
 
-__all__ = ["FingerprintGroup", "UniqueKeys", "group_by_fingerprint"]
+__all__ = ["FingerprintGroup", "SortedHashes", "UniqueKeys", "group_by_fingerprint"]
 
 
 Known = Sequence[tuple[str, bytes]]
 """Files an earlier run sent: ``(source path, key hashes as u64 bytes)``."""
+
+#: Hashes looked up in a run at a time (bounds the lookup's temporaries: ~20 B a hash).
+LOOKUP_ROWS = 1 << 18
+
+
+@dataclass(frozen=True, slots=True)
+class SortedHashes:
+    """A file's key hashes (:meth:`UniqueKeys.hashes`) in ascending order, not in row
+    order, and how to find its rows again, for a file that was not kept in memory.
+
+    Claimed as they are, without a sort or a copy: the run keeps this very series.
+    """
+
+    hashes: pl.Series
+    rows: Callable[[pl.Series], tuple[int, ...]]
+    """The first few 1-based rows whose hash is among the given ones (the rows a repeat
+    across files shows); called only when the file repeats a key, outside the lock."""
 
 
 class UniqueKeys:
     """The contract's ``unique`` key of every valid file of a run, to catch repeats across files.
 
     Keys are hashed to 64 bits per row (polars ``hash_rows``) and kept as sorted runs
-    beside the file they came from: 12 bytes a row for small files merged into shared
-    runs, 8 for a large file, whose run stays its own (:class:`_Run`), so that it is
-    never copied into a merge (about 80 MB for 10M rows of large files). Looking up a
-    file's keys costs O(rows × log(total)) per run. Two different keys sharing a
-    64-bit hash would be reported as a repeat; at 10M rows the chance is ~3e-6.
+    beside the file they came from: 12 bytes a row in memory for small files merged
+    into shared runs; a large file's run (8 bytes a row) stays its own, never copied
+    into a merge, and is moved to a temporary file (:class:`_SpilledRun`), read back a
+    slice at a time by each lookup, so that memory does not grow with the number of
+    large files. Looking up a file's keys costs O(rows × log(total)) per run. Two
+    different keys sharing a 64-bit hash would be reported as a repeat; at 10M rows the
+    chance is ~3e-6.
     Safe to share between worker threads.
 
     ``known`` files (sent by earlier runs) are taken in with the first claim, in a
@@ -56,7 +77,8 @@ class UniqueKeys:
         self.key = tuple(key)
         self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
-        self._runs: list[_Run] = []
+        self._runs: list[_Run | _SpilledRun] = []
+        self._spill = _Spill()
         self._known: Known = known if self.key else ()
         self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
@@ -91,10 +113,10 @@ class UniqueKeys:
         return frame.select(columns).hash_rows(seed=cls._SEED).alias("h")
 
     @staticmethod
-    def to_bytes(hashes: pl.Series) -> bytes:
-        """Hashes as stored in the manifest: u64 in the machine's byte order, one per row."""
-        blob: bytes = hashes.cast(pl.UInt64).to_numpy().tobytes()  # one copy (to_arrow: two)
-        return blob
+    def to_bytes(hashes: pl.Series) -> memoryview:
+        """Hashes as stored in the manifest: u64 in the machine's byte order, one per row,
+        in no particular order; a view of the series' own buffer, not a copy."""
+        return hashes.cast(pl.UInt64).to_numpy().view("u1").data
 
     @staticmethod
     def from_bytes(blobs: Sequence[bytes]) -> pl.Series:
@@ -110,7 +132,7 @@ class UniqueKeys:
     def __len__(self) -> int:
         with self._lock:
             self._take_known()
-            return sum(run.hashes.len() for run in self._runs)
+            return sum(len(run) for run in self._runs)
 
     def claim(
         self,
@@ -130,12 +152,26 @@ class UniqueKeys:
             hashed = [self._hash(frame) for _, frame in items]
         return self.claim_hashes([(path, h) for (path, _), h in zip(items, hashed, strict=True)])
 
-    def claim_hashes(self, items: Sequence[tuple[Path, pl.Series]]) -> list[Problem | None]:
-        """:meth:`claim` for files known by their key hashes (:meth:`hashes`), in row order."""
+    def claim_hashes(
+        self, items: Sequence[tuple[Path, pl.Series | SortedHashes]]
+    ) -> list[Problem | None]:
+        """:meth:`claim` for files known by their key hashes (:meth:`hashes`), in row order
+        or sorted (whose clashing rows are then found by :attr:`SortedHashes.rows`)."""
         if not self.key:
             return [None] * len(items)
         if not items:
             return []
+        results = self._claim_hashes(
+            [(p, h.hashes if isinstance(h, SortedHashes) else h) for p, h in items]
+        )
+        for index, ((_, hashes), result) in enumerate(zip(items, results, strict=True)):
+            if isinstance(hashes, SortedHashes) and isinstance(result, _Clash):
+                results[index] = replace(result.problem, rows=hashes.rows(result.hashes))
+        return [r.problem if isinstance(r, _Clash) else r for r in results]
+
+    def _claim_hashes(
+        self, items: Sequence[tuple[Path, pl.Series]]
+    ) -> list[Problem | _Clash | None]:
         hashed = [hashes for _, hashes in items]
         pairs = self._pairs(hashed)
         with self._lock:
@@ -152,7 +188,7 @@ class UniqueKeys:
                 else:
                     self._add(_Run.of(pairs.with_columns(pl.col("f") + first)))
                 return [None] * len(items)
-            results: list[Problem | None] = []
+            results: list[Problem | _Clash | None] = []
             accepted: list[pl.DataFrame] = []
             for (path, _), hashes in zip(items, hashed, strict=True):
                 clash = self._find(hashes, accepted)
@@ -200,7 +236,7 @@ class UniqueKeys:
             files = pairs.get_column("f")
             if ((hashes == hashes.shift(1)) & (files != files.shift(1))).any():
                 return False  # (a key repeated within one file is the file's own unique check)
-        return not any(run.lookup(hashes)[1].any() for run in self._runs)
+        return not any(run.holds_any(hashes) for run in self._runs)  # pairs are sorted
 
     def _take_known(self) -> None:
         """Take in the known files' hashes as one sorted run (once; under the lock)."""
@@ -232,10 +268,10 @@ class UniqueKeys:
             return pl.Series("h", [], dtype=pl.UInt64)
         return self.row_hashes(frame, self.key)
 
-    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> Problem | None:
+    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> _Clash | None:
         if hashes.len() == 0:
             return None
-        candidates = list(self._runs)
+        candidates: list[_Run | _SpilledRun] = list(self._runs)
         if pending:
             candidates.append(_Run.of(pl.concat(pending).sort("h")))
         hit_rows: list[pl.Series] = []
@@ -254,7 +290,7 @@ class UniqueKeys:
         earlier = int(pl.concat(files).mode().sort().item(0))
         first_file = self._files[earlier]
         sent = ", sent by an earlier run" if earlier in self._earlier.values() else ""
-        return Problem(
+        problem = Problem(
             "unique_across_files",
             ", ".join(self.key),
             int(hit.sum()),
@@ -262,24 +298,40 @@ class UniqueKeys:
             (),
             f"already in {first_file}{sent}",
         )
+        return _Clash(problem, hashes.filter(hit))
 
     def _add(self, run: _Run) -> None:
         """Add a sorted run; merge small neighbours of similar size, so that many small
-        files cost few lookups, while a large file's run is never copied into a merge."""
-        if run.hashes.len() == 0:
+        files cost few lookups, while a large file's run is never copied into a merge:
+        it is moved to the spill file, so that memory does not grow with the files."""
+        if len(run) == 0:
+            return
+        if isinstance(run.files, int) and len(run) >= SOLO_RUN_ROWS:
+            self._runs.append(self._spill.spilled(run.hashes, run.files))
             return
         self._runs.append(run)
         while (
             len(self._runs) > 1
-            and self._runs[-1].hashes.len() < SOLO_RUN_ROWS
-            and self._runs[-2].hashes.len() <= 2 * self._runs[-1].hashes.len()
+            and isinstance(last := self._runs[-1], _Run)
+            and isinstance(previous := self._runs[-2], _Run)
+            and len(last) < SOLO_RUN_ROWS
+            and len(previous) <= 2 * len(last)
         ):
-            last = self._runs.pop()
-            self._runs[-1] = self._runs[-1].merged(last)
+            self._runs.pop()
+            self._runs[-1] = previous.merged(last)
 
 
 SOLO_RUN_ROWS = 1_000_000
 """A run this long (a large file's keys) stays on its own instead of being merged."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Clash:
+    """A file's repeat of earlier keys: the problem (its rows, when the hashes were in row
+    order), and the hashes that repeat."""
+
+    problem: Problem
+    hashes: pl.Series
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +341,9 @@ class _Run:
 
     hashes: pl.Series
     files: pl.Series | int
+
+    def __len__(self) -> int:
+        return self.hashes.len()
 
     @classmethod
     def of(cls, frame: pl.DataFrame) -> _Run:
@@ -310,6 +365,13 @@ class _Run:
         position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
         return position, self.hashes.gather(position) == hashes
 
+    def holds_any(self, hashes: pl.Series) -> bool:
+        """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time)."""
+        return any(
+            self.lookup(hashes.slice(start, LOOKUP_ROWS))[1].any()
+            for start in range(0, hashes.len(), LOOKUP_ROWS)
+        )
+
     def merged(self, other: _Run) -> _Run:
         return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted
 
@@ -320,6 +382,84 @@ class _Run:
         gone = pl.Series(sorted(numbers), dtype=pl.UInt32)
         kept = self.frame().filter(~pl.col("f").is_in(gone.implode()))
         return _Run.of(kept) if kept.height else None
+
+
+SPILL_READ_ROWS = 1 << 18
+"""Hashes of a spilled run read back at a time (2 MiB)."""
+
+
+class _Spill:
+    """A temporary file that holds large files' runs (the u64 hashes, back to back), made
+    when the first is spilled; used only under :class:`UniqueKeys`' lock."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self._end = 0
+
+    def spilled(self, hashes: pl.Series, files: int) -> _SpilledRun:
+        """Write a sorted run of one file's hashes; the run that reads it back."""
+        if self._file is None:
+            # kept open as long as the keys; deleted by the system when closed
+            self._file = tempfile.TemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
+        self._file.seek(self._end)
+        self._file.write(hashes.cast(pl.UInt64).to_numpy().view("u1").data)
+        run = _SpilledRun(self, self._end, hashes.len(), files)
+        self._end += 8 * hashes.len()
+        return run
+
+    def chunks(self, offset: int, rows: int) -> Iterator[np.ndarray[Any, Any]]:
+        """The ``rows`` hashes at byte ``offset``, a slice at a time (one buffer, reused)."""
+        buffer = np.empty(min(rows, SPILL_READ_ROWS), dtype=np.uint64)
+        for start in range(0, rows, len(buffer)):
+            chunk = buffer[: min(len(buffer), rows - start)]
+            self._file.seek(offset + 8 * start)
+            if self._file.readinto(chunk.view("u1").data) != chunk.nbytes:
+                raise OSError("the spilled key hashes were cut short")
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _SpilledRun:
+    """A large file's run in the spill file: read back a slice at a time per lookup (from
+    the page cache, at memory speed), so that it costs no memory between lookups."""
+
+    spill: _Spill
+    offset: int
+    rows: int
+    files: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def holds_any(self, hashes: pl.Series) -> bool:
+        """Whether any of ``hashes`` (sorted) is here."""
+        values = hashes.to_numpy()
+        for chunk in self.spill.chunks(self.offset, self.rows):
+            low = int(np.searchsorted(values, chunk[0], side="left"))
+            high = int(np.searchsorted(values, chunk[-1], side="right"))
+            for start in range(low, high, LOOKUP_ROWS):
+                part = values[start : min(high, start + LOOKUP_ROWS)]
+                if (chunk[np.searchsorted(chunk, part)] == part).any():  # part <= chunk[-1]
+                    return True
+        return False
+
+    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """As :meth:`_Run.lookup` (the positions are all 0: the run is of one file)."""
+        values = hashes.to_numpy()
+        matched = np.zeros(len(values), dtype=bool)
+        for chunk in self.spill.chunks(self.offset, self.rows):
+            for start in range(0, len(values), LOOKUP_ROWS):
+                part = values[start : start + LOOKUP_ROWS]
+                at = np.minimum(np.searchsorted(chunk, part), len(chunk) - 1)
+                matched[start : start + len(part)] |= chunk[at] == part
+        return pl.zeros(len(values), dtype=pl.UInt32, eager=True), pl.Series(matched)
+
+    def files_at(self, positions: pl.Series | None) -> pl.Series:
+        count = self.rows if positions is None else positions.len()
+        return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
+
+    def without(self, numbers: set[int]) -> _SpilledRun | None:
+        return None if self.files in numbers else self
 
 
 @dataclass(frozen=True, slots=True)

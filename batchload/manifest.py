@@ -166,8 +166,9 @@ class FileKeys:
     scheme: str
     """How the hashes were made (key columns and types, hash function and its version):
     hashes made another way are not comparable and are not used."""
-    hashes: bytes | None
-    """Little-endian u64 hashes, one per row; None deletes what an earlier run stored."""
+    hashes: bytes | memoryview | None
+    """u64 hashes in the machine's byte order, one per row, in no particular order (a view
+    of the run's own hashes, not a copy); None deletes what an earlier run stored."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,12 @@ import pandera.polars as pa
 import polars as pl
 
 from batchload.contract import Contract, arrow_type_of, schema_fingerprint
-from batchload.crossfile import FingerprintGroup, UniqueKeys, group_by_fingerprint
+from batchload.crossfile import (
+    FingerprintGroup,
+    SortedHashes,
+    UniqueKeys,
+    group_by_fingerprint,
+)
 from batchload.errors import UnreadableFile
 from batchload.proof import (
     FILE_COLUMN,
@@ -149,19 +154,19 @@ def validate_files(
     gets its verdict and the others go on. With ``keys``, the valid
     files' unique keys are checked against (and added to) those of the whole run, and
     with ``keep_key_hashes`` each valid verdict carries its key hashes (as
-    :meth:`UniqueKeys.to_bytes`). With ``keep_frames``, each valid verdict carries the
-    frame that was validated.
+    :meth:`UniqueKeys.to_bytes`; sorted for a file validated in blocks). With
+    ``keep_frames``, each valid verdict carries the frame that was validated.
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
-    hashed: dict[int, pl.Series] = {}  # key hashes of the files validated in blocks
+    hashed: dict[int, pl.Series | SortedHashes] = {}  # sorted, of the files validated in blocks
     key = keys.key if keys is not None else ()
     whole: list[tuple[int, Path]] = []  # the files read whole
     for index, raw in enumerate(paths):
         path = Path(raw)
         whole.append((index, path))
         if block_bytes is not None and in_blocks(path, contract, block_bytes):
-            from batchload.blockwise import validate_blockwise
+            from batchload.blockwise import rows_hashed_to, validate_blockwise
 
             done = validate_blockwise(
                 path, contract, block_bytes=block_bytes, keep_frame=keep_frames, key=key
@@ -171,7 +176,8 @@ def validate_files(
                     path, done.frame, done.problems, keep_frame=keep_frames, rows=done.rows
                 )
                 if done.key_hashes is not None:
-                    hashed[index] = done.key_hashes
+                    rows = partial(rows_hashed_to, path, contract, key, block_bytes=block_bytes)
+                    hashed[index] = SortedHashes(done.key_hashes, rows)
                 whole.pop()
     read = read_frames([path for _, path in whole], contract, sheet=sheet)
     for (index, path), frame in zip(whole, read, strict=True):
@@ -194,15 +200,17 @@ def validate_files(
     if keys is not None and keys.key:
         # the run's keys, claimed in path order (the earlier file wins within a group)
         valid = [(index, frame) for index, frame in frames if verdicts[index].valid]
-        for (index, _), hashes in zip(valid, _key_hashes(keys, valid), strict=True):
-            hashed[index] = hashes
+        hashed.update(zip([index for index, _ in valid], _key_hashes(keys, valid), strict=True))
         passed = sorted(i for i in hashed if verdicts[i].valid)
         clashes = keys.claim_hashes([(Path(paths[i]), hashed[i]) for i in passed])
         for index, clash in zip(passed, clashes, strict=True):
             if clash is not None:
                 verdicts[index] = with_problem(verdicts[index], clash)
             elif keep_key_hashes:
-                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashed[index]))
+                hashes = hashed[index]
+                if isinstance(hashes, SortedHashes):
+                    hashes = hashes.hashes
+                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashes))
     return [verdicts[i] for i in range(len(paths))]
 
 

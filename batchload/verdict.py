@@ -115,7 +115,7 @@ class FileVerdict:
     fingerprint: str | None = None  # of the columns as read (see contract.schema_fingerprint)
     columns: tuple[str, ...] = field(default=(), repr=False)  # "name: type" as read
     frame: pl.DataFrame | None = field(default=None, repr=False, compare=False)
-    key_hashes: bytes | None = field(default=None, repr=False, compare=False)
+    key_hashes: bytes | memoryview | None = field(default=None, repr=False, compare=False)
     """A valid file's unique-key hashes, when asked for (to record in the manifest)."""
 
     @property

@@ -364,6 +364,52 @@ def test_unique_keys_large_files_keep_runs_of_their_own(monkeypatch: pytest.Monk
     assert alone is not None and (alone.detail, alone.rows) == ("already in big2.csv", (2,))
 
 
+def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large file's run is moved out of memory and read back a slice at a time: a
+    repeat at any slice's edge, of any large file, is still found, named and located,
+    for hashes given in row order and given sorted (as blockwise validation gives them)."""
+    import batchload.crossfile
+
+    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
+    monkeypatch.setattr(batchload.crossfile, "SPILL_READ_ROWS", 16)
+    monkeypatch.setattr(batchload.crossfile, "LOOKUP_ROWS", 8)
+    keys = UniqueKeys(("k",))
+    for number in range(3):  # "large": 100 rows each, keys number*1000 .. +99
+        big = pl.DataFrame({"k": range(number * 1000, number * 1000 + 100)})
+        assert keys.claim([(Path(f"big{number}.csv"), big)]) == [None]
+    assert all(isinstance(run, batchload.crossfile._SpilledRun) for run in keys._runs)
+    assert len(keys) == 300
+    edges = [0, 15, 16, 31, 32, 99]  # first, either side of a read slice, last
+    for number in range(3):
+        for edge in edges:
+            late = pl.DataFrame({"k": [5000, number * 1000 + edge]})
+            (clash,) = keys.claim([(Path("late.csv"), late)])
+            assert clash is not None and (clash.count, clash.rows) == (1, (2,))
+            assert clash.detail == f"already in big{number}.csv"
+    hashes = keys.hashes(pl.DataFrame({"k": [7000, 7001, 1050, 7002]}))
+    located: list[pl.Series] = []
+
+    def rows(hit: pl.Series) -> tuple[int, ...]:
+        located.append(hit)
+        return (3,)
+
+    ordered = batchload.crossfile.SortedHashes(hashes.sort().set_sorted(), rows)
+    (clash,) = keys.claim_hashes([(Path("sorted.csv"), ordered)])
+    assert clash is not None and (clash.count, clash.rows) == (1, (3,))
+    assert clash.detail == "already in big1.csv"
+    assert [hit.to_list() for hit in located] == [
+        keys.hashes(pl.DataFrame({"k": [1050]})).to_list()
+    ]
+    fresh = keys.hashes(pl.DataFrame({"k": range(8000, 8100)})).sort().set_sorted()
+    assert keys.claim_hashes(
+        [(Path("big3.csv"), batchload.crossfile.SortedHashes(fresh, rows))]
+    ) == [None]
+    (again,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [8099, 5000]}))])
+    assert again is not None and (again.rows, again.detail) == ((1,), "already in big3.csv")
+
+
 def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
     keys = UniqueKeys(())
     assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
