@@ -11,6 +11,7 @@ that repeats a day sent last week is caught without reading last week's file.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import tempfile
 import threading
@@ -79,6 +80,7 @@ class UniqueKeys:
         self._files: list[Path] = []
         self._runs: list[_Run | _SpilledRun] = []
         self._spill = _Spill()
+        self._spilled: dict[Path, _SpilledRun] = {}  # the files whose run is in the spill
         self._known: Known = known if self.key else ()
         self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
@@ -128,6 +130,15 @@ class UniqueKeys:
         series = pl.from_arrow(array)
         assert isinstance(series, pl.Series)
         return series.alias("h")
+
+    def stored(self, path: Path) -> Callable[[], bytes] | None:
+        """What reads back ``path``'s key hashes (as :meth:`to_bytes` gives them) when its
+        run is in the spill file; None when it is kept in memory. A checked file waits
+        for its upload before the manifest stores its keys: this way it waits without
+        them in memory."""
+        with self._lock:
+            run = self._spilled.get(path)
+        return None if run is None else run.to_bytes
 
     def __len__(self) -> int:
         with self._lock:
@@ -307,7 +318,9 @@ class UniqueKeys:
         if len(run) == 0:
             return
         if isinstance(run.files, int) and len(run) >= SOLO_RUN_ROWS:
-            self._runs.append(self._spill.spilled(run.hashes, run.files))
+            spilled = self._spill.spilled(run.hashes, run.files)
+            self._spilled[self._files[run.files]] = spilled
+            self._runs.append(spilled)
             return
         self._runs.append(run)
         while (
@@ -403,9 +416,18 @@ class _Spill:
             self._file = tempfile.TemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
         self._file.seek(self._end)
         self._file.write(hashes.cast(pl.UInt64).to_numpy().view("u1").data)
+        self._file.flush()  # for :meth:`read`, which reads beside the buffer
         run = _SpilledRun(self, self._end, hashes.len(), files)
         self._end += 8 * hashes.len()
         return run
+
+    def read(self, offset: int, rows: int) -> bytes:
+        """The ``rows`` hashes at byte ``offset``, as bytes; safe beside the lock's users
+        (a positioned read: no seek)."""
+        data = os.pread(self._file.fileno(), 8 * rows, offset)
+        if len(data) != 8 * rows:
+            raise OSError("the spilled key hashes were cut short")
+        return data
 
     def chunks(self, offset: int, rows: int) -> Iterator[np.ndarray[Any, Any]]:
         """The ``rows`` hashes at byte ``offset``, a slice at a time (one buffer, reused)."""
@@ -430,6 +452,10 @@ class _SpilledRun:
 
     def __len__(self) -> int:
         return self.rows
+
+    def to_bytes(self) -> bytes:
+        """The run's hashes as :meth:`UniqueKeys.to_bytes` gives them."""
+        return self.spill.read(self.offset, self.rows)
 
     def holds_any(self, hashes: pl.Series) -> bool:
         """Whether any of ``hashes`` (sorted) is here."""

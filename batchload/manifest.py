@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +157,10 @@ class DatasetRecord:
     updated_at: str | None = None
 
 
+KeyHashes = bytes | memoryview | Callable[[], bytes]
+"""A file's key hashes, or what reads them back (see :class:`FileKeys`)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileKeys:
     """The unique-key hashes of one validated source file (see :mod:`batchload.crossfile`)."""
@@ -166,9 +170,14 @@ class FileKeys:
     scheme: str
     """How the hashes were made (key columns and types, hash function and its version):
     hashes made another way are not comparable and are not used."""
-    hashes: bytes | memoryview | None
+    hashes: KeyHashes | None
     """u64 hashes in the machine's byte order, one per row, in no particular order (a view
-    of the run's own hashes, not a copy); None deletes what an earlier run stored."""
+    of the run's own hashes, not a copy, or what reads them back from the run's spill
+    file); None deletes what an earlier run stored."""
+
+    def blob(self) -> bytes | memoryview | None:
+        """The hashes as stored (read back now when they were left on disk)."""
+        return self.hashes() if callable(self.hashes) else self.hashes
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,11 +406,11 @@ class Manifest:
                     "INSERT INTO file_keys (dataset, source_path, scheme, hashes) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT (dataset, source_path) DO UPDATE SET "
                     "scheme = excluded.scheme, hashes = excluded.hashes",
-                    [
-                        (k.dataset, k.source_path, k.scheme, k.hashes)
+                    (  # one file's hashes read at a time, when they were left on disk
+                        (k.dataset, k.source_path, k.scheme, k.blob())
                         for k in keys
                         if k.hashes is not None
-                    ],
+                    ),
                 )
                 self._db.executemany(
                     "DELETE FROM file_keys WHERE dataset = ? AND source_path = ?",

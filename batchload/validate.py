@@ -210,7 +210,8 @@ def validate_files(
                 hashes = hashed[index]
                 if isinstance(hashes, SortedHashes):
                     hashes = hashes.hashes
-                verdicts[index] = replace(verdicts[index], key_hashes=keys.to_bytes(hashes))
+                stored = keys.stored(Path(paths[index])) or keys.to_bytes(hashes)
+                verdicts[index] = replace(verdicts[index], key_hashes=stored)
     return [verdicts[i] for i in range(len(paths))]
 
 

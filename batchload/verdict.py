@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import polars as pl
 
+    from batchload.manifest import KeyHashes
+
 __all__ = ["MAX_EXAMPLES", "MAX_PROBLEMS", "FileVerdict", "Problem", "Status", "with_problem"]
 
 #: Rows and values shown per problem (the count is always complete).
@@ -115,7 +117,7 @@ class FileVerdict:
     fingerprint: str | None = None  # of the columns as read (see contract.schema_fingerprint)
     columns: tuple[str, ...] = field(default=(), repr=False)  # "name: type" as read
     frame: pl.DataFrame | None = field(default=None, repr=False, compare=False)
-    key_hashes: bytes | memoryview | None = field(default=None, repr=False, compare=False)
+    key_hashes: KeyHashes | None = field(default=None, repr=False, compare=False)
     """A valid file's unique-key hashes, when asked for (to record in the manifest)."""
 
     @property

@@ -188,6 +188,31 @@ def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
         assert manifest.key_hashes("prices", "s1") == {}
 
 
+def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
+    """A large file's hashes wait for its upload as a reader, not as bytes in memory."""
+    reads: list[str] = []
+
+    def reader(source: str, blob: bytes):  # type: ignore[no-untyped-def]
+        def read() -> bytes:
+            reads.append(source)
+            return blob
+
+        return read
+
+    later = FileKeys(
+        dataset="prices", source_path="/d/b.csv", scheme="s1", hashes=reader("b", b"B" * 24)
+    )
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.apply(
+            [
+                Changes(records=(record("/d/a.csv"),), keys=(keys("/d/a.csv", b"A" * 8),)),
+                Changes(records=(record("/d/b.csv"),), keys=(later,)),
+            ]
+        )
+        assert reads == ["b"]
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
+
+
 def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)

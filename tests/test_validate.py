@@ -410,6 +410,30 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
     assert again is not None and (again.rows, again.detail) == ((1,), "already in big3.csv")
 
 
+def test_a_spilled_files_keys_are_read_back_for_the_manifest_and_catch_a_later_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The manifest gets a large file's hashes from the spill file (not kept in memory
+    until the upload ends), exactly as a later run needs them to catch a repeat."""
+    import batchload.crossfile
+
+    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
+    keys = UniqueKeys(("k",))
+    big = pl.DataFrame({"k": range(100)})
+    small = pl.DataFrame({"k": [500, 501]})
+    assert keys.claim([(Path("big.csv"), big)]) == [None]
+    assert keys.claim([(Path("small.csv"), small)]) == [None]
+    assert keys.stored(Path("small.csv")) is None  # kept in memory: to_bytes of its hashes
+    read = keys.stored(Path("big.csv"))
+    assert read is not None
+    blob = read()
+    assert UniqueKeys.from_bytes([blob]).sort().to_list() == keys.hashes(big).sort().to_list()
+    later = UniqueKeys(("k",), known=[("big.csv", blob)])
+    (clash,) = later.claim([(Path("new.csv"), pl.DataFrame({"k": [1000, 42]}))])
+    assert clash is not None and clash.rows == (2,)
+    assert clash.detail == "already in big.csv, sent by an earlier run"
+
+
 def test_no_unique_key_means_no_cross_file_check(tmp_path: Path) -> None:
     keys = UniqueKeys(())
     assert keys.claim([(Path("a"), pl.DataFrame({"x": [1]}))] * 2) == [None, None]
