@@ -223,17 +223,20 @@ class UniqueKeys:
     def _pairs(hashed: Sequence[pl.Series]) -> pl.DataFrame:
         """Every key hash as a row (``h``, ``f``: its file's position in ``hashed``), sorted.
 
-        Sorted by hash (then file), so that lookups in the sorted runs are fast (~5x
-        faster than unsorted ones) and a hash seen twice follows its first sighting.
-        One file's pairs have no ``f``: its run keeps one file number, not a column.
+        Sorted by hash, so that lookups in the sorted runs are fast (~5x faster than
+        unsorted ones) and the sightings of a hash are next to one another (in no set
+        order). One file's pairs have no ``f``: its run keeps one file number.
         """
-        if len(hashed) == 1:  # one (large) file: sorting the hashes alone is ~3x cheaper
-            return pl.DataFrame({"h": hashed[0].sort()})
+        if len(hashed) == 1:  # one file: no file column
+            one = hashed[0]
+            if not one.flags["SORTED_ASC"]:
+                one = pl.Series("h", np.sort(one.to_numpy())).set_sorted()
+            return pl.DataFrame({"h": one})
         heights = [hashes.len() for hashes in hashed]
-        starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
-        rows = pl.int_range(0, sum(heights), dtype=pl.Int64, eager=True)
-        files = (starts.search_sorted(rows, side="right") - 1).cast(pl.UInt32)
-        return pl.DataFrame({"h": pl.concat(hashed), "f": files}).sort("h", "f")
+        values = np.concatenate([hashes.to_numpy() for hashes in hashed])
+        files = np.repeat(np.arange(len(hashed), dtype=np.uint32), heights)
+        order = np.argsort(values)  # numpy's vectorised sort: ~3x faster than polars' here
+        return pl.DataFrame({"h": pl.Series(values[order]).set_sorted(), "f": files[order]})
 
     def _all_new(self, pairs: pl.DataFrame, *, several: bool) -> bool:
         """True when no two files share a key and no key was accepted before.
@@ -379,11 +382,15 @@ class _Run:
         return position, self.hashes.gather(position) == hashes
 
     def holds_any(self, hashes: pl.Series) -> bool:
-        """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time)."""
-        return any(
-            self.lookup(hashes.slice(start, LOOKUP_ROWS))[1].any()
-            for start in range(0, hashes.len(), LOOKUP_ROWS)
-        )
+        """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time, in
+        numpy: a third cheaper than polars' ``search_sorted`` and ``gather``)."""
+        run, values = self.hashes.to_numpy(), hashes.to_numpy()
+        for start in range(0, len(values), LOOKUP_ROWS):
+            part = values[start : start + LOOKUP_ROWS]
+            at = np.minimum(np.searchsorted(run, part), len(run) - 1)
+            if (run[at] == part).any():
+                return True
+        return False
 
     def merged(self, other: _Run) -> _Run:
         return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted

@@ -341,6 +341,14 @@ def test_unique_keys_group_checked_at_once_still_names_the_right_file() -> None:
     assert clash.detail in ("already in new.csv", "already in g37.csv")
     (again,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [1049, 999]}))])
     assert again is not None and (again.detail, again.rows) == ("already in g49.csv", (1,))
+    within = [
+        (Path("w0.csv"), pl.DataFrame({"k": range(7000, 7100)})),
+        (Path("w1.csv"), pl.DataFrame({"k": range(8000, 8100)})),
+        (Path("w2.csv"), pl.DataFrame({"k": [*range(9000, 9098), 7050, 9099]})),
+    ]
+    *fine, repeat = keys.claim(within)  # a repeat between files of one group
+    assert fine == [None, None] and repeat is not None
+    assert (repeat.detail, repeat.rows) == ("already in w0.csv", (99,))
 
 
 def test_unique_keys_large_files_keep_runs_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
