@@ -221,11 +221,12 @@ def findings(results: dict[str, Any]) -> list[str]:
     )
     if large and memory_missed and not large["batchload-novalidate"]["failed"]:
         out.append(
-            "A large CSV is checked in 8 MiB blocks, so one file's check no longer holds the "
-            "file as a frame. What grows with the run is the memory of the unique keys across "
-            "files (8 bytes a row, kept for the whole run so that a day sent twice is caught), "
-            "and the pages the allocators keep after a file is done; sent unvalidated, the "
-            f"same files peak at {large['batchload-novalidate']['peak_rss_mb']:,.0f} MB."
+            "A large CSV is checked in 8 MiB blocks, and its unique keys' hashes wait in a "
+            "temporary file, so neither the file nor its keys stay in memory. What is left is "
+            "a check's working set (pyarrow's read-ahead, a block's Arrow and polars copies), "
+            "the uploads in flight beside it, and the pages each allocator keeps; sent "
+            "unvalidated, the same files peak at "
+            f"{large['batchload-novalidate']['peak_rss_mb']:,.0f} MB."
         )
     l16 = found.get("L16", {}).get("contenders")
     if l16 and l16["guide"]["failed"] and not l16["batchload"]["failed"]:
