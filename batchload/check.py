@@ -234,10 +234,12 @@ class _SpooledParts:
     def _new_cutter(self) -> PartCutter:
         from batchload.contract import arrow_schema
 
+        schema, path = arrow_schema(self.job.contract), self.work.source.path
         return PartCutter(
             budget_bytes=self.budget,
-            schema=arrow_schema(self.job.contract),
-            path=self.work.source.path,
+            schema=schema,
+            path=path,
+            write=self.spool.writer(schema, source=path),
         )
 
     def feed(self, block: pl.DataFrame) -> None:
@@ -248,8 +250,7 @@ class _SpooledParts:
 
     def _put(self, parts: Iterable[Part]) -> None:
         try:
-            for part in parts:
-                self.parts.append(self.spool.put(part, source=self.work.source.path))
+            self.parts.extend(parts)
         except FileProblem as exc:
             self.error = exc
 

@@ -28,7 +28,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,14 +243,25 @@ class Part:
 
 def parquet_bytes(frame: pl.DataFrame, schema: pa.Schema | None) -> bytes:
     """A frame written as parquet, cast to ``schema`` when given (the contract's types)."""
+    sink = io.BytesIO()
+    write_parquet(frame, schema, sink)
+    return sink.getvalue()
+
+
+def write_parquet(frame: pl.DataFrame, schema: pa.Schema | None, where: Any) -> None:
+    """Write a frame as parquet to ``where`` (a path or a binary file), cast to ``schema``
+    when given: the bytes of :func:`parquet_bytes`."""
     import pyarrow.parquet as pq
 
     table = frame.to_arrow()
     if schema is not None:
         table = table.select(schema.names).cast(schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
+    pq.write_table(table, where)
+
+
+PartWriter = Callable[[int, "pl.DataFrame"], "MemorySource | DiskSource"]
+"""Writes part ``index`` (its rows given) as parquet, in memory or to a file, again when
+it is cut smaller: what :class:`PartCutter` makes its parts' bytes with."""
 
 
 PROBE_ROWS = 50_000
@@ -270,11 +281,17 @@ class PartCutter:
     """
 
     def __init__(
-        self, *, budget_bytes: int, schema: pa.Schema | None, path: Path | str = "<frame>"
+        self,
+        *,
+        budget_bytes: int,
+        schema: pa.Schema | None,
+        path: Path | str = "<frame>",
+        write: PartWriter | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
         self.schema = schema
         self.path = path
+        self._write = write or self._in_memory
         self.rows = 0
         """Rows fed so far."""
         self._pending: list[pl.DataFrame] = []
@@ -312,11 +329,11 @@ class PartCutter:
                 return
             frame = self._frame()
             count = min(self._next_rows, self._pending_rows)
-            data = parquet_bytes(frame.slice(0, count), self.schema)
-            while len(data) > self.budget_bytes and count > 1:
+            source = self._write(self._index, frame.slice(0, count))
+            while source.size > self.budget_bytes and count > 1:
                 count = max(1, count // 2)
-                data = parquet_bytes(frame.slice(0, count), self.schema)
-            if len(data) > self.budget_bytes:
+                source = self._write(self._index, frame.slice(0, count))
+            if source.size > self.budget_bytes:
                 raise FileProblem(
                     f"row {self._start + 1} alone is larger than the request limit allows",
                     path=self.path,
@@ -325,8 +342,8 @@ class PartCutter:
             rest = frame.slice(count)
             self._pending = [rest] if rest.height else []
             self._pending_rows -= count
-            self._next_rows = self._rows_for(count, len(data))
-            yield self._part_of(data, count)
+            self._next_rows = self._rows_for(count, source.size)
+            yield self._part_of(source, count)
 
     def _frame(self) -> pl.DataFrame:
         import polars as pl
@@ -338,11 +355,15 @@ class PartCutter:
     def _rows_for(self, rows: int, size: int) -> int:
         return max(1, int(self.budget_bytes * PART_FILL * rows / max(size, 1)))
 
-    def _part(self, frame: pl.DataFrame, count: int) -> Part:
-        return self._part_of(parquet_bytes(frame, self.schema), count)
+    def _in_memory(self, index: int, frame: pl.DataFrame) -> MemorySource:
+        data = parquet_bytes(frame, self.schema)
+        return MemorySource(data, sha256_bytes(data))
 
-    def _part_of(self, data: bytes, count: int) -> Part:
-        part = Part(self._index, self._start, count, MemorySource(data, sha256_bytes(data)))
+    def _part(self, frame: pl.DataFrame, count: int) -> Part:
+        return self._part_of(self._write(self._index, frame), count)
+
+    def _part_of(self, source: MemorySource | DiskSource, count: int) -> Part:
+        part = Part(self._index, self._start, count, source)
         self._start += count
         self._index += 1
         return part

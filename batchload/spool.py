@@ -12,15 +12,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from batchload.encode import DiskSource, MemorySource, Part
+from batchload.encode import HASH_CHUNK_BYTES, DiskSource, Part, PartWriter, write_parquet
 from batchload.errors import FileProblem
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
 
 __all__ = ["PartSpool"]
 
@@ -45,24 +50,25 @@ class PartSpool:
         ) as name:
             yield cls(Path(name))
 
-    def put(self, part: Part, *, source: Path) -> Part:
-        """``part`` written to a file of the spool; it is then sent from there.
+    def writer(self, schema: pa.Schema | None, *, source: Path) -> PartWriter:
+        """What writes the parts of ``source`` into the spool, for a PartCutter: each part
+        straight to its own file (no copy of its bytes in memory), hashed from there."""
+        stem = f"{next(self._names):08d}"
 
-        ``source``: the file the part is cut from, named when the part cannot be written.
-        """
-        if not isinstance(part.source, MemorySource):
-            return part
-        path = self.directory / f"{next(self._names):08d}.part-{part.index:04d}.parquet"
-        try:
-            path.write_bytes(part.source.data)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            raise FileProblem(
-                f"cannot write part {part.index} to {self.directory}: {exc.strerror or exc}",
-                path=source,
-                hint="free space there, or point TMPDIR at a larger disk",
-            ) from None
-        return replace(part, source=DiskSource(path, part.source.size, part.source.sha256))
+        def write(index: int, frame: pl.DataFrame) -> DiskSource:
+            path = self.directory / f"{stem}.part-{index:04d}.parquet"
+            try:
+                write_parquet(frame, schema, path)
+                return DiskSource(path, path.stat().st_size, _sha256_file(path))
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                raise FileProblem(
+                    f"cannot write part {index} to {self.directory}: {exc.strerror or exc}",
+                    path=source,
+                    hint="free space there, or point TMPDIR at a larger disk",
+                ) from None
+
+        return write
 
     def discard(self, parts: Iterable[Part]) -> None:
         """Remove the files of ``parts`` that are the spool's (others are left alone)."""
@@ -74,3 +80,11 @@ class PartSpool:
     def files(self) -> list[Path]:
         """The parts' files still in the spool."""
         return sorted(self.directory.iterdir()) if self.directory.is_dir() else []
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

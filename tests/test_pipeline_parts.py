@@ -214,3 +214,27 @@ def test_a_resumed_split_file_sends_no_part_twice(
         rows = opened.rows()
     assert [r.part for r in rows] == list(range(1, count + 1))
     assert {(r.state, r.parts) for r in rows} == {("done", count)}
+
+
+def test_parts_refused_by_a_smaller_server_limit_are_cut_again_from_the_file(
+    server_factory: Callable[..., ServerProcess],
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    server = server_factory("--max-body-mb", "0.012")
+    big = make_big(tmp_path / "data")
+    # cut for 0.03 MB while checked: the first part is refused, and the file cut again
+    summary = run(server, token, [job(big)], tmp_path / "m.sqlite", max_request_mb=0.03)
+    assert (summary.uploaded, summary.failed) == (1, 0), summary.problems
+    view = ServerView(server.url, token)
+    count = assert_parts_hold_every_row(view, summary.dataset_id or "", big, BIG_ROWS)
+    assert count > 2
+    with Manifest.open(tmp_path / "m.sqlite") as opened:
+        rows = opened.rows()
+    assert all(r.bytes_sent and r.bytes_sent <= 0.012 * 1024 * 1024 for r in rows)
+    assert {r.state for r in rows} == {"done"}
+    assert spools(temp) == []
