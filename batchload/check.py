@@ -5,17 +5,17 @@ large CSV is validated block by block, in bounded memory; a file that will be se
 in parts is checked alone and its parts are cut from its rows as they are validated,
 into the run's spool (:mod:`batchload.spool`): no frame of it is kept. A workbook
 keeps its frame, to be sent as parquet. :func:`check_bytes` says how much memory a
-check takes, for the pipeline's byte budget. Each file's sha256 is taken here, and its ``stat``
-checked again after validation, so what was validated is what the hash describes;
-the upload re-checks the hash while it streams. A file that an earlier run sent and
-that was only touched (same size and sha256) is found ``unchanged`` and not
+check takes, for the pipeline's byte budget. Each file's sha256 is taken here, and
+its ``stat`` checked again after validation, so what was validated is what the hash
+describes; the upload re-checks the hash while it streams. A file that an earlier run
+sent and that was only touched (same size and sha256) is found ``unchanged`` and not
 validated again. A valid file's unique-key hashes come with it (``keys``), for the
 manifest to keep beside its done rows, so later runs know them without reading it.
-With validation off (``validate=False``), a whole file is hashed
-and sent unread, and a file to be split is read (not validated) only to cut its
-parts. :func:`cut_file` cuts a checked file's parts again, from the file (after a
-``413`` lowered the limit). Everything here blocks: the pipeline runs it with
-``anyio.to_thread.run_sync`` under a CapacityLimiter of the CPU count.
+With validation off (``validate=False``), a whole file is hashed and sent unread, and
+a file to be split is read (not validated) only to cut its parts. :func:`cut_file`
+cuts a checked file's parts again, from the file (after a ``413`` lowered the limit).
+Everything here blocks: the pipeline runs it with ``anyio.to_thread.run_sync`` under a
+CapacityLimiter of the CPU count.
 """
 
 from __future__ import annotations

@@ -371,8 +371,8 @@ class _Run:
             )
             # a split workbook's frame stays in memory until its parts are sent (a split
             # file's parts are in the spool)
-            frame = split and outcomes[0].frame is not None
-            keep = min(group.works[0].source.size, held) if frame else 0
+            holds_frame = split and outcomes[0].frame is not None
+            keep = min(group.works[0].source.size, held) if holds_frame else 0
             await uploader.budget.release(held - keep)
             held = keep
             for outcome in outcomes:
