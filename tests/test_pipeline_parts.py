@@ -238,3 +238,16 @@ def test_parts_refused_by_a_smaller_server_limit_are_cut_again_from_the_file(
     assert all(r.bytes_sent and r.bytes_sent <= 0.012 * 1024 * 1024 for r in rows)
     assert {r.state for r in rows} == {"done"}
     assert spools(temp) == []
+
+
+def test_the_dry_run_plans_the_parts_a_run_sends(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    big = make_big(tmp_path / "data", rows=20_000)
+    manifest = tmp_path / "m.sqlite"
+    dry = run(server, token, [job(big)], manifest, max_request_mb=0.03, dry_run=True)
+    planned = [(p.file_id, p.rows) for p in dry.plan]
+    summary = run(server, token, [job(big)], manifest, max_request_mb=0.03)
+    assert summary.parts_uploaded == len(planned) > 3
+    with Manifest.open(manifest) as opened:
+        assert [(r.file_id, r.rows) for r in opened.rows()] == planned
