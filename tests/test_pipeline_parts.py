@@ -175,6 +175,18 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
     assert len([p for p in dry.plan if p.part]) > summary.parts_uploaded
     assert spools(temp) == []
 
+    small = write_signals(tmp_path / "small", 3)
+    during: list[list[Path]] = []
+    whole = run(
+        server,
+        token,
+        [job(tmp_path / "small" / "*.csv")],
+        tmp_path / "m.sqlite",
+        sink=lambda event: during.append(spools(temp)) if isinstance(event, FileDone) else None,
+    )
+    assert whole.uploaded == len(small) == len(during)
+    assert during == [[]] * len(small)  # no large file: no spool made
+
 
 def test_a_resumed_split_file_sends_no_part_twice(
     server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
