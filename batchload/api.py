@@ -24,6 +24,7 @@ import anyio
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
 from batchload.encode import (
     DEFAULT_MAX_REQUEST_MB,
+    DiskSource,
     Envelope,
     MemorySource,
     RequestBody,
@@ -245,7 +246,9 @@ async def upload_dataframe_async(
     limit = max_request_bytes(max_request_mb)
     whole = Envelope(file_id=base_id, file_format="parquet", name=name)
     if whole.request_bytes(len(data)) <= limit:
-        pieces = [(base_id, MemorySource(data, sha256_bytes(data)))]
+        pieces: list[tuple[str, MemorySource | DiskSource]] = [
+            (base_id, MemorySource(data, sha256_bytes(data)))
+        ]
     else:
         proto = Envelope(file_id=f"{base_id}.{part_label(9999)}", file_format="parquet", name=name)
         parts = await anyio.to_thread.run_sync(

@@ -21,7 +21,7 @@ Memory: a block or two, 8 bytes a row per unique key, and the frame when it is k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,11 +60,14 @@ def validate_blockwise(
     block_bytes: int,
     keep_frame: bool = False,
     key: Sequence[str] = (),
+    on_block: Callable[[pl.DataFrame], None] | None = None,
 ) -> Blockwise | None:
     """Validate ``path`` block by block; ``None`` when it must be validated whole.
 
     ``key``: also hash these columns for the checks across files (the run's
     :class:`UniqueKeys` key; the contract's own key is not hashed twice).
+    ``on_block``: called with each block, in order, while no problem is found (a file
+    sent in parts cuts them as it is validated).
     """
     from batchload.validate import unique_keys, validate_rows
 
@@ -93,6 +96,8 @@ def validate_blockwise(
                 kept.append(block)
             else:
                 kept.clear()
+            if on_block is not None and not problems:
+                on_block(block)
             rows += block.height
     except CannotReadInBlocks:
         return None

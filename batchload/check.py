@@ -2,40 +2,44 @@
 
 A group of small files costs one pandera call (see :mod:`batchload.validate`); a
 large CSV is validated block by block, in bounded memory; a file that will be sent
-in parts is checked alone and keeps its validated frame (its blocks, not copied),
-from which the parts are cut; a workbook keeps its frame too, to be sent as
-parquet. :func:`check_bytes` says how much memory a check takes, for the
-pipeline's byte budget. Each file's sha256 is taken here, and its ``stat``
-checked again after validation, so what was validated is what the hash describes;
-the upload re-checks the hash while it streams. A file that an earlier run sent and
-that was only touched (same size and sha256) is found ``unchanged`` and not
+in parts is checked alone and its parts are cut from its rows as they are validated,
+into the run's spool (:mod:`batchload.spool`): no frame of it is kept. A workbook
+keeps its frame, to be sent as parquet. :func:`check_bytes` says how much memory a
+check takes, for the pipeline's byte budget. Each file's sha256 is taken here, and
+its ``stat`` checked again after validation, so what was validated is what the hash
+describes; the upload re-checks the hash while it streams. A file that an earlier run
+sent and that was only touched (same size and sha256) is found ``unchanged`` and not
 validated again. A valid file's unique-key hashes come with it (``keys``), for the
 manifest to keep beside its done rows, so later runs know them without reading it.
-With validation off (``validate=False``), a whole file is hashed
-and sent unread, and a file to be split is read (not validated) only to cut its
-parts. Everything here blocks: the pipeline runs it with
-``anyio.to_thread.run_sync`` under a CapacityLimiter of the CPU count.
+With validation off (``validate=False``), a whole file is hashed and sent unread, and
+a file to be split is read (not validated) only to cut its parts. :func:`cut_file`
+cuts a checked file's parts again, from the file (after a ``413`` lowered the limit).
+Everything here blocks: the pipeline runs it with ``anyio.to_thread.run_sync`` under a
+CapacityLimiter of the CPU count.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from batchload.encode import (
     MIB,
     Envelope,
     Fingerprint,
+    Part,
+    PartCutter,
     fingerprint_file,
     parquet_bytes,
     raw_budget,
     split_frame,
 )
-from batchload.errors import BatchloadError, FileProblem, UnreadableFile
+from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
 from batchload.manifest import FileKeys
 from batchload.prepare import PreparedJob, Work
+from batchload.spool import PartSpool
 from batchload.summary import PlannedRequest, Problem
 
 if TYPE_CHECKING:
@@ -53,11 +57,14 @@ a 100 MB CSV)."""
 BLOCKWISE_MEMORY_BLOCKS = 12
 """A CSV validated block by block takes about this many blocks at peak (pyarrow's
 read-ahead, a block's Arrow and polars copies, the checks' temporaries), plus half its
-size (its key hashes, 8 bytes a row, about a fifth of a CSV's size, sorted once and
-kept until the file is done, and what the allocators keep: +140-175 MB measured for a
-100 MB CSV with 8 MiB blocks) and, when it is sent in parts, its frame (about its
-size). Smaller blocks would take less, but a smaller estimate lets two large files be
+size (its key hashes, 8 bytes a row, about a fifth of a CSV's size, sorted once, and
+what the allocators keep: +140-175 MB measured for a 100 MB CSV with 8 MiB blocks).
+Smaller blocks would take less, but a smaller estimate lets two large files be
 checked at once, which costs more than it saves."""
+PART_MEMORY_FACTOR = 4
+"""Cutting a file's parts takes about this many times a request's size: the rows of the
+part being cut (a frame about 2.5 times its parquet), their Arrow copy cast to the
+contract's types, and the parquet bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,12 @@ class Checked:
     file_id: str | None
     rows: int | None = None
     frame: pl.DataFrame | None = None
-    """The validated frame, kept only for a file sent in parts or as parquet."""
+    """The validated frame, kept only for a workbook (sent as parquet), and for a file
+    sent in parts when there is no spool."""
+    parts: tuple[Part, ...] | None = None
+    """A file sent in parts: its parts, in the spool, cut for ``parts_limit``."""
+    parts_limit: int = 0
+    """The request limit (bytes) the parts were cut for."""
     problem: str | None = None
     problem_state: Literal["invalid", "failed"] = "invalid"
     details: tuple[str, ...] = ()
@@ -100,8 +112,14 @@ def groups(works: Sequence[Work]) -> Iterator[tuple[Work, ...]]:
         yield tuple(batch)
 
 
-def check_bytes(job: PreparedJob, works: Sequence[Work], *, validate: bool) -> int:
-    """Memory that checking ``works`` takes at its peak (0: the files are only hashed)."""
+def check_bytes(
+    job: PreparedJob, works: Sequence[Work], *, validate: bool, max_request_bytes: int
+) -> int:
+    """Memory that checking ``works`` takes at its peak (0: the files are only hashed).
+
+    A file sent in parts counts the part being cut (``max_request_bytes``); its parts
+    go to the spool, so they hold no memory once checked.
+    """
     from batchload.validate import BLOCK_BYTES, in_blocks
 
     total = 0
@@ -111,7 +129,8 @@ def check_bytes(job: PreparedJob, works: Sequence[Work], *, validate: bool) -> i
             continue
         if in_blocks(work.source.path, job.contract, BLOCK_BYTES):
             total += BLOCKWISE_MEMORY_BLOCKS * BLOCK_BYTES
-            total += (size // 2 if validate else 0) + (size if work.split else 0)
+            total += size // 2 if validate else 0
+            total += PART_MEMORY_FACTOR * max_request_bytes if work.split else 0
         else:
             total += CHECK_MEMORY_FACTOR * size
     return total
@@ -123,10 +142,14 @@ def check_group(
     keys: UniqueKeys | None,
     *,
     validate: bool = True,
+    spool: PartSpool | None = None,
+    max_request_bytes: int = 0,
 ) -> list[Checked]:
     """Hash, read and validate ``works`` (one job's); one Checked per work, in order.
 
     With ``validate=False`` files are only hashed (and read when they must be split).
+    With a ``spool``, a file to be split (checked alone) has its parts cut for
+    ``max_request_bytes`` while it is read, into the spool; without, it keeps its frame.
     """
     from batchload.validate import validate_files
 
@@ -149,9 +172,13 @@ def check_group(
             results[index] = Checked(work, fp, None, problem=str(exc))
             continue
         pending.append((index, work, fp, file_id))
+    cut: _SpooledParts | None = None
+    if spool is not None and len(pending) == 1 and _spooled(pending[0][1]):
+        _, work, fp, _ = pending[0]
+        cut = _SpooledParts(job, work, fp, spool, max_request_bytes)
     if pending and not validate:
         for index, work, fp, file_id in pending:
-            results[index] = _unvalidated(job, work, fp, file_id)
+            results[index] = _unvalidated(job, work, fp, file_id, cut)
     elif pending:
         verdicts = validate_files(
             [work.source.path for _, work, _, _ in pending],
@@ -160,21 +187,15 @@ def check_group(
             keys=keys,
             keep_frames=any(work.split or work.convert for _, work, _, _ in pending),
             keep_key_hashes=True,
+            on_block=None if cut is None else cut.feed,
         )
         for (index, work, fp, file_id), verdict in zip(pending, verdicts, strict=True):
             if not verdict.valid:
                 details = tuple(p.message for p in verdict.problems)
                 results[index] = Checked(work, fp, file_id, problem=verdict.reason, details=details)
             elif _changed_since(work, fp):
-                results[index] = Checked(
-                    work,
-                    fp,
-                    file_id,
-                    problem="file changed on disk while it was being checked; not sent",
-                    problem_state="failed",
-                )
+                results[index] = _changed(work, fp, file_id)
             else:
-                frame = verdict.frame if work.split or work.convert else None
                 file_keys = None
                 if keys is not None and verdict.key_hashes is not None:
                     file_keys = FileKeys(
@@ -183,19 +204,106 @@ def check_group(
                         scheme=keys.scheme,
                         hashes=verdict.key_hashes,
                     )
-                results[index] = Checked(
-                    work, fp, file_id, rows=verdict.rows, frame=frame, keys=file_keys
-                )
+                checked = Checked(work, fp, file_id, rows=verdict.rows, keys=file_keys)
+                if cut is not None:  # its blocks were cut, or its whole frame is cut now
+                    checked = cut.checked(checked, verdict.frame)
+                elif work.split or work.convert:
+                    checked = replace(checked, frame=verdict.frame)
+                results[index] = checked
+    if cut is not None and not results[pending[0][0]].parts:
+        cut.discard()  # invalid, changed or failed: its parts are not sent
     return [results[i] for i in range(len(works))]
 
 
-def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) -> Checked:
+def _spooled(work: Work) -> bool:
+    """Whether the file's parts go to the spool (a workbook keeps its frame: it may fit
+    whole once it is parquet)."""
+    return work.split and not work.convert
+
+
+class _SpooledParts:
+    """One file's parts, cut into the spool from its rows as they are read."""
+
+    def __init__(
+        self, job: PreparedJob, work: Work, fp: Fingerprint, spool: PartSpool, limit: int
+    ) -> None:
+        self.job, self.work, self.spool, self.limit = job, work, spool, limit
+        self.budget = raw_budget(limit, part_envelope(job, work, fp.sha256, 9999, job.name))
+        self.parts: list[Part] = []
+        self.error: FileProblem | None = None
+        self._cutter = self._new_cutter()
+
+    def _new_cutter(self) -> PartCutter:
+        from batchload.contract import arrow_schema
+
+        schema, path = arrow_schema(self.job.contract), self.work.source.path
+        return PartCutter(
+            budget_bytes=self.budget,
+            schema=schema,
+            path=path,
+            write=self.spool.writer(schema, source=path),
+        )
+
+    def feed(self, block: pl.DataFrame) -> None:
+        """Cut what ``block`` completes. A failure (a row over the limit, a full disk) is
+        kept for :meth:`checked`: the reading goes on, and validation says its piece."""
+        if self.error is None:
+            self._put(self._cutter.feed(block))
+
+    def _put(self, parts: Iterable[Part]) -> None:
+        try:
+            self.parts.extend(parts)
+        except FileProblem as exc:
+            self.error = exc
+
+    def restart(self) -> None:
+        """Forget what was cut: the file is read again from its start."""
+        self.discard()
+        self.error = None
+        self._cutter = self._new_cutter()
+
+    @property
+    def rows(self) -> int:
+        return self._cutter.rows
+
+    def checked(self, checked: Checked, frame: pl.DataFrame | None) -> Checked:
+        """``checked`` with its parts (cut from ``frame`` when it was read whole), or with
+        the problem that kept them from being cut."""
+        if frame is not None:
+            self.restart()
+            self.feed(frame)
+        if self.error is None:
+            self._put(self._cutter.finish())
+        if self.error is not None:
+            return replace(checked, problem=str(self.error), problem_state="failed")
+        return replace(checked, parts=tuple(self.parts), parts_limit=self.limit)
+
+    def discard(self) -> None:
+        self.spool.discard(self.parts)
+        self.parts = []
+
+
+def _changed(work: Work, fp: Fingerprint, file_id: str) -> Checked:
+    return Checked(
+        work,
+        fp,
+        file_id,
+        problem="file changed on disk while it was being checked; not sent",
+        problem_state="failed",
+    )
+
+
+def _unvalidated(
+    job: PreparedJob, work: Work, fp: Fingerprint, file_id: str, cut: _SpooledParts | None
+) -> Checked:
     """Validation off: a whole file goes unread; a file to split is read for its parts,
     a workbook for the parquet it is sent as."""
     frame = None
-    if work.split or work.convert:
+    if cut is not None and _cut_blocks(job, work, cut):
+        checked = Checked(work, fp, file_id, rows=cut.rows)
+    elif work.split or work.convert:
         try:
-            frame = _read_for_parts(work, job)
+            frame = read_whole(work, job)
         except UnreadableFile as exc:
             return Checked(work, fp, file_id, problem=str(exc))
         missing = [name for name in job.contract.names if name not in frame.columns]
@@ -203,34 +311,69 @@ def _unvalidated(job: PreparedJob, work: Work, fp: Fingerprint, file_id: str) ->
             return Checked(
                 work, fp, file_id, problem=f"cannot cut parts: column {missing[0]!r} is missing"
             )
+        checked = Checked(work, fp, file_id, rows=frame.height, frame=frame)
+    else:
+        checked = Checked(work, fp, file_id)
     if _changed_since(work, fp):
-        return Checked(
-            work,
-            fp,
-            file_id,
-            problem="file changed on disk while it was being checked; not sent",
-            problem_state="failed",
-        )
-    return Checked(work, fp, file_id, rows=None if frame is None else frame.height, frame=frame)
+        return _changed(work, fp, file_id)
+    if cut is not None:
+        return cut.checked(replace(checked, frame=None), frame)
+    return checked
 
 
-def _read_for_parts(work: Work, job: PreparedJob) -> pl.DataFrame:
-    """An unvalidated file's frame: a large CSV gathered from its blocks (no whole Arrow
-    table beside the frame), anything else read whole."""
-    import polars as pl
-
-    from batchload.read import CannotReadInBlocks, read_csv_blocks, read_frame
+def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
+    """Feed a large CSV's blocks to ``cut``; False when it must be read whole."""
+    from batchload.read import CannotReadInBlocks, read_csv_blocks
     from batchload.validate import BLOCK_BYTES, in_blocks
 
     path = work.source.path
+    if not in_blocks(path, job.contract, BLOCK_BYTES):
+        return False
+    try:
+        for block in read_csv_blocks(path, job.contract, block_bytes=BLOCK_BYTES):
+            cut.feed(block)
+    except CannotReadInBlocks:
+        cut.restart()
+        return False
+    return True
+
+
+def read_whole(work: Work, job: PreparedJob) -> pl.DataFrame:
+    """A file's frame, read whole, unvalidated."""
+    from batchload.read import read_frame
+
+    return read_frame(work.source.path, job.contract, sheet=job.job.sheet)
+
+
+def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[Part]:
+    """A checked file's parts, cut again from the file, in memory one at a time (a large
+    CSV read block by block): the parts its check cut, when the budget is the same.
+
+    Raises FileChanged when the file is not what was checked. Blocking: run it in a thread.
+    """
+    from batchload.contract import arrow_schema
+    from batchload.read import CannotReadInBlocks, read_csv_blocks
+    from batchload.validate import BLOCK_BYTES, in_blocks
+
+    work, fp = checked.work, checked.fingerprint
+    assert fp is not None
+    path = work.source.path
+    changed = FileChanged("file changed on disk after it was checked; not sent", path=path)
+    if _changed_since(work, fp):
+        raise changed
+    cutter = PartCutter(budget_bytes=budget_bytes, schema=arrow_schema(job.contract), path=path)
     if in_blocks(path, job.contract, BLOCK_BYTES):
         try:
-            blocks = list(read_csv_blocks(path, job.contract, block_bytes=BLOCK_BYTES))
+            for block in read_csv_blocks(path, job.contract, block_bytes=BLOCK_BYTES):
+                yield from cutter.feed(block)
         except CannotReadInBlocks:
-            pass
+            if cutter.rows:
+                raise changed from None  # it was read so when it was checked
         else:
-            return pl.concat(blocks, rechunk=False)
-    return read_frame(path, job.contract, sheet=job.job.sheet)
+            yield from cutter.finish()
+            return
+    yield from cutter.feed(read_whole(work, job))
+    yield from cutter.finish()
 
 
 def _changed_since(work: Work, fp: Fingerprint) -> bool:
@@ -244,7 +387,15 @@ def _changed_since(work: Work, fp: Fingerprint) -> bool:
 def plan_requests(
     prepared: Sequence[PreparedJob], max_request_bytes: int, *, validate: bool = True
 ) -> tuple[list[PlannedRequest], list[Problem]]:
-    """The dry run: check every file and list the requests a run would send."""
+    """The dry run: check every file and list the requests a run would send (a file's
+    parts are cut as a run cuts them, and their files removed once listed)."""
+    with PartSpool.temporary() as spool:
+        return _plan(prepared, max_request_bytes, spool, validate=validate)
+
+
+def _plan(
+    prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
+) -> tuple[list[PlannedRequest], list[Problem]]:
     from batchload.contract import arrow_schema
     from batchload.validate import UniqueKeys
 
@@ -257,7 +408,15 @@ def plan_requests(
         job_keys = keys[job.name]
         creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
         for group in groups(job.work):
-            for checked in check_group(job, group, job_keys, validate=validate):
+            checks = check_group(
+                job,
+                group,
+                job_keys,
+                validate=validate,
+                spool=spool,
+                max_request_bytes=max_request_bytes,
+            )
+            for checked in checks:
                 work, path = checked.work, str(checked.work.source.path)
                 if checked.problem is not None:
                     problems.append(problem_of(job, checked))
@@ -271,6 +430,13 @@ def plan_requests(
                     if envelope.request_bytes(len(data)) <= max_request_bytes:
                         plan.append(_planned(path, job, envelope, len(data), checked.rows))
                         continue
+                if checked.parts is not None:
+                    for part in checked.parts:
+                        envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
+                        size = part.source.size
+                        plan.append(_planned(path, job, envelope, size, part.rows, part=part.index))
+                    spool.discard(checked.parts)
+                    continue
                 if checked.frame is None:
                     envelope = Envelope(
                         file_id=checked.file_id,
@@ -283,7 +449,7 @@ def plan_requests(
                     size = checked.fingerprint.size
                     plan.append(_planned(path, job, envelope, size, checked.rows))
                     continue
-                proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, name)
+                proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, job.name)
                 for part in split_frame(
                     checked.frame,
                     budget_bytes=raw_budget(max_request_bytes, proto),

@@ -12,10 +12,11 @@
   :class:`~batchload.errors.FileChanged` *before* the closing bytes are sent, so the
   service never receives a complete body that is half old and half new.
 - A file whose request would exceed the limit is split by rows into parts written
-  as **parquet** from the validated frame, cast to the contract's Arrow types: the
+  as **parquet** from the validated rows, cast to the contract's Arrow types: the
   service parses exactly the validated values, with none of CSV's quoting, float
-  formatting or type-inference pitfalls. Parts are cut deterministically (same
-  content and limit, same parts), so a resumed run re-sends identical parts.
+  formatting or type-inference pitfalls. Parts are cut deterministically (same rows
+  and limit, same parts, whether the rows come whole or block by block), so a
+  resumed run cuts identical parts.
 
 A :class:`RequestBody` streams once (an async generator cannot be rewound): build a
 fresh one for every attempt.
@@ -27,7 +28,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,25 +231,142 @@ def sha256_bytes(data: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """One slice of a large file, as parquet bytes ready to send as its own file."""
+    """One slice of a large file, as parquet ready to send as its own file: bytes in
+    memory, or a file of a run's spool (:mod:`batchload.spool`)."""
 
     index: int
     """1-based."""
     first_row: int
     rows: int
-    source: MemorySource
+    source: MemorySource | DiskSource
 
 
 def parquet_bytes(frame: pl.DataFrame, schema: pa.Schema | None) -> bytes:
     """A frame written as parquet, cast to ``schema`` when given (the contract's types)."""
+    sink = io.BytesIO()
+    write_parquet(frame, schema, sink)
+    return sink.getvalue()
+
+
+def write_parquet(frame: pl.DataFrame, schema: pa.Schema | None, where: Any) -> None:
+    """Write a frame as parquet to ``where`` (a path or a binary file), cast to ``schema``
+    when given: the bytes of :func:`parquet_bytes`."""
     import pyarrow.parquet as pq
 
     table = frame.to_arrow()
     if schema is not None:
         table = table.select(schema.names).cast(schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
+    pq.write_table(table, where)
+
+
+PartWriter = Callable[[int, "pl.DataFrame"], "MemorySource | DiskSource"]
+"""Writes part ``index`` (its rows given) as parquet, in memory or to a file, again when
+it is cut smaller: what :class:`PartCutter` makes its parts' bytes with."""
+
+
+PROBE_ROWS = 50_000
+"""The first part's row count follows the parquet bytes per row of this many first rows
+(or all, when fewer), so it is known before the rest of the file is read."""
+
+
+class PartCutter:
+    """Cut rows, fed in order, into parquet parts of at most ``budget_bytes`` each.
+
+    Each part's row count follows the bytes per row of what came before it: the first
+    part's, of its first ``PROBE_ROWS`` rows; the next ones', of the part before. A
+    part over budget is halved until it fits. So the parts depend only on the rows and
+    the budget: a file fed block by block as it is read gives the parts of its whole
+    frame fed at once, and a resumed run cuts the same parts. Memory: the rows of one
+    part not yet cut, and the block being fed. Blocking: run it in a thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_bytes: int,
+        schema: pa.Schema | None,
+        path: Path | str = "<frame>",
+        write: PartWriter | None = None,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        self.schema = schema
+        self.path = path
+        self._write = write or self._in_memory
+        self.rows = 0
+        """Rows fed so far."""
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        self._next_rows: int | None = None
+        self._start = 0
+        self._index = 1
+        self._empty: pl.DataFrame | None = None
+
+    def feed(self, block: pl.DataFrame) -> Iterator[Part]:
+        """Take the next rows; yield the parts they complete."""
+        if self._empty is None:
+            self._empty = block.clear()
+        if block.height:
+            self._pending.append(block)
+            self._pending_rows += block.height
+            self.rows += block.height
+        return self._cut(final=False)
+
+    def finish(self) -> Iterator[Part]:
+        """Yield the parts of the rows left (one empty part when no row was fed)."""
+        yield from self._cut(final=True)
+        if self._index == 1 and self._empty is not None:
+            yield self._part(self._empty, 0)
+
+    def _cut(self, *, final: bool) -> Iterator[Part]:
+        while self._pending_rows:
+            if self._next_rows is None:
+                if self._pending_rows < PROBE_ROWS and not final:
+                    return
+                probe = self._frame().head(PROBE_ROWS)
+                size = len(parquet_bytes(probe, self.schema))
+                self._next_rows = self._rows_for(probe.height, size)
+            if self._pending_rows < self._next_rows and not final:
+                return
+            frame = self._frame()
+            count = min(self._next_rows, self._pending_rows)
+            source = self._write(self._index, frame.slice(0, count))
+            while source.size > self.budget_bytes and count > 1:
+                count = max(1, count // 2)
+                source = self._write(self._index, frame.slice(0, count))
+            if source.size > self.budget_bytes:
+                raise FileProblem(
+                    f"row {self._start + 1} alone is larger than the request limit allows",
+                    path=self.path,
+                    hint="raise --max-request-mb",
+                )
+            rest = frame.slice(count)
+            self._pending = [rest] if rest.height else []
+            self._pending_rows -= count
+            self._next_rows = self._rows_for(count, source.size)
+            yield self._part_of(source, count)
+
+    def _frame(self) -> pl.DataFrame:
+        import polars as pl
+
+        if len(self._pending) > 1:
+            self._pending = [pl.concat(self._pending, rechunk=False)]
+        return self._pending[0]
+
+    def _rows_for(self, rows: int, size: int) -> int:
+        return max(1, int(self.budget_bytes * PART_FILL * rows / max(size, 1)))
+
+    def _in_memory(self, index: int, frame: pl.DataFrame) -> MemorySource:
+        data = parquet_bytes(frame, self.schema)
+        return MemorySource(data, sha256_bytes(data))
+
+    def _part(self, frame: pl.DataFrame, count: int) -> Part:
+        return self._part_of(self._write(self._index, frame), count)
+
+    def _part_of(self, source: MemorySource | DiskSource, count: int) -> Part:
+        part = Part(self._index, self._start, count, source)
+        self._start += count
+        self._index += 1
+        return part
 
 
 def split_frame(
@@ -258,31 +376,11 @@ def split_frame(
     schema: pa.Schema | None,
     path: Path | str = "<frame>",
 ) -> Iterator[Part]:
-    """Cut a validated frame into parquet parts of at most ``budget_bytes`` each.
-
-    Rows per part start from the frame's in-memory size and then follow the bytes
-    per row the parts actually take; a part over budget is halved until it fits.
-    Deterministic for the same frame and budget. Blocking: run it in a thread.
-    """
-    total = frame.height
-    rows = max(1, int(total * budget_bytes * PART_FILL / max(frame.estimated_size(), 1)))
-    start, index = 0, 1
-    while start < total or (total == 0 and index == 1):
-        count = min(rows, total - start)
-        data = parquet_bytes(frame.slice(start, count), schema)
-        while len(data) > budget_bytes and count > 1:
-            count = max(1, count // 2)
-            data = parquet_bytes(frame.slice(start, count), schema)
-        if len(data) > budget_bytes:
-            raise FileProblem(
-                f"row {start + 1} alone is larger than the request limit allows",
-                path=path,
-                hint="raise --max-request-mb",
-            )
-        yield Part(index, start, count, MemorySource(data, sha256_bytes(data)))
-        rows = max(1, int(budget_bytes * PART_FILL * count / max(len(data), 1)))
-        start += count
-        index += 1
+    """Cut a validated frame into parquet parts of at most ``budget_bytes`` each: the
+    parts a :class:`PartCutter` cuts from it. Blocking: run it in a thread."""
+    cutter = PartCutter(budget_bytes=budget_bytes, schema=schema, path=path)
+    yield from cutter.feed(frame)
+    yield from cutter.finish()
 
 
 def max_request_bytes(mb: float) -> int:

@@ -5,8 +5,9 @@
   the CPU count; small files in groups) → **upload** (N tasks, one aiohttp session,
   requests paced by AIMD) → **one manifest writer**. Bounded memory object streams
   join them, so memory stays flat however many files there are, and a byte budget
-  bounds the files being read and validated (a large one alone) and the frames of
-  large files held while their parts are sent.
+  bounds the files being read and validated (a large one alone). The parts of large
+  files are cut while they are checked, into a spool on disk that the run removes
+  when it ends (:mod:`batchload.spool`).
 - The manifest is the truth: a dataset's id is committed before any file is sent to
   it, a file is ``sent`` before its request and ``done`` when the receipt is in.
   Re-sending overwrites (deterministic file_ids), so a crash costs at most a resend.
@@ -39,6 +40,7 @@ from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null
 from batchload.reconcile import reconcile
 from batchload.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send import DatasetGate, Sender
+from batchload.spool import PartSpool
 from batchload.summary import Problem, Reconciliation, RunSummary
 from batchload.transport import IngestionClient
 from batchload.uploader import Ready, Uploader
@@ -49,8 +51,8 @@ if TYPE_CHECKING:
 MEMORY_BUDGET_MB = 256.0
 """Files being checked count what :func:`~batchload.check.check_bytes` says against it
 (a large file read whole is checked alone, small groups and large CSVs validated block
-by block several at once), and a split file's frame stays counted until its parts are
-sent."""
+by block several at once), and a split workbook's frame stays counted until its parts
+are sent."""
 WRITER_BATCH = 512
 
 
@@ -187,8 +189,13 @@ class _Run:
         for job in self.prepared:
             for source in job.skipped:
                 self.sink(FileSkipped(str(source.path)))
+        with PartSpool.temporary() as spool:
+            return await self._execute(started, spool)
+
+    async def _execute(self, started: float, spool: PartSpool) -> RunSummary:
         error: BatchloadError | None = None
         reconciled: tuple[Reconciliation, ...] = ()
+        works = [w for job in self.prepared for w in job.work]
         async with IngestionClient(self.config, max_connections=self.options.concurrency) as client:
             pacer = Pacer(AimdLimit(self.options.concurrency))
             sender = Sender(
@@ -208,6 +215,7 @@ class _Run:
                 owners=owners,
                 max_request_bytes=self.limit,
                 budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
+                spool=spool,
             )
             try:
                 await self._open_datasets(sender)
@@ -341,7 +349,10 @@ class _Run:
         job = self.prepared[group.job]
         split = group.works[0].split
         held = 0
-        need = check_bytes(job, group.works, validate=self.options.validate)
+        limit = uploader.max_request_bytes
+        need = check_bytes(
+            job, group.works, validate=self.options.validate, max_request_bytes=limit
+        )
         if need:  # the files are read into memory
             held = await uploader.budget.acquire(need)
         try:
@@ -352,12 +363,16 @@ class _Run:
                     group.works,
                     self.keys(job) if self.options.validate else None,
                     validate=self.options.validate,
+                    spool=uploader.spool,
+                    max_request_bytes=limit,
                 ),
                 limiter=self.cpu,
                 abandon_on_cancel=True,
             )
-            # a split file's frame stays in memory until its parts are sent
-            keep = min(group.works[0].source.size, held) if split else 0
+            # a split workbook's frame stays in memory until its parts are sent (a split
+            # file's parts are in the spool)
+            holds_frame = split and outcomes[0].frame is not None
+            keep = min(group.works[0].source.size, held) if holds_frame else 0
             await uploader.budget.release(held - keep)
             held = keep
             for outcome in outcomes:

@@ -1,14 +1,16 @@
 """Upload: the stage that sends checked files, whole or in parts, and records each outcome.
 
 - A file is sent as its original bytes, streamed from disk and re-hashed on the
-  way. A file over the request limit is sent as parquet parts cut from its validated
-  frame, one after another; each part is a row of its own in the manifest. A
+  way. A file over the request limit is sent as the parquet parts its check cut into
+  the run's spool (:mod:`batchload.spool`), one after another, each part's file
+  removed once it is done; each part is a row of its own in the manifest. A part
+  an earlier, interrupted run has done (same file, same bytes) is not sent again. A
   workbook is sent as parquet made from its validated frame with the contract's
   Arrow schema, under its own file_id (the API would guess other types from the
   workbook); its row records ``converted_from``.
 - A ``413`` halves the request limit for the rest of the run and the file is cut
-  again into smaller parts (a part that fitted before is re-sent under its same
-  file_id, an overwrite).
+  again into smaller parts, read again from its source one part at a time (a part
+  that fitted before is re-sent under its same file_id, an overwrite).
 - Once every part of a file is done, rows an earlier run left that the new cut does
   not have (a file that was whole and is now split, or had more parts) are deleted
   from the service and the manifest, so no stale rows stay behind. The file's
@@ -20,18 +22,19 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from batchload.check import Checked, part_envelope, problem_of
+from batchload.check import Checked, cut_file, part_envelope, problem_of
 from batchload.encode import (
     DiskSource,
     Envelope,
     MemorySource,
+    Part,
     RequestBody,
     parquet_bytes,
     raw_budget,
@@ -51,6 +54,7 @@ from batchload.manifest import Changes, FileKeys, FileRecord
 from batchload.prepare import PreparedJob
 from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
 from batchload.send import DatasetGate, Sender
+from batchload.spool import PartSpool
 from batchload.summary import Problem
 
 if TYPE_CHECKING:
@@ -63,6 +67,8 @@ MIN_REQUEST_BYTES = 1024
 RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
 
 Write = Callable[[Changes], Awaitable[None]]
+Cut = Callable[[int], Iterator[Part]]
+"""A file's parts for a byte budget (of file bytes per part)."""
 
 
 class ByteBudget:
@@ -112,6 +118,7 @@ class Uploader:
         owners: dict[tuple[str, str], str],
         max_request_bytes: int,
         budget_bytes: int,
+        spool: PartSpool | None = None,
     ) -> None:
         self.sender = sender
         self.gates = gates
@@ -120,6 +127,7 @@ class Uploader:
         self.owners = owners
         self.max_request_bytes = max_request_bytes
         self.budget = ByteBudget(budget_bytes)
+        self.spool = spool
         self.problems: list[Problem] = []
         self.uploaded = self.parts_uploaded = self.unchanged = 0
         self.bytes_sent = self.request_bytes = 0
@@ -175,10 +183,12 @@ class Uploader:
     async def _one(self, item: Ready) -> None:
         job, checked = item.job, item.checked
         try:
-            if checked.frame is None:
+            if checked.parts is not None:
+                await self._spooled(job, checked, checked.parts)
+            elif checked.frame is None:
                 await self._whole(job, checked)
             elif checked.work.split:
-                await self._parts(job, checked, checked.frame)
+                await self._parts(job, checked, self._frame_cut(job, checked, checked.frame))
             else:
                 await self._converted(job, checked, checked.frame)
         except RUN_STOPPERS:
@@ -218,10 +228,37 @@ class Uploader:
                 touched,
             )
         except PayloadTooLarge:
-            frame = await anyio.to_thread.run_sync(self._read_frame, job, checked)
-            await self._parts(job, checked, frame, touched)
+            await self._parts(job, checked, functools.partial(cut_file, job, checked), touched)
             return
         await self._finish(job, checked, [replace(done, parts=1)], touched)
+
+    async def _spooled(self, job: PreparedJob, checked: Checked, parts: tuple[Part, ...]) -> None:
+        """A file whose check cut its parts into the spool: send them, or, when the limit
+        is no longer the one they were cut for, cut the file again."""
+
+        first = True
+
+        def cut(budget_bytes: int) -> Iterator[Part]:
+            nonlocal first
+            fresh, first = first, False
+            if fresh and self.max_request_bytes == checked.parts_limit:
+                return iter(parts)
+            return cut_file(job, checked, budget_bytes)
+
+        try:
+            await self._parts(job, checked, cut)
+        finally:
+            self._discard(parts)
+
+    def _discard(self, parts: tuple[Part, ...]) -> None:
+        if self.spool is not None:
+            self.spool.discard(parts)
+
+    def _frame_cut(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> Cut:
+        from batchload.contract import arrow_schema
+
+        schema, path = arrow_schema(job.contract), str(checked.work.source.path)
+        return lambda budget: split_frame(frame, budget_bytes=budget, schema=schema, path=path)
 
     async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
         """A workbook: its validated frame as one parquet file (in parts if too large)."""
@@ -234,7 +271,7 @@ class Uploader:
         envelope = functools.partial(_part_envelope_named, checked.file_id)
         touched: dict[int, FileRecord] = {}
         if envelope(job.name).request_bytes(source.size) > self.max_request_bytes:
-            await self._parts(job, checked, frame, touched)
+            await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
         row = self._row(
             job,
@@ -248,7 +285,7 @@ class Uploader:
         try:
             done = await self._send(job, row, envelope, source, touched)
         except PayloadTooLarge:
-            await self._parts(job, checked, frame, touched)
+            await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
         await self._finish(job, checked, [replace(done, parts=1)], touched)
 
@@ -256,24 +293,19 @@ class Uploader:
         self,
         job: PreparedJob,
         checked: Checked,
-        frame: pl.DataFrame,
+        cut: Cut,
         touched: dict[int, FileRecord] | None = None,
     ) -> None:
-        from batchload.contract import arrow_schema
-
+        """Send the parts ``cut`` gives, one after another (cut in a thread as they go);
+        after a 413, cut again for the lowered limit."""
         work, fp = checked.work, checked.fingerprint
         assert fp is not None
         path = str(work.source.path)
-        schema = arrow_schema(job.contract)
         touched = {} if touched is None else touched
+        earlier = {r.part: r for r in work.previous}
         for _ in range(MAX_SPLITS):
             proto = part_envelope(job, work, fp.sha256, 9999, job.name)
-            parts = split_frame(
-                frame,
-                budget_bytes=raw_budget(self.max_request_bytes, proto),
-                schema=schema,
-                path=path,
-            )
+            parts = cut(raw_budget(self.max_request_bytes, proto))
             done: list[FileRecord] = []
             try:
                 while (part := await anyio.to_thread.run_sync(next, parts, None)) is not None:
@@ -282,6 +314,14 @@ class Uploader:
                         raise FileProblem(
                             f"file_id {file_id!r} is taken by another file", path=path
                         )
+                    # an earlier run's part, unless this run sent that part number
+                    old = None if part.index in touched else earlier.get(part.index)
+                    if old and self._landed(job, old, file_id, fp.sha256, part.source.sha256):
+                        kept = replace(old, size=fp.size, mtime_ns=fp.mtime_ns, parts=None)
+                        touched[part.index] = kept
+                        done.append(kept)
+                        self._discard((part,))
+                        continue
                     row = self._row(
                         job,
                         checked,
@@ -300,6 +340,7 @@ class Uploader:
                             touched,
                         )
                     )
+                    self._discard((part,))
                     self.parts_uploaded += 1
             except PayloadTooLarge:
                 continue  # _send lowered the limit: cut again, smaller
@@ -312,11 +353,21 @@ class Uploader:
         limit = min(self.max_request_bytes, failed_request_bytes) // 2
         self.max_request_bytes = max(limit, MIN_REQUEST_BYTES)
 
-    @staticmethod
-    def _read_frame(job: PreparedJob, checked: Checked) -> pl.DataFrame:
-        from batchload.read import read_frame
-
-        return read_frame(checked.work.source.path, job.contract, sheet=job.job.sheet)
+    def _landed(
+        self, job: PreparedJob, old: FileRecord, file_id: str, sha256: str, sent_sha256: str
+    ) -> bool:
+        """Whether ``old`` (an earlier run's row of a part) says the service already holds
+        this very part: done, under this file_id, in this dataset, with the same bytes
+        cut from the same file."""
+        dataset_id = self.gates[job.name].dataset_id
+        return (
+            old.state == "done"
+            and old.file_id == file_id
+            and old.sha256 == sha256
+            and old.sent_sha256 == sent_sha256
+            and dataset_id is not None
+            and old.dataset_id == dataset_id
+        )
 
     async def _send(
         self,

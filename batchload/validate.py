@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -144,6 +144,7 @@ def validate_files(
     keep_frames: bool = False,
     keep_key_hashes: bool = False,
     block_bytes: int | None = BLOCK_BYTES,
+    on_block: Callable[[pl.DataFrame], None] | None = None,
 ) -> list[FileVerdict]:
     """Read and validate a group of files; one verdict per path, in order.
 
@@ -155,7 +156,10 @@ def validate_files(
     files' unique keys are checked against (and added to) those of the whole run, and
     with ``keep_key_hashes`` each valid verdict carries its key hashes (as
     :meth:`UniqueKeys.to_bytes`; sorted for a file validated in blocks). With
-    ``keep_frames``, each valid verdict carries the frame that was validated.
+    ``keep_frames``, each valid verdict carries the frame that was validated; with
+    ``on_block`` too, a file validated block by block hands each block of its rows to
+    ``on_block`` (until a problem shows) instead, and its verdict carries no frame (for
+    one file, sent in parts).
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
@@ -168,12 +172,13 @@ def validate_files(
         if block_bytes is not None and in_blocks(path, contract, block_bytes):
             from batchload.blockwise import rows_hashed_to, validate_blockwise
 
+            keep = keep_frames and on_block is None
             done = validate_blockwise(
-                path, contract, block_bytes=block_bytes, keep_frame=keep_frames, key=key
+                path, contract, block_bytes=block_bytes, keep_frame=keep, key=key, on_block=on_block
             )
             if done is not None:
                 verdicts[index] = _verdict(
-                    path, done.frame, done.problems, keep_frame=keep_frames, rows=done.rows
+                    path, done.frame, done.problems, keep_frame=keep, rows=done.rows
                 )
                 if done.key_hashes is not None:
                     rows = partial(rows_hashed_to, path, contract, key, block_bytes=block_bytes)

@@ -11,8 +11,16 @@ import pytest
 
 from batchload.blockwise import validate_blockwise
 from batchload.contract import Contract, arrow_schema, build_contract
-from batchload.encode import split_frame
+from batchload.encode import (
+    PROBE_ROWS,
+    DiskSource,
+    MemorySource,
+    Part,
+    PartCutter,
+    split_frame,
+)
 from batchload.read import CannotReadInBlocks, read_csv_blocks, read_frame
+from batchload.spool import PartSpool
 from batchload.validate import FileVerdict, UniqueKeys, in_blocks, validate_files
 
 HEADER = "date,ticker,signal,volume\n"
@@ -211,3 +219,40 @@ def test_parts_cut_from_the_blocks_are_the_parts_of_the_whole_frame(
     ]
     assert len(cut[0]) > 3
     assert cut[0] == cut[1] == cut[2]
+
+
+def test_a_cutter_fed_block_by_block_cuts_the_parts_of_the_whole_frame(
+    tmp_path: Path, contract: Contract
+) -> None:
+    # more rows than the first part's probe, so parts are cut before the last block comes
+    path = write(tmp_path / "a.csv", rows(PROBE_ROWS + 10_000))
+    schema = arrow_schema(contract)
+    budget = 60_000
+    cutter = PartCutter(budget_bytes=budget, schema=schema, path=path)
+    streamed: list[Part] = []
+    blocks = 0
+    cut_while_fed = 0
+    for block in read_csv_blocks(path, contract, block_bytes=64 * 1024):
+        blocks += 1
+        streamed += cutter.feed(block)
+        cut_while_fed = len(streamed)
+    streamed += cutter.finish()
+    whole = list(split_frame(read_frame(path, contract), budget_bytes=budget, schema=schema))
+
+    assert blocks > 10 and len(whole) > 5 and cut_while_fed > 3
+    assert [(p.index, p.first_row, p.rows) for p in streamed] == [
+        (p.index, p.first_row, p.rows) for p in whole
+    ]
+    assert [p.source.sha256 for p in streamed] == [p.source.sha256 for p in whole]
+    assert all(p.source.size <= budget for p in whole)
+    assert sum(p.rows for p in whole) == PROBE_ROWS + 10_000
+    with PartSpool.temporary(tmp_path) as spool:  # written to files: the same bytes
+        on_disk = PartCutter(
+            budget_bytes=budget, schema=schema, write=spool.writer(schema, source=path)
+        )
+        spooled = list(on_disk.feed(read_frame(path, contract))) + list(on_disk.finish())
+        assert [p.source.sha256 for p in spooled] == [p.source.sha256 for p in whole]
+        files = [p.source for p in spooled if isinstance(p.source, DiskSource)]
+        data = [p.source for p in whole if isinstance(p.source, MemorySource)]
+        assert [f.path.read_bytes() for f in files] == [d.data for d in data]
+        assert len(files) == len(data) == len(whole)
