@@ -136,8 +136,7 @@ class UniqueKeys:
         run is in the spill file; None when it is kept in memory. A checked file waits
         for its upload before the manifest stores its keys: this way it waits without
         them in memory."""
-        with self._lock:
-            run = self._spilled.get(path)
+        run = self._spilled.get(path)  # one dict read: no need to wait for the lock
         return None if run is None else run.to_bytes
 
     def __len__(self) -> int:
