@@ -188,6 +188,7 @@ def check_group(
             keep_frames=any(work.split or work.convert for _, work, _, _ in pending),
             keep_key_hashes=True,
             on_block=None if cut is None else cut.feed,
+            data=[fp.data for _, _, fp, _ in pending],
         )
         for (index, work, fp, file_id), verdict in zip(pending, verdicts, strict=True):
             if not verdict.valid:

@@ -31,7 +31,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import pybase64
@@ -48,6 +48,8 @@ RAW_CHUNK_BYTES = 3 * 1024 * 1024
 INLINE_CHUNK_BYTES = 256 * 1024
 """Chunks up to this size are read and encoded on the event loop; larger ones in a thread."""
 HASH_CHUNK_BYTES = 1024 * 1024
+KEEP_BYTES = 64 * 1024
+"""A file this small is read once, when it is hashed (:attr:`Fingerprint.data`)."""
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_MB = 5.0
 PART_FILL = 0.9
@@ -100,11 +102,15 @@ def raw_budget(max_request_bytes: int, envelope: Envelope) -> int:
 
 @dataclass(frozen=True, slots=True)
 class DiskSource:
-    """A file's original bytes, streamed from disk and checked against its sha256."""
+    """A file's original bytes, streamed from disk and checked against its sha256; or,
+    for a small file, the bytes it was hashed from (``kept``), sent if its stat is still
+    the one they were read under (``mtime_ns``)."""
 
     path: Path
     size: int
     sha256: str
+    kept: bytes | None = field(default=None, repr=False, compare=False)
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,10 @@ class RequestBody:
         yield self.tail
 
     async def _from_disk(self, source: DiskSource) -> AsyncIterator[bytes]:
+        if source.kept is not None:
+            self._check_stat(source)
+            yield self.head + pybase64.b64encode(source.kept) + self.tail
+            return
         digest = hashlib.sha256()
         remaining = source.size
         with open(source.path, "rb") as handle:  # noqa: ASYNC230 - small reads; big ones in a thread
@@ -178,13 +188,31 @@ class RequestBody:
     ) -> None:
         grew = bool(handle.read(1))
         if remaining or grew or digest.hexdigest() != source.sha256:
-            how = "shrank" if remaining else "grew" if grew else "changed"
-            self.problem = FileChanged(
-                f"file {how} on disk after it was read; it was not sent",
-                path=source.path,
-                hint="re-run once the file is final",
+            self._changed(source, "shrank" if remaining else "grew" if grew else "changed")
+
+    def _check_stat(self, source: DiskSource) -> None:
+        """Kept bytes go only while the file's stat is the one they were read under."""
+        try:
+            st = os.stat(source.path)
+        except OSError:
+            self._changed(source, "vanished")
+        if (st.st_size, st.st_mtime_ns) != (source.size, source.mtime_ns):
+            how = (
+                "shrank"
+                if st.st_size < source.size
+                else "grew"
+                if st.st_size > source.size
+                else "changed"
             )
-            raise self.problem
+            self._changed(source, how)
+
+    def _changed(self, source: DiskSource, how: str) -> NoReturn:
+        self.problem = FileChanged(
+            f"file {how} on disk after it was read; it was not sent",
+            path=source.path,
+            hint="re-run once the file is final",
+        )
+        raise self.problem
 
 
 def _read_encode(handle: io.BufferedReader, want: int, digest: Any) -> tuple[bytes, bytes]:
@@ -200,6 +228,9 @@ class Fingerprint:
     sha256: str
     size: int
     mtime_ns: int
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    """The bytes hashed, kept for a file of at most ``KEEP_BYTES``: it is then parsed
+    and sent from them, opened once instead of three times."""
 
 
 def fingerprint_file(path: Path) -> Fingerprint:
@@ -210,15 +241,19 @@ def fingerprint_file(path: Path) -> Fingerprint:
     try:
         before = os.stat(path)
         digest = hashlib.sha256()
+        kept: list[bytes] | None = [] if before.st_size <= KEEP_BYTES else None
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK_BYTES):
                 digest.update(chunk)
+                if kept is not None:
+                    kept.append(chunk)
         after = os.stat(path)
     except OSError as exc:
         raise FileProblem(f"cannot read: {exc.strerror or exc}", path=path) from None
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise FileChanged("file changed while it was being read", path=path)
-    return Fingerprint(digest.hexdigest(), after.st_size, after.st_mtime_ns)
+    data = None if kept is None else b"".join(kept)
+    return Fingerprint(digest.hexdigest(), after.st_size, after.st_mtime_ns, data)
 
 
 def sha256_bytes(data: bytes) -> str:

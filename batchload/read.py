@@ -131,9 +131,16 @@ def read_frame(path: Path, contract: Contract | None, *, sheet: str | None = Non
 
 
 def read_frames(
-    paths: Sequence[Path], contract: Contract, *, sheet: str | None = None
+    paths: Sequence[Path],
+    contract: Contract,
+    *,
+    sheet: str | None = None,
+    data: Sequence[bytes | None] = (),
 ) -> list[pl.DataFrame | UnreadableFile]:
     """:func:`read_frame` for each of ``paths``, or the UnreadableFile that says why not.
+
+    ``data``: the bytes of each path, where the caller has read them already (a small
+    CSV is then parsed from them, not read again).
 
     CSV files that parse to the same Arrow schema become polars frames in one
     conversion, each a slice of it: converting a small file's table alone costs about
@@ -150,7 +157,11 @@ def read_frames(
             if file_format(path) != "csv":
                 read[index] = read_frame(path, contract, sheet=sheet)
                 continue
-            source = _csv_source(path)
+            kept = data[index] if index < len(data) else None
+            if kept is not None and len(kept) <= HEAD_BYTES:
+                source = _CsvSource(path, kept, True)
+            else:
+                source = _csv_source(path)
             rows = _plain_rows(source, header)
             if rows is None:
                 parsed.append((index, _parse_csv(source, contract)))

@@ -224,7 +224,7 @@ class Uploader:
                 lambda name: Envelope(
                     file_id=file_id, file_format=file_format, name=name, convert_options=options
                 ),
-                DiskSource(work.source.path, fp.size, fp.sha256),
+                DiskSource(work.source.path, fp.size, fp.sha256, fp.data, fp.mtime_ns),
                 touched,
             )
         except PayloadTooLarge:

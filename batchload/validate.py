@@ -145,6 +145,7 @@ def validate_files(
     keep_key_hashes: bool = False,
     block_bytes: int | None = BLOCK_BYTES,
     on_block: Callable[[pl.DataFrame], None] | None = None,
+    data: Sequence[bytes | None] = (),
 ) -> list[FileVerdict]:
     """Read and validate a group of files; one verdict per path, in order.
 
@@ -159,7 +160,8 @@ def validate_files(
     ``keep_frames``, each valid verdict carries the frame that was validated; with
     ``on_block`` too, a file validated block by block hands each block of its rows to
     ``on_block`` (until a problem shows) instead, and its verdict carries no frame (for
-    one file, sent in parts).
+    one file, sent in parts). ``data``: the bytes of each path the caller has read
+    already (small files, then not read again).
     """
     verdicts: dict[int, FileVerdict] = {}
     frames: list[tuple[int, pl.DataFrame]] = []
@@ -184,7 +186,8 @@ def validate_files(
                     rows = partial(rows_hashed_to, path, contract, key, block_bytes=block_bytes)
                     hashed[index] = SortedHashes(done.key_hashes, rows)
                 whole.pop()
-    read = read_frames([path for _, path in whole], contract, sheet=sheet)
+    kept = [data[index] if index < len(data) else None for index, _ in whole]
+    read = read_frames([path for _, path in whole], contract, sheet=sheet, data=kept)
     for (index, path), frame in zip(whole, read, strict=True):
         if isinstance(frame, UnparseableValues):
             problems = [

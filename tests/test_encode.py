@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from batchload.encode import (
+    KEEP_BYTES,
     DiskSource,
     Envelope,
     MemorySource,
@@ -115,12 +116,50 @@ def test_a_changed_file_is_never_sent_whole(tmp_path: Path, new_content: bytes, 
     assert len(b"".join(sent)) < body.content_length
 
 
+@pytest.mark.parametrize(
+    ("new_content", "how"),
+    [(b"a,b\n1,3\n", "changed"), (b"a,b\n1,2\n3,4\n", "grew"), (b"a,b\n", "shrank"), (None, "")],
+)
+def test_a_small_file_is_sent_from_the_bytes_it_was_hashed_from_while_unchanged(
+    tmp_path: Path, new_content: bytes | None, how: str
+) -> None:
+    """A kept small file is read once; a change since (its stat) stops it before a byte goes."""
+    original = b"a,b\n1,2\n"
+    path = tmp_path / "f.csv"
+    path.write_bytes(original)
+    fp = fingerprint_file(path)
+    assert fp.data == original
+    source = DiskSource(path, fp.size, fp.sha256, fp.data, fp.mtime_ns)
+    if new_content is not None:
+        path.write_bytes(new_content)
+        os.utime(path, ns=(fp.mtime_ns + 1_000_000, fp.mtime_ns + 1_000_000))  # coarse clocks
+    body = RequestBody(ENVELOPE, source)
+    sent: list[bytes] = []
+
+    async def consume() -> None:
+        async for chunk in body:
+            sent.append(chunk)
+
+    if new_content is None:
+        anyio.run(consume)
+        request = json.loads(b"".join(sent))
+        assert base64.b64decode(request["file"]) == original
+        assert len(b"".join(sent)) == body.content_length
+        return
+    with pytest.raises(FileChanged, match=f"file {how} on disk"):
+        anyio.run(consume)
+    assert sent == []  # nothing of it went
+
+
 def test_fingerprint(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_bytes(b"hello")
     fp = fingerprint_file(path)
     assert fp.sha256 == sha256_bytes(b"hello")
     assert (fp.size, fp.mtime_ns) == (5, os.stat(path).st_mtime_ns)
+    assert fp.data == b"hello"  # small: kept
+    path.write_bytes(b"x" * (KEEP_BYTES + 1))
+    assert fingerprint_file(path).data is None  # larger: streamed again when sent
 
 
 def test_raw_budget_fits_exactly() -> None:

@@ -390,3 +390,14 @@ def test_xls_with_several_sheets(tmp_path: Path, contract: Contract) -> None:
 def test_read_sample_infers_types(tmp_path: Path) -> None:
     path = write(tmp_path / "s.csv", "a,b,c\n1,x,2024-01-02\n2,,2024-01-03\n")
     assert read_sample(path).schema == pl.Schema({"a": pl.Int64, "b": pl.String, "c": pl.Date})
+
+
+def test_read_frames_parses_the_bytes_the_caller_read_not_the_file_again(
+    tmp_path: Path, contract: Contract
+) -> None:
+    """What was hashed is what is validated: a small file's bytes, once read, are parsed."""
+    hashed = HEADER + "2024-01-02,AAPL,1.5,100\n"
+    path = write(tmp_path / "a.csv", HEADER + "2024-01-03,MSFT,2.5,7\n")  # changed since
+    (frame,) = read_frames([path], contract, data=[hashed.encode()])
+    assert isinstance(frame, pl.DataFrame)
+    assert frame.get_column("ticker").to_list() == ["AAPL"]
