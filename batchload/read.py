@@ -29,6 +29,7 @@ Polars, pyarrow and fastexcel errors are translated here (and in
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -182,11 +183,16 @@ def read_frames(
         alike.setdefault(table.schema, []).append((index, table))
     for tables in alike.values():
         whole = _arrow_frame(pa.concat_tables([table for _, table in tables]))
-        start = 0
-        for index, table in tables:
-            read[index] = whole.slice(start, table.num_rows)
-            start += table.num_rows
+        pieces = _consecutive(whole, [table.num_rows for _, table in tables])
+        for (index, _), piece in zip(tables, pieces, strict=True):
+            read[index] = piece
     return [item for item in read if item is not None]
+
+
+def _consecutive(whole: Any, heights: Sequence[int]) -> list[Any]:
+    """``whole`` (a table or frame) cut into consecutive slices of ``heights`` rows."""
+    starts = itertools.accumulate(heights, initial=0)
+    return [whole.slice(start, height) for start, height in zip(starts, heights, strict=False)]
 
 
 def read_sample(path: Path, *, sheet: str | None = None) -> pl.DataFrame:
@@ -251,12 +257,7 @@ def _csv_source(path: Path) -> _CsvSource:
 
 
 def _read_csv(path: Path, contract: Contract | None) -> pl.DataFrame:
-    return _arrow_frame(_read_csv_table(path, contract))
-
-
-def _read_csv_table(path: Path, contract: Contract | None) -> Any:
-    """The CSV as pyarrow parses it (a Table), or the UnreadableFile that says why not."""
-    return _parse_csv(_csv_source(path), contract)
+    return _arrow_frame(_parse_csv(_csv_source(path), contract))
 
 
 def _plain_rows(source: _CsvSource, header: bytes) -> int | None:
@@ -295,12 +296,8 @@ def _parse_plain(
         return None
     if table.num_rows != sum(rows for _, _, rows in plain):
         return None
-    cut: list[tuple[int, Any]] = []
-    start = 0
-    for index, _, rows in plain:
-        cut.append((index, table.slice(start, rows)))
-        start += rows
-    return cut
+    pieces = _consecutive(table, [rows for _, _, rows in plain])
+    return [(index, piece) for (index, _, _), piece in zip(plain, pieces, strict=True)]
 
 
 def _parse_csv(source: _CsvSource, contract: Contract | None) -> Any:
@@ -393,9 +390,7 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
 def _batches_frame(batches: Sequence[Any]) -> pl.DataFrame:
     import pyarrow as pa
 
-    frame = pl.from_arrow(pa.Table.from_batches(batches), rechunk=False)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return _arrow_frame(pa.Table.from_batches(batches))
 
 
 def _pyarrow_csv(source: _CsvSource, threaded: bool, convert: Any) -> Any:
