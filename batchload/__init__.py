@@ -9,10 +9,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from batchload.allocators import give_back_freed_memory
-
-give_back_freed_memory()  # before pyarrow loads: see batchload.allocators
-
 __all__ = [
     "BatchloadError",
     "upload_dataframe",

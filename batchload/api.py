@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
-from batchload.encode import (
+from batchload.send.encode import (
     DEFAULT_MAX_REQUEST_MB,
     DiskSource,
     Envelope,
@@ -34,14 +34,14 @@ from batchload.encode import (
     split_frame,
 )
 from batchload.errors import FileProblem, UsageError
-from batchload.fileids import DEFAULT_TEMPLATE, part_label
-from batchload.manifest import default_manifest_path
-from batchload.pipeline import RunOptions, UploadJob, run_upload
+from batchload.state.fileids import DEFAULT_TEMPLATE, part_label
+from batchload.state.manifest import default_manifest_path
+from batchload.pipeline.run import RunOptions, UploadJob, run_upload
 from batchload.progress import Sink, null_sink
-from batchload.retry import AimdLimit, Pacer, RetryPolicy
-from batchload.send import DatasetGate, Sender
+from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send.sender import DatasetGate, Sender
 from batchload.summary import RunSummary
-from batchload.transport import IngestionClient
+from batchload.send.transport import IngestionClient
 
 __all__ = [
     "DataFrameUpload",
@@ -86,7 +86,7 @@ def _config(
 
 
 def _default_manifest(job: UploadJob) -> Path:
-    from batchload.contract import load_contract
+    from batchload.contract.model import load_contract
 
     name = job.dataset or load_contract(job.schema).dataset_name
     return default_manifest_path(name)
@@ -119,7 +119,7 @@ async def upload_files_async(
 
     The manifest (default ``.batchload/manifests/<dataset>.sqlite``) makes a re-run
     skip what is done. ``validate=False`` sends files without validating them (see
-    :class:`~batchload.pipeline.RunOptions`). Raises when the run cannot go on (see
+    :class:`~batchload.pipeline.run.RunOptions`). Raises when the run cannot go on (see
     the module docstring).
     """
     if dataset and dataset_id:
@@ -191,8 +191,8 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
     assert isinstance(frame, pl.DataFrame)
     if schema is None:
         return frame, None
-    from batchload.contract import arrow_schema, load_contract
-    from batchload.validate import validate_frame
+    from batchload.contract.model import arrow_schema, load_contract
+    from batchload.check.validate import validate_frame
 
     contract = load_contract(schema)
     verdict = validate_frame(frame, contract, path="<dataframe>")

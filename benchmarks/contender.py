@@ -165,10 +165,12 @@ def _guide(task: Task, outcome: Outcome, threads: int) -> Callable[[], None]:
 
 
 def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], None]:
-    import batchload.validate  # noqa: F401  (imported before the clock, as in a warm process)
+    import batchload.check.validate  # noqa: F401  (imported before the clock, as in a warm process)
     from batchload import upload_files
+    from batchload.cli.allocators import give_back_freed_memory
     from batchload.errors import BatchloadError
 
+    give_back_freed_memory()  # as the CLI's entry point does: this process is batchload's
     manifest = Path(task.work_dir or tempfile.mkdtemp()) / "manifest.sqlite"
 
     def run() -> None:
@@ -213,10 +215,10 @@ def _prebuilt(task: Task) -> list[_Request]:
     """batchload's requests for ``task.files``, fully built in memory (untimed)."""
     import pybase64
 
-    from batchload.contract import arrow_schema, load_contract
-    from batchload.encode import Envelope, max_request_bytes, raw_budget, split_frame
-    from batchload.fileids import FileIdTemplate
-    from batchload.read import read_frame
+    from batchload.contract.model import arrow_schema, load_contract
+    from batchload.send.encode import Envelope, max_request_bytes, raw_budget, split_frame
+    from batchload.state.fileids import FileIdTemplate
+    from batchload.read.frames import read_frame
 
     contract = load_contract(Path(task.schema))
     template = FileIdTemplate("{stem}")

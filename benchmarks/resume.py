@@ -32,8 +32,8 @@ TARGET_FILES_PER_S = 20_000
 
 def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
     """``files`` tiny valid CSV files and a manifest in which the first ``done`` are done."""
-    from batchload.fileids import DEFAULT_TEMPLATE
-    from batchload.manifest import DatasetRecord, FileRecord, Manifest
+    from batchload.state.fileids import DEFAULT_TEMPLATE
+    from batchload.state.manifest import DatasetRecord, FileRecord, Manifest
 
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -97,9 +97,9 @@ def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
 
 def run(files: int = 10_000, done: int = 9_000, repeats: int = 5) -> dict[str, Any]:
     """Time the skip decision for ``done`` of ``files``; see the module docstring."""
-    from batchload.encode import max_request_bytes
-    from batchload.manifest import Manifest
-    from batchload.prepare import UploadJob, prepare
+    from batchload.send.encode import max_request_bytes
+    from batchload.state.manifest import Manifest
+    from batchload.pipeline.prepare import UploadJob, prepare
 
     with tempfile.TemporaryDirectory(prefix="batchload-resume-") as tmp:
         _, manifest_path = build(Path(tmp), files, done)

@@ -9,9 +9,9 @@ import pandera.polars as pa
 import polars as pl
 import pytest
 
-from batchload.blockwise import validate_blockwise
-from batchload.contract import Contract, arrow_schema, build_contract
-from batchload.encode import (
+from batchload.check.blockwise import validate_blockwise
+from batchload.contract.model import Contract, arrow_schema, build_contract
+from batchload.send.encode import (
     PROBE_ROWS,
     DiskSource,
     MemorySource,
@@ -19,9 +19,9 @@ from batchload.encode import (
     PartCutter,
     split_frame,
 )
-from batchload.read import CannotReadInBlocks, read_csv_blocks, read_frame
-from batchload.spool import PartSpool
-from batchload.validate import FileVerdict, UniqueKeys, in_blocks, validate_files
+from batchload.read.frames import CannotReadInBlocks, read_csv_blocks, read_frame
+from batchload.check.spool import PartSpool
+from batchload.check.validate import FileVerdict, UniqueKeys, in_blocks, validate_files
 
 HEADER = "date,ticker,signal,volume\n"
 BLOCK = 2048  # bytes: a few dozen rows a block

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from batchload.api import upload_files
-from batchload.samples import write_signal_files
+from batchload.demo.samples import write_signal_files
 from batchload.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent

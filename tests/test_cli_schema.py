@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from batchload.cli import main
-from batchload.contract import load_contract
+from batchload.contract.model import load_contract
 from batchload.server.process import ServerProcess
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchload.cli import main
-from batchload.manifest import Manifest
+from batchload.state.manifest import Manifest
 from batchload.server.process import ServerProcess
 from tests.upload_helpers import (
     HEADER,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from batchload.contract import (
+from batchload.contract.model import (
     Contract,
     build_contract,
     contract_from_yaml,

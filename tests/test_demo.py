@@ -14,18 +14,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from batchload.contract import load_contract
-from batchload.demo import find_contract, make_backfill
+from batchload.contract.model import load_contract
+from batchload.demo.backfill import find_contract, make_backfill
 from batchload.errors import ConfigError, UsageError
-from batchload.manifest import Manifest
-from batchload.samples import (
+from batchload.state.manifest import Manifest
+from batchload.demo.samples import (
     DEMO_FORMATS,
     tickers,
     trading_days,
     write_signal_files,
     write_xlsx,
 )
-from batchload.validate import validate_files
+from batchload.check.validate import validate_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "schemas" / "equity_signals.yaml"

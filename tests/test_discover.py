@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchload.discover import discover, file_format_of
+from batchload.read.discover import discover, file_format_of
 from batchload.errors import UsageError
 
 

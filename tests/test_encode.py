@@ -11,7 +11,7 @@ import anyio
 import polars as pl
 import pytest
 
-from batchload.encode import (
+from batchload.send.encode import (
     KEEP_BYTES,
     DiskSource,
     Envelope,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchload.errors import UsageError
-from batchload.fileids import FileIdTemplate, check_unique
+from batchload.state.fileids import FileIdTemplate, check_unique
 
 SHA = "0123456789abcdef" * 4
 

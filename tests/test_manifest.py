@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from batchload.errors import UsageError
-from batchload.manifest import (
+from batchload.state.manifest import (
     SCHEMA_VERSION,
     Changes,
     DatasetRecord,

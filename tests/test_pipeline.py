@@ -10,14 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchload.contract import arrow_schema, load_contract
-from batchload.crossfile import UniqueKeys
-from batchload.encode import max_request_bytes
+from batchload.contract.model import arrow_schema, load_contract
+from batchload.check.crossfile import UniqueKeys
+from batchload.send.encode import max_request_bytes
 from batchload.errors import UsageError
-from batchload.manifest import FileKeys, FileRecord, Manifest
-from batchload.prepare import prepare
+from batchload.state.manifest import FileKeys, FileRecord, Manifest
+from batchload.pipeline.prepare import prepare
 from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
-from batchload.samples import write_xlsx
+from batchload.demo.samples import write_xlsx
 from batchload.server.process import ServerProcess
 from tests.upload_helpers import (
     HEADER,

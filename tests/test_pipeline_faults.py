@@ -12,14 +12,14 @@ import pytest
 
 from batchload.config import ClientConfig, Secret
 from batchload.errors import AuthError, UnreachableError
-from batchload.manifest import Manifest
-from batchload.pipeline import RunOptions, run_upload
+from batchload.state.manifest import Manifest
+from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import DatasetReady, Event, FileDone, Retrying, Throttled
-from batchload.retry import AimdLimit, Pacer, RetryPolicy
-from batchload.send import Sender
+from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send.sender import Sender
 from batchload.server.process import ServerProcess
 from batchload.summary import RunSummary
-from batchload.transport import IngestionClient
+from batchload.send.transport import IngestionClient
 from tests.upload_helpers import (
     FAST_RETRY,
     ServerView,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchload.errors import UsageError
-from batchload.plan import load_plan
+from batchload.pipeline.plan import load_plan
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,9 +13,9 @@ import xlsxwriter
 import xlwt
 from polars.testing import assert_frame_equal
 
-from batchload.contract import Contract, build_contract
+from batchload.contract.model import Contract, build_contract
 from batchload.errors import UnreadableFile
-from batchload.read import UnparseableValues, read_frame, read_frames, read_sample
+from batchload.read.frames import UnparseableValues, read_frame, read_frames, read_sample
 
 HEADER = "date,ticker,price,volume\n"
 

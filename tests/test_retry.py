@@ -15,7 +15,7 @@ from batchload.errors import (
     TransientError,
     UnreachableError,
 )
-from batchload.retry import AimdLimit, Pacer, RetryPolicy, parse_retry_after
+from batchload.send.retry import AimdLimit, Pacer, RetryPolicy, parse_retry_after
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from batchload.config import ClientConfig, Secret
-from batchload.encode import DiskSource, Envelope, MemorySource, RequestBody, sha256_bytes
+from batchload.send.encode import DiskSource, Envelope, MemorySource, RequestBody, sha256_bytes
 from batchload.errors import (
     AuthError,
     FileChanged,
@@ -22,7 +22,7 @@ from batchload.errors import (
     UnreachableError,
 )
 from batchload.server.process import ServerProcess
-from batchload.transport import IngestionClient
+from batchload.send.transport import IngestionClient
 
 T = TypeVar("T")
 CSV = b"date,ticker,value\n2024-01-02,AAA,1.5\n2024-01-03,BBB,2.25\n"

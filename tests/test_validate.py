@@ -13,9 +13,9 @@ import xlsxwriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchload.contract import Contract, build_contract
-from batchload.proof import proven_valid
-from batchload.validate import (
+from batchload.contract.model import Contract, build_contract
+from batchload.check.proof import proven_valid
+from batchload.check.validate import (
     MAX_EXAMPLES,
     FileVerdict,
     Problem,
@@ -354,9 +354,9 @@ def test_unique_keys_group_checked_at_once_still_names_the_right_file() -> None:
 def test_unique_keys_large_files_keep_runs_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large file's keys are not merged with others' (no copy of them), and a repeat
     of them is still found and named, beside small files that are merged."""
-    import batchload.crossfile
+    import batchload.check.crossfile
 
-    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
+    monkeypatch.setattr(batchload.check.crossfile, "SOLO_RUN_ROWS", 50)
     keys = UniqueKeys(("k",))
     for number in range(3):  # "large": 100 rows each
         big = pl.DataFrame({"k": range(number * 1000, number * 1000 + 100)})
@@ -378,16 +378,16 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
     """A large file's run is moved out of memory and read back a slice at a time: a
     repeat at any slice's edge, of any large file, is still found, named and located,
     for hashes given in row order and given sorted (as blockwise validation gives them)."""
-    import batchload.crossfile
+    import batchload.check.crossfile
 
-    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
-    monkeypatch.setattr(batchload.crossfile, "SPILL_READ_ROWS", 16)
-    monkeypatch.setattr(batchload.crossfile, "LOOKUP_ROWS", 8)
+    monkeypatch.setattr(batchload.check.crossfile, "SOLO_RUN_ROWS", 50)
+    monkeypatch.setattr(batchload.check.crossfile, "SPILL_READ_ROWS", 16)
+    monkeypatch.setattr(batchload.check.crossfile, "LOOKUP_ROWS", 8)
     keys = UniqueKeys(("k",))
     for number in range(3):  # "large": 100 rows each, keys number*1000 .. +99
         big = pl.DataFrame({"k": range(number * 1000, number * 1000 + 100)})
         assert keys.claim([(Path(f"big{number}.csv"), big)]) == [None]
-    assert all(isinstance(run, batchload.crossfile._SpilledRun) for run in keys._runs)
+    assert all(isinstance(run, batchload.check.crossfile._SpilledRun) for run in keys._runs)
     assert len(keys) == 300
     edges = [0, 15, 16, 31, 32, 99]  # first, either side of a read slice, last
     for number in range(3):
@@ -403,7 +403,7 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
         located.append(hit)
         return (3,)
 
-    ordered = batchload.crossfile.SortedHashes(hashes.sort().set_sorted(), rows)
+    ordered = batchload.check.crossfile.SortedHashes(hashes.sort().set_sorted(), rows)
     (clash,) = keys.claim_hashes([(Path("sorted.csv"), ordered)])
     assert clash is not None and (clash.count, clash.rows) == (1, (3,))
     assert clash.detail == "already in big1.csv"
@@ -412,7 +412,7 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
     ]
     fresh = keys.hashes(pl.DataFrame({"k": range(8000, 8100)})).sort().set_sorted()
     assert keys.claim_hashes(
-        [(Path("big3.csv"), batchload.crossfile.SortedHashes(fresh, rows))]
+        [(Path("big3.csv"), batchload.check.crossfile.SortedHashes(fresh, rows))]
     ) == [None]
     (again,) = keys.claim([(Path("late.csv"), pl.DataFrame({"k": [8099, 5000]}))])
     assert again is not None and (again.rows, again.detail) == ((1,), "already in big3.csv")
@@ -423,9 +423,9 @@ def test_a_spilled_files_keys_are_read_back_for_the_manifest_and_catch_a_later_r
 ) -> None:
     """The manifest gets a large file's hashes from the spill file (not kept in memory
     until the upload ends), exactly as a later run needs them to catch a repeat."""
-    import batchload.crossfile
+    import batchload.check.crossfile
 
-    monkeypatch.setattr(batchload.crossfile, "SOLO_RUN_ROWS", 50)
+    monkeypatch.setattr(batchload.check.crossfile, "SOLO_RUN_ROWS", 50)
     keys = UniqueKeys(("k",))
     big = pl.DataFrame({"k": range(100)})
     small = pl.DataFrame({"k": [500, 501]})

@@ -13,9 +13,9 @@ import anyio
 import requests
 
 from batchload.config import ClientConfig, Secret
-from batchload.pipeline import RunOptions, UploadJob, run_upload
+from batchload.pipeline.run import RunOptions, UploadJob, run_upload
 from batchload.progress import Event
-from batchload.retry import RetryPolicy
+from batchload.send.retry import RetryPolicy
 from batchload.server.process import ServerProcess
 from batchload.summary import RunSummary
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from batchload.cli.allocators import give_back_freed_memory
 from batchload.cli.common import run_command
 
 #: Command name -> "module:attribute", in the order ``--help`` lists them.
@@ -82,5 +83,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point: run the CLI, turning errors into exit codes."""
+    """Console-script entry point: run the CLI, turning errors into exit codes.
+
+    The process is ours here, so the allocators are tuned before pyarrow loads; a
+    library import (``import batchload``) leaves its host's allocators alone.
+    """
+    give_back_freed_memory()
     return run_command(cli, sys.argv[1:] if argv is None else argv)

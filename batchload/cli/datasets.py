@@ -1,6 +1,6 @@
 """``batchload ls`` and ``batchload rm``: datasets and their files on the service.
 
-A thin layer over :mod:`batchload.datasets`; only click and the standard library
+A thin layer over :mod:`batchload.send.datasets`; only click and the standard library
 are imported at the top (aiohttp loads when a command runs).
 """
 
@@ -22,8 +22,8 @@ from batchload.cli.common import (
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
-    from batchload.datasets import DatasetInfo, FileInfo
-    from batchload.transport import IngestionClient
+    from batchload.send.datasets import DatasetInfo, FileInfo
+    from batchload.send.transport import IngestionClient
 
 T = TypeVar("T")
 MAX_SHOWN = 10
@@ -33,7 +33,7 @@ def _with_client(config: ClientConfig, work: Callable[[IngestionClient], Awaitab
     """Run ``work`` with a client of ``config`` in a fresh event loop."""
     import anyio
 
-    from batchload.transport import IngestionClient
+    from batchload.send.transport import IngestionClient
 
     async def main() -> T:
         async with IngestionClient(config) as client:
@@ -99,7 +99,7 @@ def ls(target: str | None, as_json: bool, **connection: Any) -> None:
       batchload ls equity_signals
       batchload ls 'equity_signals/signals_2024-*' --json
     """
-    from batchload.datasets import parse_target
+    from batchload.send.datasets import parse_target
 
     parsed = parse_target(target)
     config = connection_config(**connection)
@@ -110,7 +110,7 @@ def ls(target: str | None, as_json: bool, **connection: Any) -> None:
 
 
 def _ls_datasets(config: ClientConfig, pattern: str | None, *, as_json: bool) -> None:
-    from batchload.datasets import list_datasets
+    from batchload.send.datasets import list_datasets
 
     async def datasets(client: IngestionClient) -> list[DatasetInfo]:
         return await list_datasets(client, pattern)
@@ -125,7 +125,7 @@ def _ls_datasets(config: ClientConfig, pattern: str | None, *, as_json: bool) ->
 
 
 def _ls_files(config: ClientConfig, key: str, pattern: str | None, *, as_json: bool) -> None:
-    from batchload.datasets import find_dataset, list_files
+    from batchload.send.datasets import find_dataset, list_files
 
     async def files(client: IngestionClient) -> tuple[DatasetInfo, list[FileInfo]]:
         dataset = await find_dataset(client, key)
@@ -166,7 +166,7 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
       batchload rm 'equity_signals/signals_2023-*' --dry-run
       batchload rm 'equity_signals/*.part-*' --yes
     """
-    from batchload.datasets import (
+    from batchload.send.datasets import (
         Deleted,
         delete_files,
         find_dataset,

@@ -1,6 +1,6 @@
-"""``batchload demo``: a thin layer over :mod:`batchload.demo`.
+"""``batchload demo``: a thin layer over :mod:`batchload.demo.backfill`.
 
-Only click, the standard library and :mod:`batchload.demo` (itself standard library
+Only click, the standard library and :mod:`batchload.demo.backfill` (itself standard library
 only at its top) are imported here: the upload runs in a child process.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from batchload.cli.common import json_option, output, print_json
-from batchload.demo import DEFAULT_DAYS, DEFAULT_TICKERS, MIN_DAYS, DemoSettings, run_demo
+from batchload.demo.backfill import DEFAULT_DAYS, DEFAULT_TICKERS, MIN_DAYS, DemoSettings, run_demo
 
 
 @click.command()

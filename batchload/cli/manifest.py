@@ -43,7 +43,7 @@ def show(path: Path, as_json: bool) -> None:
     Example:
       batchload manifest show .batchload/manifests/equity_signals.sqlite
     """
-    from batchload.manifest import Manifest
+    from batchload.state.manifest import Manifest
 
     with Manifest.open(path, create=False) as opened:
         datasets = opened.datasets()
@@ -115,7 +115,7 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
     Example:
       batchload manifest export .batchload/manifests/equity_signals.sqlite --format parquet
     """
-    from batchload.manifest import Manifest
+    from batchload.state.manifest import Manifest
 
     target = out_path or path.with_suffix(f".{fmt}")
     with Manifest.open(path, create=False) as opened:
@@ -152,9 +152,9 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     """
     import anyio
 
-    from batchload.manifest import Manifest
-    from batchload.reconcile import reconcile as compare
-    from batchload.transport import IngestionClient
+    from batchload.state.manifest import Manifest
+    from batchload.pipeline.reconcile import reconcile as compare
+    from batchload.send.transport import IngestionClient
 
     with Manifest.open(path, create=False) as opened:
         endpoints = {d.endpoint for d in opened.datasets()}

@@ -22,8 +22,8 @@ from batchload.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
-    from batchload.validate import FileVerdict
+    from batchload.contract.model import Contract
+    from batchload.check.validate import FileVerdict
 
 #: Files handed to one validate_files call (one pandera call per layout within it).
 VALIDATE_BATCH_FILES = 500
@@ -73,8 +73,8 @@ def infer(
     Example:
       batchload schema infer data/2024-01-*.csv --name equity_signals -o schemas/equity_signals.yaml
     """
-    from batchload.contract import contract_to_yaml, dump_contract, infer_contract
-    from batchload.discover import discover
+    from batchload.contract.model import contract_to_yaml, dump_contract, infer_contract
+    from batchload.read.discover import discover
     from batchload.errors import UsageError
 
     out = output()
@@ -115,7 +115,7 @@ def show(path: Path, as_json: bool) -> None:
     Example:
       batchload schema show schemas/equity_signals.yaml
     """
-    from batchload.contract import load_contract
+    from batchload.contract.model import load_contract
 
     contract = load_contract(path)
     if as_json:
@@ -174,9 +174,9 @@ def diff(
     import anyio
 
     from batchload.config import client_config
-    from batchload.contract import diff_locked, load_contract
+    from batchload.contract.model import diff_locked, load_contract
     from batchload.errors import ServiceError, UsageError
-    from batchload.transport import IngestionClient
+    from batchload.send.transport import IngestionClient
 
     contract = load_contract(path)
     config = client_config(endpoint=endpoint, token_file=token_file)
@@ -234,9 +234,9 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
       batchload validate 'data/*.csv' --schema schemas/equity_signals.yaml
       batchload validate prices.xlsx --sheet Daily --schema schemas/market_prices.yaml --json
     """
-    from batchload.contract import load_contract
-    from batchload.discover import discover
-    from batchload.validate import (
+    from batchload.contract.model import load_contract
+    from batchload.read.discover import discover
+    from batchload.check.validate import (
         FileVerdict,
         UniqueKeys,
         group_by_fingerprint,

@@ -26,7 +26,7 @@ from batchload.cli.common import (
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
-    from batchload.prepare import UploadJob
+    from batchload.pipeline.prepare import UploadJob
     from batchload.summary import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +122,7 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
       batchload upload 'data/signals/*.csv' --schema schemas/equity_signals.yaml
     """
     from batchload.errors import UsageError
-    from batchload.prepare import UploadJob
+    from batchload.pipeline.prepare import UploadJob
 
     if dataset and dataset_id:
         raise UsageError("give --dataset or --dataset-id, not both")
@@ -156,8 +156,8 @@ def run_plan(plan: Path, **common: Any) -> None:
     \b
       batchload run backfill.toml
     """
-    from batchload.manifest import default_manifest_path
-    from batchload.plan import load_plan
+    from batchload.state.manifest import default_manifest_path
+    from batchload.pipeline.plan import load_plan
 
     loaded = load_plan(plan)
     for key in ("concurrency", "max_request_mb"):
@@ -187,8 +187,8 @@ def _execute(
     import anyio
 
     from batchload.cli.render import progress_sink
-    from batchload.pipeline import RunOptions, run_upload
-    from batchload.retry import RetryPolicy
+    from batchload.pipeline.run import RunOptions, run_upload
+    from batchload.send.retry import RetryPolicy
 
     out = output()
     config: ClientConfig | None = None
@@ -223,8 +223,8 @@ def _execute(
 
 
 def _default_manifest(job: UploadJob) -> Path:
-    from batchload.contract import load_contract
-    from batchload.manifest import default_manifest_path
+    from batchload.contract.model import load_contract
+    from batchload.state.manifest import default_manifest_path
 
     return default_manifest_path(job.dataset or load_contract(job.schema).dataset_name)
 

@@ -21,7 +21,7 @@ import pytest
 from batchload import upload_files
 from batchload.errors import AuthError, BatchloadError, ServiceError, UnreachableError
 from batchload.progress import Event
-from batchload.retry import RetryPolicy
+from batchload.send.retry import RetryPolicy
 from batchload.server.process import ServerProcess
 from tests.reliability.helpers import finish, start_cli, write_signals
 from tests.upload_helpers import HEADER, upload_args

@@ -267,7 +267,7 @@ def sha256_bytes(data: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class Part:
     """One slice of a large file, as parquet ready to send as its own file: bytes in
-    memory, or a file of a run's spool (:mod:`batchload.spool`)."""
+    memory, or a file of a run's spool (:mod:`batchload.check.spool`)."""
 
     index: int
     """1-based."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import polars as pl
 
-    from batchload.manifest import KeyHashes
+    from batchload.state.manifest import KeyHashes
 
 __all__ = ["MAX_EXAMPLES", "MAX_PROBLEMS", "FileVerdict", "Problem", "Status", "with_problem"]
 

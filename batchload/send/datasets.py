@@ -23,9 +23,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchload.errors import AuthError, BatchloadError, ServiceError, UsageError
 from batchload.progress import null_sink
-from batchload.retry import AimdLimit, Pacer, RetryPolicy
-from batchload.send import Sender
-from batchload.transport import IngestionClient
+from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send.sender import Sender
+from batchload.send.transport import IngestionClient
 
 DELETE_CONCURRENCY = 8
 DELETE_RETRY = RetryPolicy(attempts=5, base_delay_s=0.5, max_delay_s=5.0)

@@ -10,7 +10,7 @@
   the same options, so that it never sits in memory whole.
 - **Parquet** is read with its own types.
 - **xlsx / xls** go through fastexcel (calamine), the first sheet unless ``sheet``
-  is given (:mod:`batchload.excel`). Excel keeps every number as a double and a
+  is given (:mod:`batchload.read.excel`). Excel keeps every number as a double and a
   date as a formatted number, so the contract's columns are read as the contract's
   types, strictly: a date cell for a ``Date`` column, a whole number for an
   ``Int64`` one; a cell that does not fit (a time of day, ``2.5``, ``"n/a"`` among
@@ -22,7 +22,7 @@ Row numbers are 1-based **data row** numbers everywhere: row 1 is the first row
 under the header (line 2 of a plain CSV, sheet row 2 of a workbook).
 
 Polars, pyarrow and fastexcel errors are translated here (and in
-:mod:`batchload.excel`), once, into
+:mod:`batchload.read.excel`), once, into
 :class:`~batchload.errors.UnreadableFile` (one-line reason) or its subclass
 :class:`UnparseableValues` (which cells, in which columns).
 """
@@ -42,7 +42,7 @@ from batchload.errors import UnreadableFile
 from batchload.protocol import SUFFIX_FORMATS, FileFormat
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 __all__ = [
     "BadCells",
@@ -126,7 +126,7 @@ def read_frame(path: Path, contract: Contract | None, *, sheet: str | None = Non
         return _read_csv(path, contract)
     if fmt == "parquet":
         return _read_parquet(path)
-    from batchload.excel import read_excel
+    from batchload.read.excel import read_excel
 
     return read_excel(path, contract, sheet)
 
@@ -336,7 +336,7 @@ def _convert_options(contract: Contract | None) -> Any:
 
     column_types: dict[str, Any] = {}
     if contract is not None:
-        from batchload.contract import arrow_schema
+        from batchload.contract.model import arrow_schema
 
         column_types = {f.name: f.type for f in arrow_schema(contract)}
     return pacsv.ConvertOptions(column_types=column_types)

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from batchload.verdict import MAX_EXAMPLES, FileVerdict, Problem
+from batchload.check.verdict import MAX_EXAMPLES, FileVerdict, Problem
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 __all__ = ["FingerprintGroup", "SortedHashes", "UniqueKeys", "group_by_fingerprint"]
 

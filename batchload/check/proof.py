@@ -18,7 +18,7 @@ import pandera.polars as pa
 import polars as pl
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 FILE_COLUMN = "__batchload_file"
 ROW_COLUMN = "__batchload_row"

@@ -1,6 +1,6 @@
 """``batchload demo``: a whole backfill, end to end, against an embedded local server.
 
-1. Write two years of daily signal files (:mod:`batchload.samples`): mostly csv, some
+1. Write two years of daily signal files (:mod:`batchload.demo.samples`): mostly csv, some
    parquet and xlsx, and three files spoiled on purpose.
 2. Start ``batchload serve`` on a free loopback port with a random token (passed
    in the environment and a 0600 token file; never printed).
@@ -43,7 +43,7 @@ from batchload.errors import (
     ServiceError,
     UsageError,
 )
-from batchload.samples import (
+from batchload.demo.samples import (
     DEMO_FORMATS,
     TRADING_DAYS_PER_YEAR,
     BadFile,

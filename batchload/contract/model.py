@@ -43,7 +43,7 @@ from batchload.errors import ContractError
 from batchload.protocol import normalize_arrow_type
 
 if TYPE_CHECKING:
-    from batchload.infer import Drift
+    from batchload.contract.infer import Drift
 
 __all__ = [
     "ColumnSpec",
@@ -535,7 +535,7 @@ def diff_locked(
 def infer_contract(
     paths: Sequence[Path | str], name: str, *, sheet: str | None = None
 ) -> tuple[Contract, list[Drift]]:
-    """Infer a contract from sample files, and the drift between them (:mod:`batchload.infer`)."""
-    from batchload.infer import infer_contract as infer
+    """Infer a contract from sample files, and the drift between them (:mod:`batchload.contract.infer`)."""
+    from batchload.contract.infer import infer_contract as infer
 
     return infer(paths, name, sheet=sheet)

@@ -16,9 +16,9 @@ from typing import Any, Literal
 import pandera.polars as pa
 import polars as pl
 
-from batchload.contract import Contract, build_contract, dtype_instance
+from batchload.contract.model import Contract, build_contract, dtype_instance
 from batchload.errors import ContractError, UnreadableFile, UsageError
-from batchload.read import read_sample
+from batchload.read.frames import read_sample
 
 __all__ = ["Drift", "infer_contract"]
 

@@ -14,7 +14,7 @@ dropped, read timeout      :class:`TransientError` with ``status=None``
 TLS verification           :class:`ConfigError` (point --ca-bundle at the right CA)
 =========================  ============================================================
 
-What to retry is the pipeline's decision (see :mod:`batchload.retry`); the client
+What to retry is the pipeline's decision (see :mod:`batchload.send.retry`); the client
 only records the fact it needs, :attr:`IngestionClient.answered` (whether the
 service has answered any request yet), so that a wrong endpoint can fail at once
 while a service that answered and then went away is waited for. The token goes into
@@ -33,7 +33,7 @@ import aiohttp
 import anyio
 
 from batchload.config import ClientConfig
-from batchload.encode import RequestBody
+from batchload.send.encode import RequestBody
 from batchload.errors import (
     AuthError,
     ConfigError,
@@ -43,7 +43,7 @@ from batchload.errors import (
     UnreachableError,
 )
 from batchload.protocol import DATASETS_PATH
-from batchload.retry import parse_retry_after
+from batchload.send.retry import parse_retry_after
 
 CONNECT_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 64

@@ -5,19 +5,19 @@
   file-index and a row-number column and validated in one call; each failure is
   mapped back to its file and row. A large file is validated alone, and a large
   CSV block by block, in bounded memory, with the same verdict
-  (:mod:`batchload.blockwise`). Validation is always ``lazy=True`` on a collected
+  (:mod:`batchload.check.blockwise`). Validation is always ``lazy=True`` on a collected
   DataFrame (on a LazyFrame pandera skips the data checks).
 - **Bounded reports.** A file with a million bad rows still yields one
   :class:`Problem` per (column, check), each with the full count and only the first
   few rows and values; at most ``MAX_PROBLEMS`` per file.
 - **Fast when valid.** Before pandera runs, the contract's own pandera checks are
-  evaluated in one parallel Polars pass (:mod:`batchload.proof`); a frame that passes
+  evaluated in one parallel Polars pass (:mod:`batchload.check.proof`); a frame that passes
   them all is valid and pandera is not called. Only a failing frame pays for
   pandera's full report.
-- **Across files** (:mod:`batchload.crossfile`, re-exported here): :class:`UniqueKeys`
+- **Across files** (:mod:`batchload.check.crossfile`, re-exported here): :class:`UniqueKeys`
   remembers the contract's ``unique`` key of every valid file of a run and fails a
   later file that repeats one; :func:`group_by_fingerprint` sorts files by column
-  layout, odd first. Verdict types live in :mod:`batchload.verdict`.
+  layout, odd first. Verdict types live in :mod:`batchload.check.verdict`.
 
 Rows are 1-based **data row** numbers (row 1 is the first row under the header).
 Everything here is synchronous and CPU-bound: the upload engine calls it from
@@ -37,15 +37,15 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from batchload.contract import Contract, arrow_type_of, schema_fingerprint
-from batchload.crossfile import (
+from batchload.contract.model import Contract, arrow_type_of, schema_fingerprint
+from batchload.check.crossfile import (
     FingerprintGroup,
     SortedHashes,
     UniqueKeys,
     group_by_fingerprint,
 )
 from batchload.errors import UnreadableFile
-from batchload.proof import (
+from batchload.check.proof import (
     FILE_COLUMN,
     ROW_COLUMN,
     provable,
@@ -53,8 +53,8 @@ from batchload.proof import (
     row_wise,
     unique_columns,
 )
-from batchload.read import UnparseableValues, file_format, read_frames, shorten
-from batchload.verdict import (
+from batchload.read.frames import UnparseableValues, file_format, read_frames, shorten
+from batchload.check.verdict import (
     MAX_EXAMPLES,
     MAX_PROBLEMS,
     FileVerdict,
@@ -172,7 +172,7 @@ def validate_files(
         path = Path(raw)
         whole.append((index, path))
         if block_bytes is not None and in_blocks(path, contract, block_bytes):
-            from batchload.blockwise import rows_hashed_to, validate_blockwise
+            from batchload.check.blockwise import rows_hashed_to, validate_blockwise
 
             keep = keep_frames and on_block is None
             done = validate_blockwise(

@@ -1,13 +1,13 @@
 """Validate a large CSV block by block, in bounded memory, with the verdict of reading it whole.
 
 - Each block (about ``block_bytes`` of the file's text, read by
-  :func:`~batchload.read.read_csv_blocks`) is validated alone by the code that
+  :func:`~batchload.read.frames.read_csv_blocks`) is validated alone by the code that
   validates a whole file, less the ``unique`` checks. Its problems' rows are moved
   to the file's rows and merged per (column, check): counts add up, the first rows
   and values are the file's first, and the problems come in the order the whole
   file's report gives them.
 - ``unique`` checks span blocks: each block's key columns are hashed once (the
-  64-bit row hash :class:`~batchload.crossfile.UniqueKeys` keeps, so the same hashes
+  64-bit row hash :class:`~batchload.check.crossfile.UniqueKeys` keeps, so the same hashes
   serve the checks across files), and the file's hashes are proven distinct at the
   end. Only when two hashes are equal is the file read again, to find the rows that
   really repeat a key.
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from batchload.crossfile import UniqueKeys
-from batchload.read import CannotReadInBlocks, read_csv_blocks
-from batchload.verdict import MAX_EXAMPLES, Problem
+from batchload.check.crossfile import UniqueKeys
+from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
+from batchload.check.verdict import MAX_EXAMPLES, Problem
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 __all__ = ["Blockwise", "rows_hashed_to", "validate_blockwise"]
 
@@ -69,7 +69,7 @@ def validate_blockwise(
     ``on_block``: called with each block, in order, while no problem is found (a file
     sent in parts cuts them as it is validated).
     """
-    from batchload.validate import unique_keys, validate_rows
+    from batchload.check.validate import unique_keys, validate_rows
 
     checks = unique_keys(contract)
     expected = _expected_rows(path)
@@ -262,7 +262,7 @@ def _repeated(
     follows the repeats, not the file. As ``validate._uniqueness`` reports it: every
     row of a repeated key fails.
     """
-    from batchload.validate import shown_value
+    from batchload.check.validate import shown_value
 
     columns, column = check
     wanted = twice.implode()

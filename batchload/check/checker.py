@@ -1,9 +1,9 @@
 """Check: read, hash and validate files in a worker thread; the stage before upload.
 
-A group of small files costs one pandera call (see :mod:`batchload.validate`); a
+A group of small files costs one pandera call (see :mod:`batchload.check.validate`); a
 large CSV is validated block by block, in bounded memory; a file that will be sent
 in parts is checked alone and its parts are cut from its rows as they are validated,
-into the run's spool (:mod:`batchload.spool`): no frame of it is kept. A workbook
+into the run's spool (:mod:`batchload.check.spool`): no frame of it is kept. A workbook
 keeps its frame, to be sent as parquet. :func:`check_bytes` says how much memory a
 check takes, for the pipeline's byte budget. Each file's sha256 is taken here, and
 its ``stat`` checked again after validation, so what was validated is what the hash
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from batchload.encode import (
+from batchload.send.encode import (
     MIB,
     Envelope,
     Fingerprint,
@@ -37,15 +37,15 @@ from batchload.encode import (
     split_frame,
 )
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
-from batchload.manifest import FileKeys
-from batchload.prepare import PreparedJob, Work
-from batchload.spool import PartSpool
+from batchload.state.manifest import FileKeys
+from batchload.pipeline.prepare import PreparedJob, Work
+from batchload.check.spool import PartSpool
 from batchload.summary import PlannedRequest, Problem
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from batchload.validate import UniqueKeys
+    from batchload.check.validate import UniqueKeys
 
 GROUP_FILES = 64
 GROUP_BYTES = 16 * MIB
@@ -120,7 +120,7 @@ def check_bytes(
     A file sent in parts counts the part being cut (``max_request_bytes``); its parts
     go to the spool, so they hold no memory once checked.
     """
-    from batchload.validate import BLOCK_BYTES, in_blocks
+    from batchload.check.validate import BLOCK_BYTES, in_blocks
 
     total = 0
     for work in works:
@@ -151,7 +151,7 @@ def check_group(
     With a ``spool``, a file to be split (checked alone) has its parts cut for
     ``max_request_bytes`` while it is read, into the spool; without, it keeps its frame.
     """
-    from batchload.validate import validate_files
+    from batchload.check.validate import validate_files
 
     results: dict[int, Checked] = {}
     pending: list[tuple[int, Work, Fingerprint, str]] = []
@@ -235,7 +235,7 @@ class _SpooledParts:
         self._cutter = self._new_cutter()
 
     def _new_cutter(self) -> PartCutter:
-        from batchload.contract import arrow_schema
+        from batchload.contract.model import arrow_schema
 
         schema, path = arrow_schema(self.job.contract), self.work.source.path
         return PartCutter(
@@ -324,8 +324,8 @@ def _unvalidated(
 
 def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
     """Feed a large CSV's blocks to ``cut``; False when it must be read whole."""
-    from batchload.read import CannotReadInBlocks, read_csv_blocks
-    from batchload.validate import BLOCK_BYTES, in_blocks
+    from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
+    from batchload.check.validate import BLOCK_BYTES, in_blocks
 
     path = work.source.path
     if not in_blocks(path, job.contract, BLOCK_BYTES):
@@ -341,7 +341,7 @@ def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
 
 def read_whole(work: Work, job: PreparedJob) -> pl.DataFrame:
     """A file's frame, read whole, unvalidated."""
-    from batchload.read import read_frame
+    from batchload.read.frames import read_frame
 
     return read_frame(work.source.path, job.contract, sheet=job.job.sheet)
 
@@ -352,9 +352,9 @@ def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[
 
     Raises FileChanged when the file is not what was checked. Blocking: run it in a thread.
     """
-    from batchload.contract import arrow_schema
-    from batchload.read import CannotReadInBlocks, read_csv_blocks
-    from batchload.validate import BLOCK_BYTES, in_blocks
+    from batchload.contract.model import arrow_schema
+    from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
+    from batchload.check.validate import BLOCK_BYTES, in_blocks
 
     work, fp = checked.work, checked.fingerprint
     assert fp is not None
@@ -397,8 +397,8 @@ def plan_requests(
 def _plan(
     prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
 ) -> tuple[list[PlannedRequest], list[Problem]]:
-    from batchload.contract import arrow_schema
-    from batchload.validate import UniqueKeys
+    from batchload.contract.model import arrow_schema
+    from batchload.check.validate import UniqueKeys
 
     plan: list[PlannedRequest] = []
     problems: list[Problem] = []

@@ -7,7 +7,7 @@
   join them, so memory stays flat however many files there are, and a byte budget
   bounds the files being read and validated (a large one alone). The parts of large
   files are cut while they are checked, into a spool on disk that the run removes
-  when it ends (:mod:`batchload.spool`).
+  when it ends (:mod:`batchload.check.spool`).
 - The manifest is the truth: a dataset's id is committed before any file is sent to
   it, a file is ``sent`` before its request and ``done`` when the receipt is in.
   Re-sending overwrites (deterministic file_ids), so a crash costs at most a resend.
@@ -30,26 +30,26 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check import check_bytes, check_group, groups, plan_requests
+from batchload.check.checker import check_bytes, check_group, groups, plan_requests
 from batchload.config import ClientConfig, cpu_count
-from batchload.encode import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
+from batchload.send.encode import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
-from batchload.manifest import Changes, DatasetRecord, Manifest
-from batchload.prepare import PreparedJob, UploadJob, Work, prepare
+from batchload.state.manifest import Changes, DatasetRecord, Manifest
+from batchload.pipeline.prepare import PreparedJob, UploadJob, Work, prepare
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
-from batchload.reconcile import reconcile
-from batchload.retry import AimdLimit, Pacer, RetryPolicy
-from batchload.send import DatasetGate, Sender
-from batchload.spool import PartSpool
+from batchload.pipeline.reconcile import reconcile
+from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send.sender import DatasetGate, Sender
+from batchload.check.spool import PartSpool
 from batchload.summary import Problem, Reconciliation, RunSummary
-from batchload.transport import IngestionClient
-from batchload.uploader import Ready, Uploader
+from batchload.send.transport import IngestionClient
+from batchload.send.uploader import Ready, Uploader
 
 if TYPE_CHECKING:
-    from batchload.validate import UniqueKeys
+    from batchload.check.validate import UniqueKeys
 
 MEMORY_BUDGET_MB = 256.0
-"""Files being checked count what :func:`~batchload.check.check_bytes` says against it
+"""Files being checked count what :func:`~batchload.check.checker.check_bytes` says against it
 (a large file read whole is checked alone, small groups and large CSVs validated block
 by block several at once), and a split workbook's frame stays counted until its parts
 are sent."""
@@ -247,7 +247,7 @@ class _Run:
             self.gates[job.name] = gate
 
     async def _check_locked(self, sender: Sender, job: PreparedJob, dataset_id: str) -> None:
-        from batchload.contract import diff_locked
+        from batchload.contract.model import diff_locked
 
         try:
             answer = await sender.call(lambda: sender.client.get_dataset(dataset_id))
@@ -293,7 +293,7 @@ class _Run:
     def keys(self, job: PreparedJob) -> UniqueKeys:
         """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
         keys of the files earlier runs sent (taken in by the first check, in a thread)."""
-        from batchload.validate import UniqueKeys
+        from batchload.check.validate import UniqueKeys
 
         if job.name not in self._keys:
             self._keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)

@@ -3,7 +3,7 @@
 - :meth:`Sender.call` runs one API call until it succeeds, fails permanently, or its
   attempts run out. The call builds a fresh body each attempt (a body streams once).
   An endpoint that has never answered in this run is not retried (see
-  :class:`~batchload.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
+  :class:`~batchload.send.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
   A 429 pauses every request and lowers concurrency; successes raise it again.
 - :class:`DatasetGate` holds a dataset's id. When it is not known yet, the first
   file to arrive creates the dataset (``POST /ingestion/datasets``) while every other
@@ -26,8 +26,8 @@ import anyio
 
 from batchload.errors import ServiceError, TransientError, UsageError
 from batchload.progress import Event, Retrying, Sink, Throttled
-from batchload.retry import Pacer, RetryPolicy
-from batchload.transport import IngestionClient
+from batchload.send.retry import Pacer, RetryPolicy
+from batchload.send.transport import IngestionClient
 
 T = TypeVar("T")
 OnAttempt = Callable[[int], Awaitable[None]]

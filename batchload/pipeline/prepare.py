@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchload.discover import FileSet, SourceFile, discover
-from batchload.encode import Envelope
+from batchload.read.discover import FileSet, SourceFile, discover
+from batchload.send.encode import Envelope
 from batchload.errors import UsageError
-from batchload.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
-from batchload.manifest import (
+from batchload.state.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
+from batchload.state.manifest import (
     DatasetRecord,
     FileRecord,
     Manifest,
@@ -37,7 +37,7 @@ from batchload.manifest import (
 from batchload.protocol import FileFormat
 
 if TYPE_CHECKING:
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 _SHA_PLACEHOLDER = "0" * 64
 #: Formats sent as parquet made from the validated frame, never as the file's bytes:
@@ -152,7 +152,7 @@ def _prepare(
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
-    from batchload.contract import load_contract
+    from batchload.contract.model import load_contract
 
     prepared: list[PreparedJob] = []
     by_name: dict[str, PreparedJob] = {}
@@ -208,7 +208,7 @@ def _with_known_keys(
     forgets (gone, its id taken over) is left out: its old keys must not count
     against it or its successor.
     """
-    from batchload.crossfile import UniqueKeys
+    from batchload.check.crossfile import UniqueKeys
 
     known: dict[str, tuple[tuple[str, bytes], ...]] = {}
     for name in dict.fromkeys(job.name for job in prepared):

@@ -26,7 +26,10 @@ _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 
 
 def give_back_freed_memory() -> None:
-    """Apply both settings to this process (``import batchload`` does, first thing)."""
+    """Apply both settings to this process (the CLI's entry point does, first thing).
+
+    A program that embeds batchload may call it too; ``import batchload`` does not.
+    """
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return

@@ -10,7 +10,7 @@
   is that number, as in a CSV), a boolean column ``TRUE``/``FALSE``. Any other cell
   (a time of day in a ``Date`` column, ``2.5`` in an ``Int64`` column, ``"n/a"``,
   other text or a boolean among numbers) is never nulled or truncated: it is
-  reported with its row and value, as :class:`~batchload.read.UnparseableValues`.
+  reported with its row and value, as :class:`~batchload.read.frames.UnparseableValues`.
   An empty (or blank) cell is null. Numbers are read as exact doubles; the number
   columns are read a second time as text, since only that tells a boolean cell
   from the number 1. Columns the contract does not name keep the types calamine
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchload.errors import UnreadableFile
-from batchload.read import (
+from batchload.read.frames import (
     MAX_EXAMPLES,
     BadCells,
     UnparseableValues,
@@ -47,7 +47,7 @@ from batchload.read import (
 if TYPE_CHECKING:
     from fastexcel import DType
 
-    from batchload.contract import Contract
+    from batchload.contract.model import Contract
 
 __all__ = ["MAX_WORKBOOK_EXPANDED_BYTES", "read_excel"]
 
@@ -305,7 +305,7 @@ def _excel_bad_cells(
     A cell's value is shown as its text in ``texts`` when it has one there (a date
     cell among numbers reads ``2024-01-02 00:00:00``, not calamine's debug form).
     """
-    from batchload.contract import arrow_type_of
+    from batchload.contract.model import arrow_type_of
 
     expected = {} if contract is None else {c.name: c.arrow_type for c in contract.columns}
     found: dict[str, list[tuple[int, str]]] = {}

@@ -163,7 +163,7 @@ KeyHashes = bytes | memoryview | Callable[[], bytes]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileKeys:
-    """The unique-key hashes of one validated source file (see :mod:`batchload.crossfile`)."""
+    """The unique-key hashes of one validated source file (see :mod:`batchload.check.crossfile`)."""
 
     dataset: str
     source_path: str

@@ -2,7 +2,7 @@
 
 - A file is sent as its original bytes, streamed from disk and re-hashed on the
   way. A file over the request limit is sent as the parquet parts its check cut into
-  the run's spool (:mod:`batchload.spool`), one after another, each part's file
+  the run's spool (:mod:`batchload.check.spool`), one after another, each part's file
   removed once it is done; each part is a row of its own in the manifest. A part
   an earlier, interrupted run has done (same file, same bytes) is not sent again. A
   workbook is sent as parquet made from its validated frame with the contract's
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from batchload.check import Checked, cut_file, part_envelope, problem_of
-from batchload.encode import (
+from batchload.check.checker import Checked, cut_file, part_envelope, problem_of
+from batchload.send.encode import (
     DiskSource,
     Envelope,
     MemorySource,
@@ -50,11 +50,11 @@ from batchload.errors import (
     UnreachableError,
     UsageError,
 )
-from batchload.manifest import Changes, FileKeys, FileRecord
-from batchload.prepare import PreparedJob
+from batchload.state.manifest import Changes, FileKeys, FileRecord
+from batchload.pipeline.prepare import PreparedJob
 from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
-from batchload.send import DatasetGate, Sender
-from batchload.spool import PartSpool
+from batchload.send.sender import DatasetGate, Sender
+from batchload.check.spool import PartSpool
 from batchload.summary import Problem
 
 if TYPE_CHECKING:
@@ -255,14 +255,14 @@ class Uploader:
             self.spool.discard(parts)
 
     def _frame_cut(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> Cut:
-        from batchload.contract import arrow_schema
+        from batchload.contract.model import arrow_schema
 
         schema, path = arrow_schema(job.contract), str(checked.work.source.path)
         return lambda budget: split_frame(frame, budget_bytes=budget, schema=schema, path=path)
 
     async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
         """A workbook: its validated frame as one parquet file (in parts if too large)."""
-        from batchload.contract import arrow_schema
+        from batchload.contract.model import arrow_schema
 
         assert checked.file_id is not None
         schema = arrow_schema(job.contract)
