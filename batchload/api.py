@@ -21,27 +21,21 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
+from batchload.check.parts import split_frame
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
-from batchload.send.encode import (
-    DEFAULT_MAX_REQUEST_MB,
-    DiskSource,
-    Envelope,
-    MemorySource,
-    RequestBody,
-    max_request_bytes,
-    raw_budget,
-    sha256_bytes,
-    split_frame,
-)
 from batchload.errors import FileProblem, UsageError
-from batchload.state.fileids import DEFAULT_TEMPLATE, part_label
-from batchload.state.manifest import default_manifest_path
-from batchload.pipeline.run import RunOptions, UploadJob, run_upload
+from batchload.pipeline.prepare import UploadJob
+from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Sink, null_sink
+from batchload.protocol import DEFAULT_MAX_REQUEST_MB, Envelope, max_request_bytes, raw_budget
+from batchload.read.content import DiskSource, MemorySource, sha256_bytes
+from batchload.send.body import RequestBody
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
-from batchload.summary import RunSummary
 from batchload.send.transport import IngestionClient
+from batchload.state.fileids import DEFAULT_TEMPLATE, part_label
+from batchload.state.manifest import default_manifest_path
+from batchload.summary import RunSummary
 
 __all__ = [
     "DataFrameUpload",
@@ -191,8 +185,8 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
     assert isinstance(frame, pl.DataFrame)
     if schema is None:
         return frame, None
-    from batchload.contract.model import arrow_schema, load_contract
     from batchload.check.validate import validate_frame
+    from batchload.contract.model import arrow_schema, load_contract
 
     contract = load_contract(schema)
     verdict = validate_frame(frame, contract, path="<dataframe>")

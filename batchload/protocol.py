@@ -6,8 +6,11 @@ id rule, file formats, error codes and Arrow type names. See ``shared/ingestion-
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Final, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 FileFormat = Literal["csv", "parquet", "xls", "xlsx"]
 FILE_FORMATS: Final[tuple[FileFormat, ...]] = ("csv", "parquet", "xls", "xlsx")
@@ -70,3 +73,61 @@ def normalize_arrow_type(name: str) -> str:
 def is_valid_id(value: str) -> bool:
     """True when ``value`` can be a dataset id or file_id."""
     return ID_PATTERN.fullmatch(value) is not None
+
+
+# ------------------------------------------------- a request body's envelope and size
+
+
+MIB = 1024 * 1024
+
+
+DEFAULT_MAX_REQUEST_MB = 5.0
+
+
+def b64_len(n: int) -> int:
+    """Length of the padded standard base64 text of ``n`` bytes."""
+    return 4 * ((n + 2) // 3)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """Every field of a file body except the file's bytes."""
+
+    file_id: str
+    file_format: FileFormat
+    name: str | None = None
+    read_options: Mapping[str, Any] | None = None
+    convert_options: Mapping[str, Any] | None = None
+
+    def head_tail(self) -> tuple[bytes, bytes]:
+        """The bytes before and after the base64 text."""
+        fields: dict[str, Any] = {}
+        if self.name is not None:
+            fields["name"] = self.name
+        fields["upload_format"] = "base64"
+        fields["file_format"] = self.file_format
+        fields["file_id"] = self.file_id
+        if self.read_options:
+            fields["read_options"] = dict(self.read_options)
+        if self.convert_options:
+            fields["convert_options"] = dict(self.convert_options)
+        opening = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+        return (opening[:-1] + ',"file":"').encode("ascii"), b'"}'
+
+    def request_bytes(self, raw_bytes: int) -> int:
+        """The exact request body size for a file of ``raw_bytes`` bytes."""
+        head, tail = self.head_tail()
+        return len(head) + b64_len(raw_bytes) + len(tail)
+
+
+def raw_budget(max_request_bytes: int, envelope: Envelope) -> int:
+    """The most file bytes whose body still fits in ``max_request_bytes``."""
+    head, tail = envelope.head_tail()
+    return max(0, (max_request_bytes - len(head) - len(tail)) // 4 * 3)
+
+
+def max_request_bytes(mb: float) -> int:
+    """``--max-request-mb`` in bytes (MiB, as the SDK's 3.8 MB split implies)."""
+    if mb <= 0:
+        raise ValueError("max request size must be positive")
+    return int(mb * MIB)

@@ -166,7 +166,7 @@ def _guide(task: Task, outcome: Outcome, threads: int) -> Callable[[], None]:
 
 def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], None]:
     import batchload.check.validate  # noqa: F401  (imported before the clock, as in a warm process)
-    from batchload import upload_files
+    from batchload.api import upload_files
     from batchload.cli.allocators import give_back_freed_memory
     from batchload.errors import BatchloadError
 
@@ -215,10 +215,11 @@ def _prebuilt(task: Task) -> list[_Request]:
     """batchload's requests for ``task.files``, fully built in memory (untimed)."""
     import pybase64
 
+    from batchload.check.parts import split_frame
     from batchload.contract.model import arrow_schema, load_contract
-    from batchload.send.encode import Envelope, max_request_bytes, raw_budget, split_frame
-    from batchload.state.fileids import FileIdTemplate
+    from batchload.protocol import Envelope, max_request_bytes, raw_budget
     from batchload.read.frames import read_frame
+    from batchload.state.fileids import FileIdTemplate
 
     contract = load_contract(Path(task.schema))
     template = FileIdTemplate("{stem}")

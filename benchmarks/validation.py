@@ -29,8 +29,8 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from batchload.contract.model import Contract, build_contract
 from batchload.check.validate import validate_files, validate_frame
+from batchload.contract.model import Contract, build_contract
 
 TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
 CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CHF"]

@@ -10,18 +10,15 @@ import polars as pl
 import pytest
 
 from batchload.check.blockwise import validate_blockwise
-from batchload.contract.model import Contract, arrow_schema, build_contract
-from batchload.send.encode import (
-    PROBE_ROWS,
-    DiskSource,
-    MemorySource,
-    Part,
-    PartCutter,
-    split_frame,
-)
-from batchload.read.frames import CannotReadInBlocks, read_csv_blocks, read_frame
+from batchload.check.crossfile import UniqueKeys
+from batchload.check.parts import PROBE_ROWS, Part, PartCutter, split_frame
 from batchload.check.spool import PartSpool
-from batchload.check.validate import FileVerdict, UniqueKeys, in_blocks, validate_files
+from batchload.check.validate import in_blocks, validate_files
+from batchload.check.verdict import FileVerdict
+from batchload.contract.model import Contract, arrow_schema, build_contract
+from batchload.read.content import DiskSource, MemorySource
+from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
+from batchload.read.frames import read_frame
 
 HEADER = "date,ticker,signal,volume\n"
 BLOCK = 2048  # bytes: a few dozen rows a block

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from batchload.cli import main
-from batchload.state.manifest import Manifest
 from batchload.server.process import ServerProcess
+from batchload.state.manifest import Manifest
 from tests.upload_helpers import (
     HEADER,
     SIGNALS,

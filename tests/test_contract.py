@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
+from batchload.contract.infer import infer_contract
 from batchload.contract.model import (
     Contract,
     build_contract,
@@ -16,11 +17,11 @@ from batchload.contract.model import (
     contract_to_yaml,
     diff_locked,
     dump_contract,
-    infer_contract,
     load_contract,
     schema_fingerprint,
 )
 from batchload.errors import ContractError, UsageError
+from batchload.read.frames import read_samples
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -243,7 +244,7 @@ def test_infer_single_file(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     # pyarrow, like the API, reads an empty text cell as "" and an empty number as null
     path.write_text("date,ticker,signal,weight\n2024-01-02,AAPL,0.5,\n2024-01-03,,1,2\n")
-    contract, drift = infer_contract([path], "signals")
+    contract, drift = infer_contract(read_samples([path]), "signals")
     assert drift == []
     assert contract.dataset_name == "signals"
     assert contract.polars_schema() == {
@@ -267,7 +268,7 @@ def test_infer_reports_drift_instead_of_picking_silently(tmp_path: Path) -> None
     empty.write_text("date,ticker,price,volume\n2024-01-04,AAPL,2,\n")
     moved = tmp_path / "d4.csv"
     moved.write_text("ticker,date,price,volume\nAAPL,2024-01-05,2,12\n")
-    contract, drift = infer_contract([first, floats, empty, moved], "prices")
+    contract, drift = infer_contract(read_samples([first, floats, empty, moved]), "prices")
     kinds = {(d.kind, d.column) for d in drift}
     assert ("type", "price") in kinds
     assert ("empty", "volume") in kinds
@@ -286,7 +287,7 @@ def test_infer_reports_missing_and_extra_columns(tmp_path: Path) -> None:
     a.write_text("x,y\n1,2\n")
     b = tmp_path / "b.csv"
     b.write_text("x,z\n1,2\n")
-    contract, drift = infer_contract([a, b], "ds")
+    contract, drift = infer_contract(read_samples([a, b]), "ds")
     assert contract.names == ("x", "y", "z")
     assert {(d.kind, d.column, d.paths) for d in drift} == {
         ("missing", "y", (b,)),
@@ -300,4 +301,4 @@ def test_infer_names_an_unreadable_sample(tmp_path: Path) -> None:
     empty = tmp_path / "b.csv"
     empty.write_bytes(b"")
     with pytest.raises(UsageError, match=rf"cannot infer from {empty}: empty file"):
-        infer_contract([good, empty], "ds")
+        infer_contract(read_samples([good, empty]), "ds")

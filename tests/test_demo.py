@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from batchload.check.validate import validate_files
 from batchload.contract.model import load_contract
 from batchload.demo.backfill import find_contract, make_backfill
-from batchload.errors import ConfigError, UsageError
-from batchload.state.manifest import Manifest
 from batchload.demo.samples import (
     DEMO_FORMATS,
     tickers,
@@ -25,7 +24,8 @@ from batchload.demo.samples import (
     write_signal_files,
     write_xlsx,
 )
-from batchload.check.validate import validate_files
+from batchload.errors import ConfigError, UsageError
+from batchload.state.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "schemas" / "equity_signals.yaml"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batchload.read.discover import discover, file_format_of
 from batchload.errors import UsageError
+from batchload.read.discover import discover, file_format_of
 
 
 @pytest.fixture

@@ -11,19 +11,17 @@ import anyio
 import polars as pl
 import pytest
 
-from batchload.send.encode import (
+from batchload.check.parts import split_frame
+from batchload.errors import FileChanged
+from batchload.protocol import Envelope, b64_len, raw_budget
+from batchload.read.content import (
     KEEP_BYTES,
     DiskSource,
-    Envelope,
     MemorySource,
-    RequestBody,
-    b64_len,
     fingerprint_file,
-    raw_budget,
     sha256_bytes,
-    split_frame,
 )
-from batchload.errors import FileChanged
+from batchload.send.body import RequestBody
 
 ENVELOPE = Envelope(
     file_id="prices",

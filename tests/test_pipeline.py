@@ -10,15 +10,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchload.contract.model import arrow_schema, load_contract
 from batchload.check.crossfile import UniqueKeys
-from batchload.send.encode import max_request_bytes
+from batchload.contract.model import arrow_schema, load_contract
+from batchload.demo.samples import write_xlsx
 from batchload.errors import UsageError
-from batchload.state.manifest import FileKeys, FileRecord, Manifest
 from batchload.pipeline.prepare import prepare
 from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
-from batchload.demo.samples import write_xlsx
+from batchload.protocol import max_request_bytes
 from batchload.server.process import ServerProcess
+from batchload.state.manifest import FileKeys, FileRecord, Manifest
 from tests.upload_helpers import (
     HEADER,
     SIGNALS,

@@ -12,14 +12,14 @@ import pytest
 
 from batchload.config import ClientConfig, Secret
 from batchload.errors import AuthError, UnreachableError
-from batchload.state.manifest import Manifest
 from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import DatasetReady, Event, FileDone, Retrying, Throttled
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import Sender
-from batchload.server.process import ServerProcess
-from batchload.summary import RunSummary
 from batchload.send.transport import IngestionClient
+from batchload.server.process import ServerProcess
+from batchload.state.manifest import Manifest
+from batchload.summary import RunSummary
 from tests.upload_helpers import (
     FAST_RETRY,
     ServerView,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from batchload.check.spool import SPOOL_PREFIX
 from batchload.errors import AuthError
-from batchload.state.manifest import Manifest
 from batchload.progress import DatasetReady, Event, FileDone
 from batchload.server.process import ServerProcess
-from batchload.check.spool import SPOOL_PREFIX
+from batchload.state.manifest import Manifest
 from tests.upload_helpers import ServerView, job, run, sha256, signal_csv, write_signals
 
 BIG_ROWS = 6000  # about 190 kB of CSV

@@ -15,7 +15,8 @@ from polars.testing import assert_frame_equal
 
 from batchload.contract.model import Contract, build_contract
 from batchload.errors import UnreadableFile
-from batchload.read.frames import UnparseableValues, read_frame, read_frames, read_sample
+from batchload.read.frames import read_frame, read_frames, read_sample
+from batchload.read.problems import UnparseableValues
 
 HEADER = "date,ticker,price,volume\n"
 

@@ -12,7 +12,6 @@ import anyio
 import pytest
 
 from batchload.config import ClientConfig, Secret
-from batchload.send.encode import DiskSource, Envelope, MemorySource, RequestBody, sha256_bytes
 from batchload.errors import (
     AuthError,
     FileChanged,
@@ -21,8 +20,11 @@ from batchload.errors import (
     TransientError,
     UnreachableError,
 )
-from batchload.server.process import ServerProcess
+from batchload.protocol import Envelope
+from batchload.read.content import DiskSource, MemorySource, sha256_bytes
+from batchload.send.body import RequestBody
 from batchload.send.transport import IngestionClient
+from batchload.server.process import ServerProcess
 
 T = TypeVar("T")
 CSV = b"date,ticker,value\n2024-01-02,AAA,1.5\n2024-01-03,BBB,2.25\n"

@@ -13,18 +13,17 @@ import xlsxwriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchload.contract.model import Contract, build_contract
+from batchload.check.crossfile import UniqueKeys, group_by_fingerprint
 from batchload.check.proof import proven_valid
 from batchload.check.validate import (
     MAX_EXAMPLES,
-    FileVerdict,
     Problem,
-    UniqueKeys,
     _validate_chunk,
-    group_by_fingerprint,
     validate_files,
     validate_frame,
 )
+from batchload.check.verdict import FileVerdict
+from batchload.contract.model import Contract, build_contract
 from tests.test_blockwise import signals
 
 HEADER = "date,ticker,signal,volume\n"

@@ -13,7 +13,8 @@ import anyio
 import requests
 
 from batchload.config import ClientConfig, Secret
-from batchload.pipeline.run import RunOptions, UploadJob, run_upload
+from batchload.pipeline.prepare import UploadJob
+from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Event
 from batchload.send.retry import RetryPolicy
 from batchload.server.process import ServerProcess

@@ -30,8 +30,8 @@ import numpy as np
 import polars as pl
 
 from batchload.check.crossfile import UniqueKeys
-from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
 from batchload.check.verdict import MAX_EXAMPLES, Problem
+from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract

@@ -25,27 +25,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from batchload.send.encode import (
-    MIB,
-    Envelope,
-    Fingerprint,
-    Part,
-    PartCutter,
-    fingerprint_file,
-    parquet_bytes,
-    raw_budget,
-    split_frame,
-)
-from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
-from batchload.state.manifest import FileKeys
-from batchload.pipeline.prepare import PreparedJob, Work
+from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
+from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
+from batchload.pipeline.prepare import PreparedJob, Work
+from batchload.protocol import MIB, Envelope, raw_budget
+from batchload.read.content import Fingerprint, fingerprint_file
+from batchload.state.manifest import FileKeys
 from batchload.summary import PlannedRequest, Problem
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from batchload.check.validate import UniqueKeys
+    from batchload.check.crossfile import UniqueKeys
 
 GROUP_FILES = 64
 GROUP_BYTES = 16 * MIB
@@ -324,8 +316,8 @@ def _unvalidated(
 
 def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
     """Feed a large CSV's blocks to ``cut``; False when it must be read whole."""
-    from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
     from batchload.check.validate import BLOCK_BYTES, in_blocks
+    from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 
     path = work.source.path
     if not in_blocks(path, job.contract, BLOCK_BYTES):
@@ -352,9 +344,9 @@ def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[
 
     Raises FileChanged when the file is not what was checked. Blocking: run it in a thread.
     """
-    from batchload.contract.model import arrow_schema
-    from batchload.read.frames import CannotReadInBlocks, read_csv_blocks
     from batchload.check.validate import BLOCK_BYTES, in_blocks
+    from batchload.contract.model import arrow_schema
+    from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 
     work, fp = checked.work, checked.fingerprint
     assert fp is not None
@@ -397,8 +389,8 @@ def plan_requests(
 def _plan(
     prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
 ) -> tuple[list[PlannedRequest], list[Problem]]:
+    from batchload.check.crossfile import UniqueKeys
     from batchload.contract.model import arrow_schema
-    from batchload.check.validate import UniqueKeys
 
     plan: list[PlannedRequest] = []
     problems: list[Problem] = []

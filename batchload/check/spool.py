@@ -1,6 +1,6 @@
 """Spool: the parts of large files, written to disk while the files are checked, until sent.
 
-- A file sent in parts is cut while it is read (:class:`~batchload.send.encode.PartCutter`)
+- A file sent in parts is cut while it is read (:class:`~batchload.check.parts.PartCutter`)
   and each part is written here as the parquet file it is sent as; the upload streams
   it like any file (re-hashed on the way). Memory holds no file's frame nor its parts,
   whatever the files' size or number.
@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchload.send.encode import HASH_CHUNK_BYTES, DiskSource, Part, PartWriter, write_parquet
+from batchload.check.parts import Part, PartWriter, write_parquet
 from batchload.errors import FileProblem
+from batchload.read.content import HASH_CHUNK_BYTES, DiskSource
 
 if TYPE_CHECKING:
     import polars as pl

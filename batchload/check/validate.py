@@ -37,14 +37,12 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from batchload.contract.model import Contract, arrow_type_of, schema_fingerprint
 from batchload.check.crossfile import (
     FingerprintGroup,
     SortedHashes,
     UniqueKeys,
     group_by_fingerprint,
 )
-from batchload.errors import UnreadableFile
 from batchload.check.proof import (
     FILE_COLUMN,
     ROW_COLUMN,
@@ -53,7 +51,6 @@ from batchload.check.proof import (
     row_wise,
     unique_columns,
 )
-from batchload.read.frames import UnparseableValues, file_format, read_frames, shorten
 from batchload.check.verdict import (
     MAX_EXAMPLES,
     MAX_PROBLEMS,
@@ -62,6 +59,10 @@ from batchload.check.verdict import (
     Status,
     with_problem,
 )
+from batchload.contract.model import Contract, arrow_type_of, schema_fingerprint
+from batchload.errors import UnreadableFile
+from batchload.read.frames import file_format, read_frames
+from batchload.read.problems import UnparseableValues, shorten
 
 __all__ = [
     "MAX_EXAMPLES",

@@ -166,6 +166,7 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
       batchload rm 'equity_signals/signals_2023-*' --dry-run
       batchload rm 'equity_signals/*.part-*' --yes
     """
+    from batchload.errors import UsageError
     from batchload.send.datasets import (
         Deleted,
         delete_files,
@@ -174,7 +175,6 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
         list_files,
         parse_target,
     )
-    from batchload.errors import UsageError
 
     parsed = parse_target(target)
     if parsed.dataset is None or parsed.dataset_is_glob or not parsed.pattern:

@@ -152,9 +152,9 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     """
     import anyio
 
-    from batchload.state.manifest import Manifest
     from batchload.pipeline.reconcile import reconcile as compare
     from batchload.send.transport import IngestionClient
+    from batchload.state.manifest import Manifest
 
     with Manifest.open(path, create=False) as opened:
         endpoints = {d.endpoint for d in opened.datasets()}

@@ -22,8 +22,8 @@ from batchload.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from batchload.check.verdict import FileVerdict
     from batchload.contract.model import Contract
-    from batchload.check.validate import FileVerdict
 
 #: Files handed to one validate_files call (one pandera call per layout within it).
 VALIDATE_BATCH_FILES = 500
@@ -73,15 +73,18 @@ def infer(
     Example:
       batchload schema infer data/2024-01-*.csv --name equity_signals -o schemas/equity_signals.yaml
     """
-    from batchload.contract.model import contract_to_yaml, dump_contract, infer_contract
-    from batchload.read.discover import discover
+    from batchload.contract.infer import infer_contract
+    from batchload.contract.model import contract_to_yaml, dump_contract
     from batchload.errors import UsageError
+    from batchload.read.discover import discover
+    from batchload.read.frames import read_samples
 
     out = output()
     found = discover(files)
     if found.rejected:
         raise UsageError(f"{found.rejected[0].path}: {found.rejected[0].reason}")
-    contract, drift = infer_contract([f.path for f in found.files], name, sheet=sheet)
+    samples = read_samples([f.path for f in found.files], sheet=sheet)
+    contract, drift = infer_contract(samples, name)
     if out_path is not None:
         dump_contract(contract, out_path)
     if as_json:
@@ -234,14 +237,11 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
       batchload validate 'data/*.csv' --schema schemas/equity_signals.yaml
       batchload validate prices.xlsx --sheet Daily --schema schemas/market_prices.yaml --json
     """
+    from batchload.check.crossfile import UniqueKeys, group_by_fingerprint
+    from batchload.check.validate import validate_files
+    from batchload.check.verdict import FileVerdict
     from batchload.contract.model import load_contract
     from batchload.read.discover import discover
-    from batchload.check.validate import (
-        FileVerdict,
-        UniqueKeys,
-        group_by_fingerprint,
-        validate_files,
-    )
 
     contract = load_contract(schema_path)
     found = discover(files)

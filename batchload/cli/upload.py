@@ -23,6 +23,7 @@ from batchload.cli.common import (
     print_json,
     schema_option,
 )
+from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_LINES_SHOWN = 20
 DEFAULT_CONCURRENCY = 8
-DEFAULT_MAX_REQUEST_MB = 5.0
 DEFAULT_RETRIES = 7
 
 
@@ -156,8 +156,8 @@ def run_plan(plan: Path, **common: Any) -> None:
     \b
       batchload run backfill.toml
     """
-    from batchload.state.manifest import default_manifest_path
     from batchload.pipeline.plan import load_plan
+    from batchload.state.manifest import default_manifest_path
 
     loaded = load_plan(plan)
     for key in ("concurrency", "max_request_mb"):

@@ -17,8 +17,7 @@ import pandera.polars as pa
 import polars as pl
 
 from batchload.contract.model import Contract, build_contract, dtype_instance
-from batchload.errors import ContractError, UnreadableFile, UsageError
-from batchload.read.frames import read_sample
+from batchload.errors import ContractError
 
 __all__ = ["Drift", "infer_contract"]
 
@@ -47,24 +46,18 @@ class Drift:
 
 
 def infer_contract(
-    paths: Sequence[Path | str], name: str, *, sheet: str | None = None
+    samples: Sequence[tuple[Path, pl.DataFrame]], name: str
 ) -> tuple[Contract, list[Drift]]:
-    """Infer a contract from sample files, and report where the samples disagree.
+    """Infer a contract from sample frames (read by :func:`~batchload.read.frames.read_samples`),
+    and report where the samples disagree.
 
     Columns keep the first file's order (then any column the others add); a dtype
     is widened to what every sample fits (ints and floats -> Float64, anything and
     text -> String); a column empty in a sample takes the others' dtype. Columns
     with no null in any sample are ``nullable: false``. No value checks are written.
     """
-    if not paths:
+    if not samples:
         raise ContractError("no sample files to infer a contract from")
-    samples: list[tuple[Path, pl.DataFrame]] = []
-    for raw in paths:
-        path = Path(raw)
-        try:
-            samples.append((path, read_sample(path, sheet=sheet)))
-        except UnreadableFile as exc:  # a sample that cannot be read cannot teach a type
-            raise UsageError(f"cannot infer from {path}: {exc}") from exc
     order: list[str] = []
     for _, frame in samples:
         order.extend(c for c in frame.columns if c not in order)

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandera.polars as pa
 import polars as pl
@@ -41,9 +41,6 @@ from pandera.io.polars_io import deserialize_schema, serialize_schema
 
 from batchload.errors import ContractError
 from batchload.protocol import normalize_arrow_type
-
-if TYPE_CHECKING:
-    from batchload.contract.infer import Drift
 
 __all__ = [
     "ColumnSpec",
@@ -56,7 +53,6 @@ __all__ = [
     "diff_locked",
     "dump_contract",
     "frame_fingerprint",
-    "infer_contract",
     "load_contract",
     "schema_fingerprint",
 ]
@@ -530,12 +526,3 @@ def diff_locked(
         if name in locked_types and locked_types[name] != kind:
             differences.append(SchemaDifference("type", name, locked_types[name], kind))
     return differences
-
-
-def infer_contract(
-    paths: Sequence[Path | str], name: str, *, sheet: str | None = None
-) -> tuple[Contract, list[Drift]]:
-    """Infer a contract from sample files, and the drift between them (:mod:`batchload.contract.infer`)."""
-    from batchload.contract.infer import infer_contract as infer
-
-    return infer(paths, name, sheet=sheet)

@@ -33,6 +33,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from batchload.demo.samples import (
+    DEMO_FORMATS,
+    TRADING_DAYS_PER_YEAR,
+    BadFile,
+    write_bad_files,
+    write_signal_files,
+)
 from batchload.errors import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -42,13 +49,6 @@ from batchload.errors import (
     ConfigError,
     ServiceError,
     UsageError,
-)
-from batchload.demo.samples import (
-    DEMO_FORMATS,
-    TRADING_DAYS_PER_YEAR,
-    BadFile,
-    write_bad_files,
-    write_signal_files,
 )
 
 CONTRACT_NAME = "equity_signals"

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from batchload.errors import UsageError
-from batchload.state.fileids import DEFAULT_TEMPLATE
 from batchload.pipeline.prepare import UploadJob
+from batchload.state.fileids import DEFAULT_TEMPLATE
 
 _UPLOAD_KEYS = frozenset({"schema", "files", "dataset", "dataset_id", "file_id", "sheet"})
 _RUN_KEYS = frozenset({"concurrency", "max_request_mb", "manifest"})

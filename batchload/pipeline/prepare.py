@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchload.read.discover import FileSet, SourceFile, discover
-from batchload.send.encode import Envelope
 from batchload.errors import UsageError
+from batchload.protocol import Envelope, FileFormat
+from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.state.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
 from batchload.state.manifest import (
     DatasetRecord,
@@ -34,7 +34,6 @@ from batchload.state.manifest import (
     ResumeRow,
     resume_decision,
 )
-from batchload.protocol import FileFormat
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract

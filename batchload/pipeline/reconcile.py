@@ -9,9 +9,9 @@ something else, or by a run with another manifest). Run after every upload and a
 from __future__ import annotations
 
 from batchload.errors import AuthError, ServiceError
+from batchload.send.transport import IngestionClient
 from batchload.state.manifest import Manifest
 from batchload.summary import Reconciliation
-from batchload.send.transport import IngestionClient
 
 
 async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconciliation, ...]:

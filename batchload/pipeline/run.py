@@ -31,22 +31,22 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchload.check.checker import check_bytes, check_group, groups, plan_requests
+from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
-from batchload.send.encode import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
-from batchload.state.manifest import Changes, DatasetRecord, Manifest
 from batchload.pipeline.prepare import PreparedJob, UploadJob, Work, prepare
-from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
 from batchload.pipeline.reconcile import reconcile
+from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
+from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
-from batchload.check.spool import PartSpool
-from batchload.summary import Problem, Reconciliation, RunSummary
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
+from batchload.state.manifest import Changes, DatasetRecord, Manifest
+from batchload.summary import Problem, Reconciliation, RunSummary
 
 if TYPE_CHECKING:
-    from batchload.check.validate import UniqueKeys
+    from batchload.check.crossfile import UniqueKeys
 
 MEMORY_BUDGET_MB = 256.0
 """Files being checked count what :func:`~batchload.check.checker.check_bytes` says against it
@@ -293,7 +293,7 @@ class _Run:
     def keys(self, job: PreparedJob) -> UniqueKeys:
         """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
         keys of the files earlier runs sent (taken in by the first check, in a thread)."""
-        from batchload.check.validate import UniqueKeys
+        from batchload.check.crossfile import UniqueKeys
 
         if job.name not in self._keys:
             self._keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)

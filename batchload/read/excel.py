@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchload.errors import UnreadableFile
-from batchload.read.frames import (
+from batchload.read.problems import (
     MAX_EXAMPLES,
     BadCells,
     UnparseableValues,
-    _check_file,
-    _raise_unreadable,
+    check_readable,
+    raise_unreadable,
     shorten,
 )
 
@@ -64,13 +64,13 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
     every row as the API would, reporting the cells that do not fit the guess."""
     import fastexcel
 
-    _check_file(path)
+    check_readable(path)
     if path.suffix.lower() == ".xlsx":
         _check_expanded_size(path, MAX_WORKBOOK_EXPANDED_BYTES)
     try:
         reader = fastexcel.read_excel(path)
     except fastexcel.FastExcelError as exc:
-        return _raise_unreadable(path, f"not a readable {path.suffix.lstrip('.')} workbook", exc)
+        return raise_unreadable(path, f"not a readable {path.suffix.lstrip('.')} workbook", exc)
     names = list(reader.sheet_names)
     if not names:
         raise UnreadableFile("the workbook has no sheets", path=path)
@@ -103,7 +103,7 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
             assert isinstance(as_read, pl.DataFrame)
             texts = as_read
     except fastexcel.FastExcelError as exc:
-        return _raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
+        return raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
     bad = _excel_bad_cells(frame, errors.errors, contract, texts) if errors is not None else []
     if contract is not None:
         frame, strict = _as_contract_types(frame, contract, texts)

@@ -33,7 +33,6 @@ import aiohttp
 import anyio
 
 from batchload.config import ClientConfig
-from batchload.send.encode import RequestBody
 from batchload.errors import (
     AuthError,
     ConfigError,
@@ -43,6 +42,7 @@ from batchload.errors import (
     UnreachableError,
 )
 from batchload.protocol import DATASETS_PATH
+from batchload.send.body import RequestBody
 from batchload.send.retry import parse_retry_after
 
 CONNECT_TIMEOUT_S = 30.0

@@ -30,17 +30,8 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from batchload.check.checker import Checked, cut_file, part_envelope, problem_of
-from batchload.send.encode import (
-    DiskSource,
-    Envelope,
-    MemorySource,
-    Part,
-    RequestBody,
-    parquet_bytes,
-    raw_budget,
-    sha256_bytes,
-    split_frame,
-)
+from batchload.check.parts import Part, parquet_bytes, split_frame
+from batchload.check.spool import PartSpool
 from batchload.errors import (
     AuthError,
     ConfigError,
@@ -50,11 +41,13 @@ from batchload.errors import (
     UnreachableError,
     UsageError,
 )
-from batchload.state.manifest import Changes, FileKeys, FileRecord
 from batchload.pipeline.prepare import PreparedJob
 from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
+from batchload.protocol import Envelope, raw_budget
+from batchload.read.content import DiskSource, MemorySource, sha256_bytes
+from batchload.send.body import RequestBody
 from batchload.send.sender import DatasetGate, Sender
-from batchload.check.spool import PartSpool
+from batchload.state.manifest import Changes, FileKeys, FileRecord
 from batchload.summary import Problem
 
 if TYPE_CHECKING:

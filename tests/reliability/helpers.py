@@ -245,9 +245,9 @@ def reconcile(manifest: Path, *, endpoint: str, token: str) -> tuple[Any, ...]:
     import anyio
 
     from batchload.config import ClientConfig, Secret
-    from batchload.state.manifest import Manifest
     from batchload.pipeline.run import reconcile as compare
     from batchload.send.transport import IngestionClient
+    from batchload.state.manifest import Manifest
 
     config = ClientConfig(endpoint=endpoint, token=Secret(token))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from batchload import upload_files
+from batchload.api import upload_files
 from batchload.errors import AuthError, BatchloadError, ServiceError, UnreachableError
 from batchload.progress import Event
 from batchload.send.retry import RetryPolicy
