@@ -24,7 +24,7 @@ import anyio
 from batchload.check.parts import split_frame
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
 from batchload.errors import FileProblem, UsageError
-from batchload.pipeline.prepare import UploadJob
+from batchload.jobs import UploadJob
 from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, Envelope, max_request_bytes, raw_budget

@@ -97,7 +97,8 @@ def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
 
 def run(files: int = 10_000, done: int = 9_000, repeats: int = 5) -> dict[str, Any]:
     """Time the skip decision for ``done`` of ``files``; see the module docstring."""
-    from batchload.pipeline.prepare import UploadJob, prepare
+    from batchload.jobs import UploadJob
+    from batchload.pipeline.prepare import prepare
     from batchload.protocol import max_request_bytes
     from batchload.state.manifest import Manifest
 

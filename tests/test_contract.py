@@ -226,13 +226,23 @@ def test_diff_locked_column_by_column() -> None:
         {"name": "c", "type": "double"},
         {"name": "d", "type": "timestamp[ms]"},
     ]
-    found = {(d.kind, d.column): (d.expected, d.actual) for d in diff_locked(contract, locked)}
+    found = {(d.kind, d.column): d.to_dict() for d in diff_locked(contract, locked)}
     assert found == {
-        ("missing", "c"): ("double", None),
-        ("extra", "x"): (None, "double"),
-        ("reordered", "b"): ("2", "1"),
-        ("reordered", "a"): ("1", "2"),
-        ("type", "d"): ("timestamp[ms]", "date32[day]"),
+        ("missing", "c"): {"kind": "missing", "column": "c", "expected": "double"},
+        ("extra", "x"): {"kind": "extra", "column": "x", "actual": "double"},
+        # a and b swapped: one of them moved, the other kept the locked order
+        ("reordered", "b"): {
+            "kind": "reordered",
+            "column": "b",
+            "expected_position": 1,
+            "actual_position": 0,
+        },
+        ("type", "d"): {
+            "kind": "type",
+            "column": "d",
+            "expected": "timestamp[ms]",
+            "actual": "date32[day]",
+        },
     }
     assert all(str(d) for d in diff_locked(contract, locked))
 

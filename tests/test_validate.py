@@ -15,13 +15,8 @@ from hypothesis import strategies as st
 
 from batchload.check.crossfile import UniqueKeys, group_by_fingerprint
 from batchload.check.proof import proven_valid
-from batchload.check.validate import (
-    MAX_EXAMPLES,
-    Problem,
-    _validate_chunk,
-    validate_files,
-    validate_frame,
-)
+from batchload.check.rows import validate_chunk
+from batchload.check.validate import MAX_EXAMPLES, Problem, validate_files, validate_frame
 from batchload.check.verdict import FileVerdict
 from batchload.contract.model import Contract, build_contract
 from tests.test_blockwise import signals
@@ -505,9 +500,9 @@ def test_valid_verdict_is_pandera_verdict(
         other = pl.DataFrame(
             [(dt.date(2020, 1, 1), "ZZ", 0.0, 1)], schema=contract.polars_schema(), orient="row"
         )
-        verdict = _validate_chunk([(0, other), (1, frame)], contract)[1]
+        verdict = validate_chunk([(0, other), (1, frame)], contract)[1]
     else:
-        verdict = _validate_chunk([(0, frame)], contract)[0]
+        verdict = validate_chunk([(0, frame)], contract)[0]
     ours = not [p for p in verdict if p.check != "no_rows"]
     assert ours == pandera_says, verdict
 

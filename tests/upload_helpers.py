@@ -13,7 +13,7 @@ import anyio
 import requests
 
 from batchload.config import ClientConfig, Secret
-from batchload.pipeline.prepare import UploadJob
+from batchload.jobs import UploadJob
 from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Event
 from batchload.send.retry import RetryPolicy

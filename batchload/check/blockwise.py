@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from batchload.check.crossfile import UniqueKeys
+from batchload.check.rows import shown_value, unique_keys, validate_rows
 from batchload.check.verdict import MAX_EXAMPLES, Problem
 from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 
@@ -69,8 +70,6 @@ def validate_blockwise(
     ``on_block``: called with each block, in order, while no problem is found (a file
     sent in parts cuts them as it is validated).
     """
-    from batchload.check.validate import unique_keys, validate_rows
-
     checks = unique_keys(contract)
     expected = _expected_rows(path)
     hashed = {columns: _Hashes(expected) for columns, _ in checks}
@@ -262,8 +261,6 @@ def _repeated(
     follows the repeats, not the file. As ``validate._uniqueness`` reports it: every
     row of a repeated key fails.
     """
-    from batchload.check.validate import shown_value
-
     columns, column = check
     wanted = twice.implode()
     candidates: list[pl.DataFrame] = []

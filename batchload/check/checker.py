@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
-from batchload.pipeline.prepare import PreparedJob, Work
+from batchload.jobs import PreparedJob, Work
 from batchload.protocol import MIB, Envelope, raw_budget
 from batchload.read.content import Fingerprint, fingerprint_file
 from batchload.state.manifest import FileKeys

@@ -27,7 +27,7 @@ from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
-    from batchload.pipeline.prepare import UploadJob
+    from batchload.jobs import UploadJob
     from batchload.summary import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +122,7 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
       batchload upload 'data/signals/*.csv' --schema schemas/equity_signals.yaml
     """
     from batchload.errors import UsageError
-    from batchload.pipeline.prepare import UploadJob
+    from batchload.jobs import UploadJob
 
     if dataset and dataset_id:
         raise UsageError("give --dataset or --dataset-id, not both")

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
@@ -41,6 +41,7 @@ from pandera.io.polars_io import deserialize_schema, serialize_schema
 
 from batchload.errors import ContractError
 from batchload.protocol import normalize_arrow_type
+from batchload.schemadiff import Column, SchemaDifference, diff_schemas, schema_from_json
 
 __all__ = [
     "ColumnSpec",
@@ -150,36 +151,6 @@ class Contract:
                 }
                 for c in self.columns
             ],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaDifference:
-    """One column-by-column difference between the contract and a locked schema."""
-
-    kind: Literal["missing", "extra", "reordered", "type"]
-    column: str
-    expected: str | None  # what the locked schema has (type or position)
-    actual: str | None  # what the contract has
-
-    def __str__(self) -> str:
-        if self.kind == "missing":
-            return f"column {self.column!r} is locked as {self.expected} but not in the contract"
-        if self.kind == "extra":
-            return f"column {self.column!r} ({self.actual}) is in the contract, not the dataset"
-        if self.kind == "reordered":
-            return (
-                f"column {self.column!r} is at position {self.actual} in the contract, "
-                f"{self.expected} in the dataset"
-            )
-        return f"column {self.column!r} is {self.actual} in the contract, locked as {self.expected}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "column": self.column,
-            "expected": self.expected,
-            "actual": self.actual,
         }
 
 
@@ -494,35 +465,6 @@ def dump_contract(contract: Contract, path: Path | str) -> Path:
 def diff_locked(
     contract: Contract, locked_schema: Sequence[Mapping[str, Any]]
 ) -> list[SchemaDifference]:
-    """Compare the contract with a dataset's locked schema, column by column.
-
-    ``missing``: locked but not in the contract; ``extra``: in the contract only;
-    ``reordered``: in both at different positions among the shared columns;
-    ``type``: in both with other Arrow types (compared by the API's spelling).
-    """
-    locked = [
-        (str(c.get("name")), normalize_arrow_type(str(c.get("type", "")))) for c in locked_schema
-    ]
-    locked_types = dict(locked)
-    ours = [(c.name, c.arrow_type) for c in contract.columns]
-    our_types = dict(ours)
-    differences: list[SchemaDifference] = []
-    for name, kind in locked:
-        if name not in our_types:
-            differences.append(SchemaDifference("missing", name, kind, None))
-    for name, kind in ours:
-        if name not in locked_types:
-            differences.append(SchemaDifference("extra", name, None, kind))
-    shared_locked = [n for n, _ in locked if n in our_types]
-    shared_ours = [n for n, _ in ours if n in locked_types]
-    for position, (theirs, mine) in enumerate(zip(shared_locked, shared_ours, strict=True)):
-        if theirs != mine:
-            differences.append(
-                SchemaDifference(
-                    "reordered", mine, str(shared_locked.index(mine) + 1), str(position + 1)
-                )
-            )
-    for name, kind in ours:
-        if name in locked_types and locked_types[name] != kind:
-            differences.append(SchemaDifference("type", name, locked_types[name], kind))
-    return differences
+    """Compare the contract with a dataset's locked schema (its wire form), column by column."""
+    ours = tuple(Column(c.name, c.arrow_type) for c in contract.columns)
+    return diff_schemas(schema_from_json(locked_schema), ours)

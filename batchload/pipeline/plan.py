@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from batchload.errors import UsageError
-from batchload.pipeline.prepare import UploadJob
+from batchload.jobs import UploadJob
 from batchload.state.fileids import DEFAULT_TEMPLATE
 
 _UPLOAD_KEYS = frozenset({"schema", "files", "dataset", "dataset_id", "file_id", "sheet"})

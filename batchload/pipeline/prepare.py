@@ -18,19 +18,17 @@ import contextlib
 import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from batchload.errors import UsageError
-from batchload.protocol import Envelope, FileFormat
+from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
+from batchload.protocol import Envelope
 from batchload.read.discover import FileSet, SourceFile, discover
-from batchload.state.fileids import DEFAULT_TEMPLATE, FileIdTemplate, check_unique
+from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import (
     DatasetRecord,
-    FileRecord,
     Manifest,
-    Resume,
     ResumeRow,
     resume_decision,
 )
@@ -39,78 +37,6 @@ if TYPE_CHECKING:
     from batchload.contract.model import Contract
 
 _SHA_PLACEHOLDER = "0" * 64
-#: Formats sent as parquet made from the validated frame, never as the file's bytes:
-#: the API would guess a workbook's types (every number a double, dates timestamps),
-#: so the parquet carries the contract's Arrow types instead.
-SENT_AS_PARQUET: tuple[FileFormat, ...] = ("xls", "xlsx")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UploadJob:
-    """One dataset's share of a run: which files, checked against which contract, sent where."""
-
-    files: tuple[str, ...]
-    """Paths and globs (``**`` recursive), relative to ``base``."""
-    schema: Path
-    """The contract file."""
-    dataset: str | None = None
-    """Dataset name; default: the contract's. Created by the first valid file if needed."""
-    dataset_id: str | None = None
-    """Add to this existing dataset instead of creating one."""
-    file_id: str = DEFAULT_TEMPLATE
-    sheet: str | None = None
-    base: Path | None = None
-
-    def __post_init__(self) -> None:
-        FileIdTemplate(self.file_id)  # a bad template is refused before anything is read
-        if self.dataset and self.dataset_id:
-            raise UsageError("give a dataset name or a dataset id, not both")
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    """One file to read, validate and send."""
-
-    job: int
-    source: SourceFile
-    file_id: str | None
-    """None while it depends on the content (a ``{sha8}`` template), or when the file's
-    name cannot make one (checking refuses the file with the reason)."""
-    decision: Resume
-    previous: tuple[FileRecord, ...]
-    """The file's rows from earlier runs (to re-check a hash, and to clean up old parts)."""
-    split: bool
-    """Its request would exceed the limit: it is sent in parts."""
-    convert: bool = False
-    """A workbook: sent as parquet from its validated frame (see SENT_AS_PARQUET)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreparedJob:
-    """A job with its contract loaded, its files found and its work decided."""
-
-    index: int
-    job: UploadJob
-    name: str
-    contract: Contract
-    template: FileIdTemplate
-    file_set: FileSet
-    work: tuple[Work, ...]
-    skipped: tuple[SourceFile, ...]
-    record: DatasetRecord | None
-    owners: Mapping[str, str] = field(default_factory=dict)
-    """file_id -> source path for every id the manifest holds for this dataset."""
-    forget: tuple[tuple[str, str, int], ...] = ()
-    """Rows of files that are gone and whose ids a new file takes over."""
-    known_keys: tuple[tuple[str, bytes], ...] = ()
-    """Unique-key hashes of the dataset's files that earlier runs sent and this run
-    does not send again (skipped, or only to be re-hashed): the cross-file check
-    starts from them. The same for every job of one dataset."""
-
-    @property
-    def convert_options(self) -> dict[str, object] | None:
-        """What CSV bodies carry so the service parses exactly the validated types."""
-        return {"column_types": self.contract.column_types()}
 
 
 def prepare(

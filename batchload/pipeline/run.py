@@ -34,7 +34,8 @@ from batchload.check.checker import check_bytes, check_group, groups, plan_reque
 from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
-from batchload.pipeline.prepare import PreparedJob, UploadJob, Work, prepare
+from batchload.jobs import PreparedJob, UploadJob, Work
+from batchload.pipeline.prepare import prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes

@@ -41,7 +41,7 @@ from batchload.errors import (
     UnreachableError,
     UsageError,
 )
-from batchload.pipeline.prepare import PreparedJob
+from batchload.jobs import PreparedJob
 from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
 from batchload.protocol import Envelope, raw_budget
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 from aiohttp import HttpVersion11, web
 
 from batchload.protocol import DATASETS_PATH, HEALTH_PATH, ErrorCode
+from batchload.schemadiff import schema_to_json
 from batchload.server import ingest
 from batchload.server.auth import TokenGate, bearer_token
 from batchload.server.body import check_id
 from batchload.server.errors import ApiError, bad_request, not_found
 from batchload.server.faults import Faults
-from batchload.server.schema import schema_to_json
 from batchload.server.settings import ServerSettings
 from batchload.server.store import DatasetNotFound, Store
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
+from batchload.schemadiff import Schema, diff_schemas
 from batchload.server.body import FileUpload, dataset_spec, decode_file, file_upload, parse_object
 from batchload.server.errors import ApiError, not_found
 from batchload.server.parse import ParsedFile, canonical_schema, parse_file
-from batchload.server.schema import Schema, diff_schemas
 from batchload.server.store import (
     DatasetNotFound,
     DatasetRecord,
@@ -161,7 +161,7 @@ def _file_record(
 
 def _mismatch(dataset_id: str, locked: Schema, actual: Schema) -> ApiError:
     """422 whose ``details`` lists the differences column by column."""
-    differences = diff_schemas(locked, actual)
+    differences = [d.to_wire() for d in diff_schemas(locked, actual)]
     summary = ", ".join(_describe(d) for d in differences[:5])
     more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
     return ApiError(

@@ -25,8 +25,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from batchload.protocol import FileFormat, normalize_arrow_type
+from batchload.schemadiff import Column, Schema, duplicate_names
 from batchload.server.errors import bad_request
-from batchload.server.schema import Column, Schema, duplicate_names
 
 #: The first bytes of each binary format, to refuse a file sent under the wrong name.
 _MAGIC: Final[dict[str, bytes]] = {

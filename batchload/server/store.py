@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batchload.server.schema import Column, Schema, schema_to_json
+from batchload.schemadiff import Column, Schema, schema_to_json
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS datasets (

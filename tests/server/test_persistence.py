@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from batchload.schemadiff import Column
 from batchload.server.process import ServerProcess
-from batchload.server.schema import Column
 from batchload.server.store import FileRecord, NewDataset, Store
 from tests.server.helpers import DATASETS, Api, parquet_bytes, raw_exchange
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from batchload.schemadiff import Column, Schema, diff_schemas
 from batchload.server.errors import ApiError
 from batchload.server.parse import canonical_schema, canonical_type
-from batchload.server.schema import Column, Schema, diff_schemas
 
 
 def schema(*columns: str) -> Schema:
@@ -81,7 +81,7 @@ def schema(*columns: str) -> Schema:
     ],
 )
 def test_diff_schemas(locked: Schema, actual: Schema, expected: list[dict[str, object]]) -> None:
-    assert diff_schemas(locked, actual) == expected
+    assert [d.to_wire() for d in diff_schemas(locked, actual)] == expected
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchload.server.schema import Column
+from batchload.schemadiff import Column
 from batchload.server.store import (
     DatasetNotFound,
     FileRecord,
