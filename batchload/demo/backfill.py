@@ -132,7 +132,7 @@ def find_contract(name: str = CONTRACT_NAME, *, cwd: Path | None = None) -> Path
     here = cwd or Path.cwd()
     candidates = [
         here / "schemas" / f"{name}.yaml",
-        Path(__file__).resolve().parent.parent / "schemas" / f"{name}.yaml",
+        Path(__file__).resolve().parents[2] / "schemas" / f"{name}.yaml",
     ]
     for candidate in candidates:
         if candidate.is_file():
