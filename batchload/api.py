@@ -22,7 +22,9 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from batchload.check.parts import split_frame
+from batchload.check.validate import validate_frame
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
+from batchload.contract.model import arrow_schema, load_contract
 from batchload.errors import FileProblem, UsageError
 from batchload.jobs import UploadJob
 from batchload.pipeline.run import RunOptions, run_upload
@@ -80,8 +82,6 @@ def _config(
 
 
 def _default_manifest(job: UploadJob) -> Path:
-    from batchload.contract.model import load_contract
-
     name = job.dataset or load_contract(job.schema).dataset_name
     return default_manifest_path(name)
 
@@ -185,8 +185,6 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
     assert isinstance(frame, pl.DataFrame)
     if schema is None:
         return frame, None
-    from batchload.check.validate import validate_frame
-    from batchload.contract.model import arrow_schema, load_contract
 
     contract = load_contract(schema)
     verdict = validate_frame(frame, contract, path="<dataframe>")

@@ -17,6 +17,7 @@ from batchload.state.manifest import (
     DatasetRecord,
     FileKeys,
     FileRecord,
+    KeyRun,
     Manifest,
     resume_decision,
 )
@@ -189,18 +190,11 @@ def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
 
 
 def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
-    """A large file's hashes wait for its upload as a reader, not as bytes in memory."""
-    reads: list[str] = []
-
-    def reader(source: str, blob: bytes):  # type: ignore[no-untyped-def]
-        def read() -> bytes:
-            reads.append(source)
-            return blob
-
-        return read
-
+    """A large file's hashes wait for its upload on disk, and are read when stored."""
+    spill = tmp_path / "keys.bin"
+    spill.write_bytes(b"x" * 16 + b"B" * 24 + b"y" * 8)
     later = FileKeys(
-        dataset="prices", source_path="/d/b.csv", scheme="s1", hashes=reader("b", b"B" * 24)
+        dataset="prices", source_path="/d/b.csv", scheme="s1", hashes=KeyRun(spill, 16, 3)
     )
     with Manifest.open(tmp_path / "m.sqlite") as manifest:
         manifest.apply(
@@ -209,8 +203,14 @@ def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
                 Changes(records=(record("/d/b.csv"),), keys=(later,)),
             ]
         )
-        assert reads == ["b"]
         assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
+
+
+def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:
+    spill = tmp_path / "keys.bin"
+    spill.write_bytes(b"B" * 20)
+    with pytest.raises(OSError, match="cut short"):
+        KeyRun(spill, 0, 3).read()
 
 
 def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from batchload.check.rows import validate_chunk
 from batchload.check.validate import MAX_EXAMPLES, Problem, validate_files, validate_frame
 from batchload.check.verdict import FileVerdict
 from batchload.contract.model import Contract, build_contract
+from batchload.state.manifest import KeyRun
 from tests.test_blockwise import signals
 
 HEADER = "date,ticker,signal,volume\n"
@@ -428,7 +429,8 @@ def test_a_spilled_files_keys_are_read_back_for_the_manifest_and_catch_a_later_r
     assert keys.stored(Path("small.csv")) is None  # kept in memory: to_bytes of its hashes
     read = keys.stored(Path("big.csv"))
     assert read is not None
-    blob = read()
+    assert isinstance(read, KeyRun)
+    blob = read.read()
     assert UniqueKeys.from_bytes([blob]).sort().to_list() == keys.hashes(big).sort().to_list()
     later = UniqueKeys(("k",), known=[("big.csv", blob)])
     (clash,) = later.claim([(Path("new.csv"), pl.DataFrame({"k": [1000, 42]}))])

@@ -25,12 +25,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from batchload.check.crossfile import UniqueKeys
 from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
+from batchload.check.validate import BLOCK_BYTES, in_blocks, validate_files
+from batchload.contract.model import arrow_schema
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
 from batchload.jobs import PreparedJob, Work
 from batchload.protocol import MIB, Envelope, raw_budget
 from batchload.read.content import Fingerprint, fingerprint_file
+from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
+from batchload.read.frames import read_frame
 from batchload.state.manifest import FileKeys
 from batchload.summary import PlannedRequest, Problem
 
@@ -112,8 +117,6 @@ def check_bytes(
     A file sent in parts counts the part being cut (``max_request_bytes``); its parts
     go to the spool, so they hold no memory once checked.
     """
-    from batchload.check.validate import BLOCK_BYTES, in_blocks
-
     total = 0
     for work in works:
         size = work.source.size
@@ -143,8 +146,6 @@ def check_group(
     With a ``spool``, a file to be split (checked alone) has its parts cut for
     ``max_request_bytes`` while it is read, into the spool; without, it keeps its frame.
     """
-    from batchload.check.validate import validate_files
-
     results: dict[int, Checked] = {}
     pending: list[tuple[int, Work, Fingerprint, str]] = []
     for index, work in enumerate(works):
@@ -227,8 +228,6 @@ class _SpooledParts:
         self._cutter = self._new_cutter()
 
     def _new_cutter(self) -> PartCutter:
-        from batchload.contract.model import arrow_schema
-
         schema, path = arrow_schema(self.job.contract), self.work.source.path
         return PartCutter(
             budget_bytes=self.budget,
@@ -316,9 +315,6 @@ def _unvalidated(
 
 def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
     """Feed a large CSV's blocks to ``cut``; False when it must be read whole."""
-    from batchload.check.validate import BLOCK_BYTES, in_blocks
-    from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
-
     path = work.source.path
     if not in_blocks(path, job.contract, BLOCK_BYTES):
         return False
@@ -333,8 +329,6 @@ def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
 
 def read_whole(work: Work, job: PreparedJob) -> pl.DataFrame:
     """A file's frame, read whole, unvalidated."""
-    from batchload.read.frames import read_frame
-
     return read_frame(work.source.path, job.contract, sheet=job.job.sheet)
 
 
@@ -344,10 +338,6 @@ def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[
 
     Raises FileChanged when the file is not what was checked. Blocking: run it in a thread.
     """
-    from batchload.check.validate import BLOCK_BYTES, in_blocks
-    from batchload.contract.model import arrow_schema
-    from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
-
     work, fp = checked.work, checked.fingerprint
     assert fp is not None
     path = work.source.path
@@ -389,9 +379,6 @@ def plan_requests(
 def _plan(
     prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
 ) -> tuple[list[PlannedRequest], list[Problem]]:
-    from batchload.check.crossfile import UniqueKeys
-    from batchload.contract.model import arrow_schema
-
     plan: list[PlannedRequest] = []
     problems: list[Problem] = []
     keys: dict[str, UniqueKeys] = {}

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from batchload.check.verdict import MAX_EXAMPLES, FileVerdict, Problem
+from batchload.state.manifest import KeyRun
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract
@@ -131,13 +132,13 @@ class UniqueKeys:
         assert isinstance(series, pl.Series)
         return series.alias("h")
 
-    def stored(self, path: Path) -> Callable[[], bytes] | None:
-        """What reads back ``path``'s key hashes (as :meth:`to_bytes` gives them) when its
-        run is in the spill file; None when it is kept in memory. A checked file waits
-        for its upload before the manifest stores its keys: this way it waits without
-        them in memory."""
+    def stored(self, path: Path) -> KeyRun | None:
+        """Where ``path``'s key hashes (as :meth:`to_bytes` gives them) wait when its run
+        is in the spill file; None when it is kept in memory. A checked file waits for
+        its upload before the manifest stores its keys: this way it waits without them
+        in memory."""
         run = self._spilled.get(path)  # one dict read: no need to wait for the lock
-        return None if run is None else run.to_bytes
+        return None if run is None else run.on_disk()
 
     def __len__(self) -> int:
         with self._lock:
@@ -423,14 +424,18 @@ class _Spill:
     def spilled(self, hashes: pl.Series, files: int) -> _SpilledRun:
         """Write a sorted run of one file's hashes; the run that reads it back."""
         if self._file is None:
-            # kept open as long as the keys; deleted by the system when closed
-            self._file = tempfile.TemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
+            # kept open as long as the keys; deleted when closed
+            self._file = tempfile.NamedTemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
         self._file.seek(self._end)
         self._file.write(hashes.cast(pl.UInt64).to_numpy().view("u1").data)
         self._file.flush()  # for :meth:`read`, which reads beside the buffer
         run = _SpilledRun(self, self._end, hashes.len(), files)
         self._end += 8 * hashes.len()
         return run
+
+    @property
+    def path(self) -> Path:
+        return Path(self._file.name)
 
     def read(self, offset: int, rows: int) -> bytes:
         """The ``rows`` hashes at byte ``offset``, as bytes; safe beside the lock's users
@@ -467,6 +472,10 @@ class _SpilledRun:
     def to_bytes(self) -> bytes:
         """The run's hashes as :meth:`UniqueKeys.to_bytes` gives them."""
         return self.spill.read(self.offset, self.rows)
+
+    def on_disk(self) -> KeyRun:
+        """Where the run's hashes are, for the manifest to read when it stores them."""
+        return KeyRun(self.spill.path, self.offset, self.rows)
 
     def holds_any(self, hashes: pl.Series) -> bool:
         """Whether any of ``hashes`` (sorted) is here."""

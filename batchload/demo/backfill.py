@@ -50,6 +50,7 @@ from batchload.errors import (
     ServiceError,
     UsageError,
 )
+from batchload.server.process import ServerProcess
 
 CONTRACT_NAME = "equity_signals"
 DEFAULT_DAYS = 2 * TRADING_DAYS_PER_YEAR
@@ -295,8 +296,6 @@ def run_upload(args: Sequence[str], *, quiet: bool, interrupts: Interrupts) -> d
 
 def run_demo(settings: DemoSettings, *, say: Say) -> DemoResult:
     """Run the whole demo, narrating with ``say``; the server is always stopped."""
-    from batchload.server.process import ServerProcess
-
     contract = find_contract()
     directory = demo_directory(settings.directory)
     signals = directory / "signals"

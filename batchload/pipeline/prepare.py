@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from batchload.check.crossfile import UniqueKeys
+from batchload.contract.model import load_contract
 from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
@@ -77,8 +79,6 @@ def _prepare(
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
-    from batchload.contract.model import load_contract
-
     prepared: list[PreparedJob] = []
     by_name: dict[str, PreparedJob] = {}
     indexes: dict[str, Mapping[str, list[ResumeRow]]] = {}
@@ -133,8 +133,6 @@ def _with_known_keys(
     forgets (gone, its id taken over) is left out: its old keys must not count
     against it or its successor.
     """
-    from batchload.check.crossfile import UniqueKeys
-
     known: dict[str, tuple[tuple[str, bytes], ...]] = {}
     for name in dict.fromkeys(job.name for job in prepared):
         jobs = [job for job in prepared if job.name == name]

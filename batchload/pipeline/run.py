@@ -30,9 +30,11 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check.checker import check_bytes, check_group, groups, plan_requests
+from batchload.check.checker import check_bytes, check_group, cut_file, groups, plan_requests
+from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
+from batchload.contract.model import diff_locked
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
 from batchload.jobs import PreparedJob, UploadJob, Work
 from batchload.pipeline.prepare import prepare
@@ -216,6 +218,7 @@ class _Run:
                 owners=owners,
                 max_request_bytes=self.limit,
                 budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
+                recut=cut_file,
                 spool=spool,
             )
             try:
@@ -248,8 +251,6 @@ class _Run:
             self.gates[job.name] = gate
 
     async def _check_locked(self, sender: Sender, job: PreparedJob, dataset_id: str) -> None:
-        from batchload.contract.model import diff_locked
-
         try:
             answer = await sender.call(lambda: sender.client.get_dataset(dataset_id))
         except AuthError:
@@ -294,8 +295,6 @@ class _Run:
     def keys(self, job: PreparedJob) -> UniqueKeys:
         """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
         keys of the files earlier runs sent (taken in by the first check, in a thread)."""
-        from batchload.check.crossfile import UniqueKeys
-
         if job.name not in self._keys:
             self._keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
         return self._keys[job.name]

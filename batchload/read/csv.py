@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from batchload.contract.model import arrow_schema
 from batchload.errors import UnreadableFile
 from batchload.read.problems import (
     MAX_EXAMPLES,
@@ -166,8 +167,6 @@ def _convert_options(contract: Contract | None) -> Any:
 
     column_types: dict[str, Any] = {}
     if contract is not None:
-        from batchload.contract.model import arrow_schema
-
         column_types = {f.name: f.type for f in arrow_schema(contract)}
     return pacsv.ConvertOptions(column_types=column_types)
 

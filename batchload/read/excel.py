@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from batchload.contract.model import arrow_type_of
 from batchload.errors import UnreadableFile
 from batchload.read.problems import (
     MAX_EXAMPLES,
@@ -305,8 +306,6 @@ def _excel_bad_cells(
     A cell's value is shown as its text in ``texts`` when it has one there (a date
     cell among numbers reads ``2024-01-02 00:00:00``, not calamine's debug form).
     """
-    from batchload.contract.model import arrow_type_of
-
     expected = {} if contract is None else {c.name: c.arrow_type for c in contract.columns}
     found: dict[str, list[tuple[int, str]]] = {}
     for error in errors:

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from batchload.check.checker import Checked, cut_file, part_envelope, problem_of
+from batchload.check.checker import Checked, part_envelope, problem_of
 from batchload.check.parts import Part, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
+from batchload.contract.model import arrow_schema
 from batchload.errors import (
     AuthError,
     ConfigError,
@@ -61,6 +62,9 @@ RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
 
 Write = Callable[[Changes], Awaitable[None]]
 Cut = Callable[[int], Iterator[Part]]
+Recut = Callable[[PreparedJob, Checked, int], Iterator[Part]]
+"""Cuts a checked file's parts again for a byte budget: the check stage's own cutter,
+handed down by the pipeline, which a 413 asks again for smaller parts."""
 """A file's parts for a byte budget (of file bytes per part)."""
 
 
@@ -111,9 +115,11 @@ class Uploader:
         owners: dict[tuple[str, str], str],
         max_request_bytes: int,
         budget_bytes: int,
+        recut: Recut,
         spool: PartSpool | None = None,
     ) -> None:
         self.sender = sender
+        self.recut = recut
         self.gates = gates
         self.write = write
         self.sink = sink
@@ -221,7 +227,7 @@ class Uploader:
                 touched,
             )
         except PayloadTooLarge:
-            await self._parts(job, checked, functools.partial(cut_file, job, checked), touched)
+            await self._parts(job, checked, functools.partial(self.recut, job, checked), touched)
             return
         await self._finish(job, checked, [replace(done, parts=1)], touched)
 
@@ -236,7 +242,7 @@ class Uploader:
             fresh, first = first, False
             if fresh and self.max_request_bytes == checked.parts_limit:
                 return iter(parts)
-            return cut_file(job, checked, budget_bytes)
+            return self.recut(job, checked, budget_bytes)
 
         try:
             await self._parts(job, checked, cut)
@@ -248,15 +254,11 @@ class Uploader:
             self.spool.discard(parts)
 
     def _frame_cut(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> Cut:
-        from batchload.contract.model import arrow_schema
-
         schema, path = arrow_schema(job.contract), str(checked.work.source.path)
         return lambda budget: split_frame(frame, budget_bytes=budget, schema=schema, path=path)
 
     async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
         """A workbook: its validated frame as one parquet file (in parts if too large)."""
-        from batchload.contract.model import arrow_schema
-
         assert checked.file_id is not None
         schema = arrow_schema(job.contract)
         data = await anyio.to_thread.run_sync(parquet_bytes, frame, schema)

@@ -34,8 +34,9 @@ The token is never written here.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,7 +158,26 @@ class DatasetRecord:
     updated_at: str | None = None
 
 
-KeyHashes = bytes | memoryview | Callable[[], bytes]
+@dataclass(frozen=True, slots=True)
+class KeyRun:
+    """Where a large file's key hashes wait on disk, in its run's spill file
+    (:mod:`batchload.check.crossfile`): read when the manifest stores them, so a checked
+    file waits for its upload without them in memory."""
+
+    path: Path
+    offset: int
+    """In bytes."""
+    rows: int
+
+    def read(self) -> bytes:
+        with self.path.open("rb") as spill:
+            data = os.pread(spill.fileno(), 8 * self.rows, self.offset)
+        if len(data) != 8 * self.rows:
+            raise OSError("the spilled key hashes were cut short")
+        return data
+
+
+KeyHashes = bytes | memoryview | KeyRun
 """A file's key hashes, or what reads them back (see :class:`FileKeys`)."""
 
 
@@ -172,12 +192,12 @@ class FileKeys:
     hashes made another way are not comparable and are not used."""
     hashes: KeyHashes | None
     """u64 hashes in the machine's byte order, one per row, in no particular order (a view
-    of the run's own hashes, not a copy, or what reads them back from the run's spill
-    file); None deletes what an earlier run stored."""
+    of the run's own hashes, not a copy, or where they wait in the run's spill file);
+    None deletes what an earlier run stored."""
 
     def blob(self) -> bytes | memoryview | None:
         """The hashes as stored (read back now when they were left on disk)."""
-        return self.hashes() if callable(self.hashes) else self.hashes
+        return self.hashes.read() if isinstance(self.hashes, KeyRun) else self.hashes
 
 
 @dataclass(frozen=True, slots=True)
