@@ -136,7 +136,7 @@ async def upload_files_async(
     config = (
         None if dry_run else _config(endpoint, token, ca_bundle=ca_bundle, verify_tls=verify_tls)
     )
-    path = Path(manifest) if manifest else _default_manifest(job)
+    path = Path(manifest) if manifest else await anyio.to_thread.run_sync(_default_manifest, job)
     summary = await run_upload([job], config=config, manifest_path=path, options=options, sink=sink)
     if summary.error is not None:
         raise summary.error

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import sys
+import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from tests.upload_helpers import (
     job,
     run,
     sha256,
+    signal_csv,
     write_signals,
 )
 
@@ -178,6 +183,53 @@ def test_cancelled_midway_then_resumed(
     on_server = view.files(resumed.dataset_id or "")
     assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
     assert [r.missing for r in resumed.reconcile] == [()]
+
+
+def _checking_threads() -> list[str]:
+    """Files of the check stage's code that other threads are running now."""
+    stages = (f"{os.sep}batchload{os.sep}check{os.sep}", f"{os.sep}batchload{os.sep}read{os.sep}")
+    here = threading.get_ident()
+    found = []
+    for ident, top in sys._current_frames().items():
+        if ident == here:
+            continue
+        for frame, _ in traceback.walk_stack(top):
+            if any(stage in frame.f_code.co_filename for stage in stages):
+                found.append(frame.f_code.co_filename)
+    return found
+
+
+def test_a_run_cancelled_during_a_check_leaves_no_thread_checking(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """Cancelling waits for the check in its worker thread, which stops at its next block."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = 800_000  # about 24 MB: checked block by block
+    (data / "big.csv").write_text(signal_csv(0, rows))
+    seen_checking: list[bool] = []
+
+    async def cancelled_run() -> None:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_once_checking() -> None:
+                with anyio.fail_after(60):
+                    while not _checking_threads():  # noqa: ASYNC110  (no event to wait for)
+                        await anyio.sleep(0.005)  # polling the threads, not waiting for time
+                seen_checking.append(True)
+                group.cancel_scope.cancel()
+
+            group.start_soon(cancel_once_checking)
+            await run_upload(
+                [job(data / "*.csv")],
+                config=config(server, token),
+                manifest_path=tmp_path / "m.sqlite",
+                options=RunOptions(retry=FAST_RETRY, concurrency=2),
+            )
+
+    anyio.run(cancelled_run)
+    assert seen_checking == [True]
+    assert _checking_threads() == []
 
 
 # --- an endpoint that is not there ---------------------------------------------------------------

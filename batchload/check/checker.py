@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from batchload.cancel import stop_if_cancelled
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
@@ -149,6 +150,7 @@ def check_group(
     results: dict[int, Checked] = {}
     pending: list[tuple[int, Work, Fingerprint, str]] = []
     for index, work in enumerate(works):
+        stop_if_cancelled()
         try:
             fp = fingerprint_file(work.source.path)
         except FileProblem as exc:

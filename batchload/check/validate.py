@@ -34,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchload.cancel import stop_if_cancelled
 from batchload.check.blockwise import rows_hashed_to, validate_blockwise
 from batchload.check.crossfile import (
     FingerprintGroup,
@@ -189,6 +190,7 @@ def validate_files(
 
     found: dict[int, list[Problem]] = {}
     for chunk in _chunks(frames):
+        stop_if_cancelled()
         found.update(validate_chunk(chunk, contract))
     for index, frame in frames:
         verdicts[index] = _verdict(Path(paths[index]), frame, found[index], keep_frame=keep_frames)

@@ -367,7 +367,6 @@ class _Run:
                     max_request_bytes=limit,
                 ),
                 limiter=self.cpu,
-                abandon_on_cancel=True,
             )
             # a split workbook's frame stays in memory until its parts are sent (a split
             # file's parts are in the spool)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from batchload.cancel import stop_if_cancelled
 from batchload.contract.model import arrow_schema
 from batchload.errors import UnreadableFile
 from batchload.read.problems import (
@@ -204,6 +205,7 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
             batches: list[Any] = []
             size = 0
             for batch in reader:
+                stop_if_cancelled()
                 batches.append(batch)
                 size += batch.nbytes
                 if size >= block_bytes:

@@ -53,6 +53,7 @@ from batchload.summary import Problem
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
 
 MAX_SPLITS = 8
 """How often a 413 may halve the limit for one file before it fails."""
@@ -261,8 +262,7 @@ class Uploader:
         """A workbook: its validated frame as one parquet file (in parts if too large)."""
         assert checked.file_id is not None
         schema = arrow_schema(job.contract)
-        data = await anyio.to_thread.run_sync(parquet_bytes, frame, schema)
-        source = MemorySource(data, sha256_bytes(data))
+        source = await anyio.to_thread.run_sync(_parquet_source, frame, schema)
         envelope = functools.partial(_part_envelope_named, checked.file_id)
         touched: dict[int, FileRecord] = {}
         if envelope(job.name).request_bytes(source.size) > self.max_request_bytes:
@@ -545,3 +545,9 @@ def _check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:
 
 def _int(value: object, default: int | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _parquet_source(frame: pl.DataFrame, schema: pa.Schema) -> MemorySource:
+    """A workbook's validated frame as parquet bytes with their hash (blocking: a thread)."""
+    data = parquet_bytes(frame, schema)
+    return MemorySource(data, sha256_bytes(data))
