@@ -15,11 +15,7 @@ from batchload.errors import UsageError
 from batchload.protocol import FileFormat
 from batchload.read.discover import FileSet, SourceFile
 from batchload.state.fileids import DEFAULT_TEMPLATE, FileIdTemplate
-from batchload.state.manifest import (
-    DatasetRecord,
-    FileRecord,
-    Resume,
-)
+from batchload.state.records import DatasetRecord, FileRecord, Resume
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract

@@ -33,7 +33,8 @@ TARGET_FILES_PER_S = 20_000
 def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
     """``files`` tiny valid CSV files and a manifest in which the first ``done`` are done."""
     from batchload.state.fileids import DEFAULT_TEMPLATE
-    from batchload.state.manifest import DatasetRecord, FileRecord, Manifest
+    from batchload.state.manifest import Manifest
+    from batchload.state.records import DatasetRecord, FileRecord
 
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,13 @@ import polars as pl
 import pytest
 
 from batchload.errors import UsageError
-from batchload.state.manifest import (
-    SCHEMA_VERSION,
+from batchload.state.manifest import SCHEMA_VERSION, Manifest
+from batchload.state.records import (
     Changes,
     DatasetRecord,
     FileKeys,
     FileRecord,
     KeyRun,
-    Manifest,
     resume_decision,
 )
 

@@ -18,7 +18,8 @@ from batchload.pipeline.prepare import prepare
 from batchload.progress import DatasetReady, Event, FileDone, FileSkipped, RunStarted
 from batchload.protocol import max_request_bytes
 from batchload.server.process import ServerProcess
-from batchload.state.manifest import FileKeys, FileRecord, Manifest
+from batchload.state.manifest import Manifest
+from batchload.state.records import FileKeys, FileRecord
 from tests.upload_helpers import (
     HEADER,
     SIGNALS,

@@ -13,13 +13,13 @@ import xlsxwriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchload.check.crossfile import UniqueKeys, group_by_fingerprint
+from batchload.check.crossfile import UniqueKeys
 from batchload.check.proof import proven_valid
 from batchload.check.rows import validate_chunk
 from batchload.check.validate import MAX_EXAMPLES, Problem, validate_files, validate_frame
-from batchload.check.verdict import FileVerdict
+from batchload.check.verdict import FileVerdict, group_by_fingerprint
 from batchload.contract.model import Contract, build_contract
-from batchload.state.manifest import KeyRun
+from batchload.state.records import KeyRun
 from tests.test_blockwise import signals
 
 HEADER = "date,ticker,signal,volume\n"
@@ -374,15 +374,16 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
     repeat at any slice's edge, of any large file, is still found, named and located,
     for hashes given in row order and given sorted (as blockwise validation gives them)."""
     import batchload.check.crossfile
+    import batchload.check.keyruns
 
     monkeypatch.setattr(batchload.check.crossfile, "SOLO_RUN_ROWS", 50)
-    monkeypatch.setattr(batchload.check.crossfile, "SPILL_READ_ROWS", 16)
-    monkeypatch.setattr(batchload.check.crossfile, "LOOKUP_ROWS", 8)
+    monkeypatch.setattr(batchload.check.keyruns, "SPILL_READ_ROWS", 16)
+    monkeypatch.setattr(batchload.check.keyruns, "LOOKUP_ROWS", 8)
     keys = UniqueKeys(("k",))
     for number in range(3):  # "large": 100 rows each, keys number*1000 .. +99
         big = pl.DataFrame({"k": range(number * 1000, number * 1000 + 100)})
         assert keys.claim([(Path(f"big{number}.csv"), big)]) == [None]
-    assert all(isinstance(run, batchload.check.crossfile._SpilledRun) for run in keys._runs)
+    assert all(isinstance(run, batchload.check.keyruns.SpilledRun) for run in keys._runs)
     assert len(keys) == 300
     edges = [0, 15, 16, 31, 32, 99]  # first, either side of a read slice, last
     for number in range(3):

@@ -37,7 +37,7 @@ from batchload.protocol import MIB, Envelope, raw_budget
 from batchload.read.content import Fingerprint, fingerprint_file
 from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 from batchload.read.frames import read_frame
-from batchload.state.manifest import FileKeys
+from batchload.state.records import FileKeys
 from batchload.summary import PlannedRequest, Problem
 
 if TYPE_CHECKING:
@@ -486,3 +486,9 @@ def problem_of(job: PreparedJob, checked: Checked) -> Problem:
         reason=checked.problem or "",
         details=checked.details,
     )
+
+
+def parquet_envelope(file_id: str, name: str | None) -> Envelope:
+    """A parquet envelope: a part's, or a converted workbook's (``name`` only when it
+    creates the dataset)."""
+    return Envelope(file_id=file_id, file_format="parquet", name=name)

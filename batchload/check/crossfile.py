@@ -11,32 +11,28 @@ that repeats a day sent last week is caught without reading last week's file.
 from __future__ import annotations
 
 import itertools
-import os
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from batchload.check.verdict import MAX_EXAMPLES, FileVerdict, Problem
-from batchload.state.manifest import KeyRun
+from batchload.check.keyruns import SOLO_RUN_ROWS, Clash, MemoryRun, Spill, SpilledRun
+from batchload.check.verdict import MAX_EXAMPLES, Problem
+from batchload.state.records import KeyRun
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract
 
-__all__ = ["FingerprintGroup", "SortedHashes", "UniqueKeys", "group_by_fingerprint"]
+__all__ = ["SortedHashes", "UniqueKeys"]
 
 
 Known = Sequence[tuple[str, bytes]]
 """Files an earlier run sent: ``(source path, key hashes as u64 bytes)``."""
-
-#: Hashes looked up in a run at a time (bounds the lookup's temporaries: ~20 B a hash).
-LOOKUP_ROWS = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +55,7 @@ class UniqueKeys:
     Keys are hashed to 64 bits per row (polars ``hash_rows``) and kept as sorted runs
     beside the file they came from: 12 bytes a row in memory for small files merged
     into shared runs; a large file's run (8 bytes a row) stays its own, never copied
-    into a merge, and is moved to a temporary file (:class:`_SpilledRun`), read back a
+    into a merge, and is moved to a temporary file (:class:`SpilledRun`), read back a
     slice at a time by each lookup, so that memory does not grow with the number of
     large files. Looking up a file's keys costs O(rows × log(total)) per run. Two
     different keys sharing a 64-bit hash would be reported as a repeat; at 10M rows the
@@ -79,9 +75,9 @@ class UniqueKeys:
         self.key = tuple(key)
         self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
-        self._runs: list[_Run | _SpilledRun] = []
-        self._spill = _Spill()
-        self._spilled: dict[Path, _SpilledRun] = {}  # the files whose run is in the spill
+        self._runs: list[MemoryRun | SpilledRun] = []
+        self._spill = Spill()
+        self._spilled: dict[Path, SpilledRun] = {}  # the files whose run is in the spill
         self._known: Known = known if self.key else ()
         self._earlier: dict[str, int] = {}  # known source path -> its file number
         self._lock = threading.Lock()
@@ -176,13 +172,13 @@ class UniqueKeys:
             [(p, h.hashes if isinstance(h, SortedHashes) else h) for p, h in items]
         )
         for index, ((_, hashes), result) in enumerate(zip(items, results, strict=True)):
-            if isinstance(hashes, SortedHashes) and isinstance(result, _Clash):
+            if isinstance(hashes, SortedHashes) and isinstance(result, Clash):
                 results[index] = replace(result.problem, rows=hashes.rows(result.hashes))
-        return [r.problem if isinstance(r, _Clash) else r for r in results]
+        return [r.problem if isinstance(r, Clash) else r for r in results]
 
     def _claim_hashes(
         self, items: Sequence[tuple[Path, pl.Series]]
-    ) -> list[Problem | _Clash | None]:
+    ) -> list[Problem | Clash | None]:
         hashed = [hashes for _, hashes in items]
         pairs = self._pairs(hashed)
         with self._lock:
@@ -195,11 +191,11 @@ class UniqueKeys:
                 if (h.slice(1) == h.slice(0, max(h.len() - 1, 0))).any():  # keep each hash once
                     pairs = pairs.filter(pl.col("h").ne_missing(pl.col("h").shift(1)))
                 if len(items) == 1:
-                    self._add(_Run(pairs.get_column("h"), first))
+                    self._add(MemoryRun(pairs.get_column("h"), first))
                 else:
-                    self._add(_Run.of(pairs.with_columns(pl.col("f") + first)))
+                    self._add(MemoryRun.of(pairs.with_columns(pl.col("f") + first)))
                 return [None] * len(items)
-            results: list[Problem | _Clash | None] = []
+            results: list[Problem | Clash | None] = []
             accepted: list[pl.DataFrame] = []
             for (path, _), hashes in zip(items, hashed, strict=True):
                 clash = self._find(hashes, accepted)
@@ -216,7 +212,7 @@ class UniqueKeys:
                     )
                 results.append(clash)
             if accepted:
-                self._add(_Run.of(pl.concat(accepted).sort("h")))
+                self._add(MemoryRun.of(pl.concat(accepted).sort("h")))
             return results
 
     @staticmethod
@@ -266,7 +262,7 @@ class UniqueKeys:
         starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
         rows = pl.int_range(0, hashes.len(), dtype=pl.Int64, eager=True)
         files = (starts.search_sorted(rows, side="right") - 1 + first).cast(pl.UInt32)
-        self._add(_Run.of(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f")))
+        self._add(MemoryRun.of(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f")))
 
     def _forget_earlier(self, paths: Iterable[Path]) -> None:
         """Drop the keys an earlier run recorded for files validated again now."""
@@ -282,12 +278,12 @@ class UniqueKeys:
             return pl.Series("h", [], dtype=pl.UInt64)
         return self.row_hashes(frame, self.key)
 
-    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> _Clash | None:
+    def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> Clash | None:
         if hashes.len() == 0:
             return None
-        candidates: list[_Run | _SpilledRun] = list(self._runs)
+        candidates: list[MemoryRun | SpilledRun] = list(self._runs)
         if pending:
-            candidates.append(_Run.of(pl.concat(pending).sort("h")))
+            candidates.append(MemoryRun.of(pl.concat(pending).sort("h")))
         hit_rows: list[pl.Series] = []
         files: list[pl.Series] = []
         for run in candidates:
@@ -312,9 +308,9 @@ class UniqueKeys:
             (),
             f"already in {first_file}{sent}",
         )
-        return _Clash(problem, hashes.filter(hit))
+        return Clash(problem, hashes.filter(hit))
 
-    def _add(self, run: _Run) -> None:
+    def _add(self, run: MemoryRun) -> None:
         """Add a sorted run; merge small neighbours of similar size, so that many small
         files cost few lookups, while a large file's run is never copied into a merge:
         it is moved to the spill file, so that memory does not grow with the files."""
@@ -328,214 +324,10 @@ class UniqueKeys:
         self._runs.append(run)
         while (
             len(self._runs) > 1
-            and isinstance(last := self._runs[-1], _Run)
-            and isinstance(previous := self._runs[-2], _Run)
+            and isinstance(last := self._runs[-1], MemoryRun)
+            and isinstance(previous := self._runs[-2], MemoryRun)
             and len(last) < SOLO_RUN_ROWS
             and len(previous) <= 2 * len(last)
         ):
             self._runs.pop()
             self._runs[-1] = previous.merged(last)
-
-
-SOLO_RUN_ROWS = 1_000_000
-"""A run this long (a large file's keys) stays on its own instead of being merged."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Clash:
-    """A file's repeat of earlier keys: the problem (its rows, when the hashes were in row
-    order), and the hashes that repeat."""
-
-    problem: Problem
-    hashes: pl.Series
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """Key hashes in ascending order, and the file each came from: one file number for
-    a run of one file (no column of it), or a ``UInt32`` series beside the hashes."""
-
-    hashes: pl.Series
-    files: pl.Series | int
-
-    def __len__(self) -> int:
-        return self.hashes.len()
-
-    @classmethod
-    def of(cls, frame: pl.DataFrame) -> _Run:
-        """A run from a frame of ``h`` (sorted) and ``f``."""
-        return cls(frame.get_column("h"), frame.get_column("f"))
-
-    def frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"h": self.hashes, "f": self.files_at(None)})
-
-    def files_at(self, positions: pl.Series | None) -> pl.Series:
-        """The file numbers at ``positions`` (None: every row)."""
-        count = self.hashes.len() if positions is None else positions.len()
-        if isinstance(self.files, int):
-            return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
-        return self.files if positions is None else self.files.gather(positions)
-
-    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """For each of ``hashes``: where it would sit here, and whether it is here."""
-        position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
-        return position, self.hashes.gather(position) == hashes
-
-    def holds_any(self, hashes: pl.Series) -> bool:
-        """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time)."""
-        run, values = self.hashes.to_numpy(), hashes.to_numpy()
-        return any(
-            _in_sorted(run, values[start : start + LOOKUP_ROWS]).any()
-            for start in range(0, len(values), LOOKUP_ROWS)
-        )
-
-    def merged(self, other: _Run) -> _Run:
-        return _Run.of(self.frame().merge_sorted(other.frame(), key="h"))  # O(n), both sorted
-
-    def without(self, numbers: set[int]) -> _Run | None:
-        """This run less the keys of files ``numbers``; None when nothing is left."""
-        if isinstance(self.files, int):
-            return None if self.files in numbers else self
-        gone = pl.Series(sorted(numbers), dtype=pl.UInt32)
-        kept = self.frame().filter(~pl.col("f").is_in(gone.implode()))
-        return _Run.of(kept) if kept.height else None
-
-
-def _in_sorted(run: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Whether each of ``values`` is in ``run`` (ascending, not empty): numpy's binary
-    search, a third cheaper than polars' ``search_sorted`` and ``gather``."""
-    at = np.minimum(np.searchsorted(run, values), len(run) - 1)
-    found: np.ndarray[Any, Any] = run[at] == values
-    return found
-
-
-SPILL_READ_ROWS = 1 << 18
-"""Hashes of a spilled run read back at a time (2 MiB)."""
-
-
-class _Spill:
-    """A temporary file that holds large files' runs (the u64 hashes, back to back), made
-    when the first is spilled; used only under :class:`UniqueKeys`' lock."""
-
-    def __init__(self) -> None:
-        self._file: Any = None
-        self._end = 0
-
-    def spilled(self, hashes: pl.Series, files: int) -> _SpilledRun:
-        """Write a sorted run of one file's hashes; the run that reads it back."""
-        if self._file is None:
-            # kept open as long as the keys; deleted when closed
-            self._file = tempfile.NamedTemporaryFile(prefix="batchload-keys-")  # noqa: SIM115
-        self._file.seek(self._end)
-        self._file.write(hashes.cast(pl.UInt64).to_numpy().view("u1").data)
-        self._file.flush()  # for :meth:`read`, which reads beside the buffer
-        run = _SpilledRun(self, self._end, hashes.len(), files)
-        self._end += 8 * hashes.len()
-        return run
-
-    @property
-    def path(self) -> Path:
-        return Path(self._file.name)
-
-    def read(self, offset: int, rows: int) -> bytes:
-        """The ``rows`` hashes at byte ``offset``, as bytes; safe beside the lock's users
-        (a positioned read: no seek)."""
-        data = os.pread(self._file.fileno(), 8 * rows, offset)
-        if len(data) != 8 * rows:
-            raise OSError("the spilled key hashes were cut short")
-        return data
-
-    def chunks(self, offset: int, rows: int) -> Iterator[np.ndarray[Any, Any]]:
-        """The ``rows`` hashes at byte ``offset``, a slice at a time (one buffer, reused)."""
-        buffer = np.empty(min(rows, SPILL_READ_ROWS), dtype=np.uint64)
-        for start in range(0, rows, len(buffer)):
-            chunk = buffer[: min(len(buffer), rows - start)]
-            self._file.seek(offset + 8 * start)
-            if self._file.readinto(chunk.view("u1").data) != chunk.nbytes:
-                raise OSError("the spilled key hashes were cut short")
-            yield chunk
-
-
-@dataclass(frozen=True, slots=True)
-class _SpilledRun:
-    """A large file's run in the spill file: read back a slice at a time per lookup (from
-    the page cache, at memory speed), so that it costs no memory between lookups."""
-
-    spill: _Spill
-    offset: int
-    rows: int
-    files: int
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def to_bytes(self) -> bytes:
-        """The run's hashes as :meth:`UniqueKeys.to_bytes` gives them."""
-        return self.spill.read(self.offset, self.rows)
-
-    def on_disk(self) -> KeyRun:
-        """Where the run's hashes are, for the manifest to read when it stores them."""
-        return KeyRun(self.spill.path, self.offset, self.rows)
-
-    def holds_any(self, hashes: pl.Series) -> bool:
-        """Whether any of ``hashes`` (sorted) is here."""
-        values = hashes.to_numpy()
-        for chunk in self.spill.chunks(self.offset, self.rows):
-            low = int(np.searchsorted(values, chunk[0], side="left"))
-            high = int(np.searchsorted(values, chunk[-1], side="right"))
-            for start in range(low, high, LOOKUP_ROWS):
-                if _in_sorted(chunk, values[start : min(high, start + LOOKUP_ROWS)]).any():
-                    return True
-        return False
-
-    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """As :meth:`_Run.lookup` (the positions are all 0: the run is of one file)."""
-        values = hashes.to_numpy()
-        matched = np.zeros(len(values), dtype=bool)
-        for chunk in self.spill.chunks(self.offset, self.rows):
-            for start in range(0, len(values), LOOKUP_ROWS):
-                part = values[start : start + LOOKUP_ROWS]
-                matched[start : start + len(part)] |= _in_sorted(chunk, part)
-        return pl.zeros(len(values), dtype=pl.UInt32, eager=True), pl.Series(matched)
-
-    def files_at(self, positions: pl.Series | None) -> pl.Series:
-        count = self.rows if positions is None else positions.len()
-        return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
-
-    def without(self, numbers: set[int]) -> _SpilledRun | None:
-        return None if self.files in numbers else self
-
-
-@dataclass(frozen=True, slots=True)
-class FingerprintGroup:
-    """Files that read with the same ordered column names and types."""
-
-    fingerprint: str
-    matches_contract: bool
-    columns: tuple[str, ...]
-    paths: tuple[Path, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "matches_contract": self.matches_contract,
-            "columns": list(self.columns),
-            "paths": [str(p) for p in self.paths],
-        }
-
-
-def group_by_fingerprint(
-    verdicts: Iterable[FileVerdict], contract: Contract
-) -> list[FingerprintGroup]:
-    """Files grouped by column layout as read: layouts unlike the contract's first, rarest first."""
-    groups: dict[str, tuple[tuple[str, ...], list[Path]]] = {}
-    for verdict in verdicts:
-        if verdict.fingerprint is None:
-            continue
-        groups.setdefault(verdict.fingerprint, (verdict.columns, []))[1].append(verdict.path)
-    result = [
-        FingerprintGroup(fp, fp == contract.fingerprint, columns, tuple(paths))
-        for fp, (columns, paths) in groups.items()
-    ]
-    result.sort(key=lambda g: (g.matches_contract, len(g.paths)))
-    return result

@@ -36,19 +36,16 @@ import polars as pl
 
 from batchload.cancel import stop_if_cancelled
 from batchload.check.blockwise import rows_hashed_to, validate_blockwise
-from batchload.check.crossfile import (
-    FingerprintGroup,
-    SortedHashes,
-    UniqueKeys,
-    group_by_fingerprint,
-)
+from batchload.check.crossfile import SortedHashes, UniqueKeys
 from batchload.check.rows import schemas_of, validate_chunk
 from batchload.check.verdict import (
     MAX_EXAMPLES,
     MAX_PROBLEMS,
     FileVerdict,
+    FingerprintGroup,
     Problem,
     Status,
+    group_by_fingerprint,
     with_problem,
 )
 from batchload.contract.model import Contract, arrow_type_of, schema_fingerprint

@@ -8,16 +8,28 @@ numbers: row 1 is the first row under the header.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from batchload.contract.model import Contract
+
 if TYPE_CHECKING:
     import polars as pl
 
-    from batchload.state.manifest import KeyHashes
+    from batchload.state.records import KeyHashes
 
-__all__ = ["MAX_EXAMPLES", "MAX_PROBLEMS", "FileVerdict", "Problem", "Status", "with_problem"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "MAX_PROBLEMS",
+    "FileVerdict",
+    "FingerprintGroup",
+    "Problem",
+    "Status",
+    "group_by_fingerprint",
+    "with_problem",
+]
 
 #: Rows and values shown per problem (the count is always complete).
 MAX_EXAMPLES = 5
@@ -157,3 +169,38 @@ def with_problem(verdict: FileVerdict, problem: Problem) -> FileVerdict:
     """A copy of ``verdict`` made invalid by one more problem (for checks made by callers)."""
     problems = (*verdict.problems, problem)
     return replace(verdict, status="invalid", problems=problems[:MAX_PROBLEMS], frame=None)
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintGroup:
+    """Files that read with the same ordered column names and types."""
+
+    fingerprint: str
+    matches_contract: bool
+    columns: tuple[str, ...]
+    paths: tuple[Path, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "matches_contract": self.matches_contract,
+            "columns": list(self.columns),
+            "paths": [str(p) for p in self.paths],
+        }
+
+
+def group_by_fingerprint(
+    verdicts: Iterable[FileVerdict], contract: Contract
+) -> list[FingerprintGroup]:
+    """Files grouped by column layout as read: layouts unlike the contract's first, rarest first."""
+    groups: dict[str, tuple[tuple[str, ...], list[Path]]] = {}
+    for verdict in verdicts:
+        if verdict.fingerprint is None:
+            continue
+        groups.setdefault(verdict.fingerprint, (verdict.columns, []))[1].append(verdict.path)
+    result = [
+        FingerprintGroup(fp, fp == contract.fingerprint, columns, tuple(paths))
+        for fp, (columns, paths) in groups.items()
+    ]
+    result.sort(key=lambda g: (g.matches_contract, len(g.paths)))
+    return result

@@ -237,9 +237,9 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
       batchload validate 'data/*.csv' --schema schemas/equity_signals.yaml
       batchload validate prices.xlsx --sheet Daily --schema schemas/market_prices.yaml --json
     """
-    from batchload.check.crossfile import UniqueKeys, group_by_fingerprint
+    from batchload.check.crossfile import UniqueKeys
     from batchload.check.validate import validate_files
-    from batchload.check.verdict import FileVerdict
+    from batchload.check.verdict import FileVerdict, group_by_fingerprint
     from batchload.contract.model import load_contract
     from batchload.read.discover import discover
 

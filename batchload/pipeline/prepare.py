@@ -28,12 +28,8 @@ from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
 from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.state.fileids import FileIdTemplate, check_unique
-from batchload.state.manifest import (
-    DatasetRecord,
-    Manifest,
-    ResumeRow,
-    resume_decision,
-)
+from batchload.state.manifest import Manifest
+from batchload.state.records import DatasetRecord, ResumeRow, resume_decision
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract

@@ -30,13 +30,14 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check.checker import check_bytes, check_group, cut_file, groups, plan_requests
+from batchload.check.checker import check_bytes, check_group, cut_file, groups
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
 from batchload.contract.model import diff_locked
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
 from batchload.jobs import PreparedJob, UploadJob, Work
+from batchload.pipeline.dryrun import dry_run
 from batchload.pipeline.prepare import prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
@@ -45,7 +46,8 @@ from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
-from batchload.state.manifest import Changes, DatasetRecord, Manifest
+from batchload.state.manifest import Manifest
+from batchload.state.records import Changes, DatasetRecord
 from batchload.summary import Problem, Reconciliation, RunSummary
 
 if TYPE_CHECKING:
@@ -105,7 +107,14 @@ async def run_upload(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
         )
         if options.dry_run:
-            return await _dry_run(prepared, options, manifest_path, started, limit)
+            return await dry_run(
+                prepared,
+                validate=options.validate,
+                workers=options.workers or cpu_count(),
+                manifest_path=manifest_path,
+                started=started,
+                limit=limit,
+            )
         if config is None:
             raise ConfigError("an upload needs an endpoint and a token")
         assert manifest is not None
@@ -462,46 +471,6 @@ def _run_stopper(exc: Exception) -> BatchloadError:
     first = auth[0] if auth else causes[0]
     assert isinstance(first, BatchloadError)
     return first
-
-
-async def _dry_run(
-    prepared: list[PreparedJob],
-    options: RunOptions,
-    manifest_path: Path,
-    started: float,
-    limit: int,
-) -> RunSummary:
-    """Validate and plan every request; send nothing, write nothing."""
-    limiter = anyio.CapacityLimiter(options.workers or cpu_count())
-    plan, problems = await anyio.to_thread.run_sync(
-        lambda: plan_requests(prepared, limit, validate=options.validate), limiter=limiter
-    )
-    datasets = {
-        job.name: job.job.dataset_id or (job.record.dataset_id if job.record else None)
-        for job in prepared
-    }
-    rejected = [
-        Problem(path=r.path, dataset=job.name, file_id=None, state="invalid", reason=r.reason)
-        for job in prepared
-        for r in job.file_set.rejected
-    ]
-    all_problems = tuple(rejected + problems)
-    return RunSummary(
-        dataset_id=next(iter(datasets.values()), None),
-        datasets=datasets,
-        uploaded=0,
-        parts_uploaded=0,
-        skipped=sum(len(job.skipped) for job in prepared),
-        invalid=sum(1 for p in all_problems if p.state == "invalid"),
-        failed=0,
-        bytes_sent=0,
-        request_bytes=sum(p.request_bytes for p in plan),
-        seconds=time.monotonic() - started,
-        manifest=str(manifest_path),
-        dry_run=True,
-        problems=all_problems,
-        plan=tuple(plan),
-    )
 
 
 __all__ = ["RunOptions", "UploadJob", "reconcile", "run_upload"]

@@ -19,7 +19,7 @@ reported through callbacks.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -186,3 +186,14 @@ class DatasetGate:
         found = await self.lookup(sender)
         if found is not None:
             await self._adopt(found)
+
+
+def check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:
+    """A receipt that reports a sha256 must report ours (the local server does)."""
+    theirs = receipt.get("sha256")
+    if isinstance(theirs, str) and theirs and theirs != sha256:
+        raise ServiceError(f"the service stored other bytes than were sent (sha256 {theirs[:12]}…)")
+
+
+def receipt_int(value: object, default: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

@@ -24,12 +24,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from batchload.check.checker import Checked, part_envelope, problem_of
+from batchload.check.checker import Checked, parquet_envelope, part_envelope, problem_of
 from batchload.check.parts import Part, parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
 from batchload.contract.model import arrow_schema
@@ -47,8 +47,9 @@ from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, S
 from batchload.protocol import Envelope, raw_budget
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
 from batchload.send.body import RequestBody
-from batchload.send.sender import DatasetGate, Sender
-from batchload.state.manifest import Changes, FileKeys, FileRecord
+from batchload.send.budget import ByteBudget
+from batchload.send.sender import DatasetGate, Sender, check_receipt, receipt_int
+from batchload.state.records import Changes, FileKeys, FileRecord
 from batchload.summary import Problem
 
 if TYPE_CHECKING:
@@ -67,31 +68,6 @@ Recut = Callable[[PreparedJob, Checked, int], Iterator[Part]]
 """Cuts a checked file's parts again for a byte budget: the check stage's own cutter,
 handed down by the pipeline, which a 413 asks again for smaller parts."""
 """A file's parts for a byte budget (of file bytes per part)."""
-
-
-class ByteBudget:
-    """Bytes of large files' frames held in memory at once; waiters queue for room."""
-
-    def __init__(self, total: int) -> None:
-        self.total = max(total, 1)
-        self.used = 0
-        self._room = anyio.Condition()
-
-    async def acquire(self, n: int) -> int:
-        """Wait until ``n`` bytes (at most the total) fit; return what was taken."""
-        n = min(max(n, 1), self.total)
-        async with self._room:
-            while self.used + n > self.total:
-                await self._room.wait()
-            self.used += n
-        return n
-
-    async def release(self, n: int) -> None:
-        """Give back what :meth:`acquire` returned (0 is a no-op)."""
-        if n:
-            async with self._room:
-                self.used -= n
-                self._room.notify_all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +239,7 @@ class Uploader:
         assert checked.file_id is not None
         schema = arrow_schema(job.contract)
         source = await anyio.to_thread.run_sync(_parquet_source, frame, schema)
-        envelope = functools.partial(_part_envelope_named, checked.file_id)
+        envelope = functools.partial(parquet_envelope, checked.file_id)
         touched: dict[int, FileRecord] = {}
         if envelope(job.name).request_bytes(source.size) > self.max_request_bytes:
             await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
@@ -330,7 +306,7 @@ class Uploader:
                         await self._send(
                             job,
                             row,
-                            functools.partial(_part_envelope_named, file_id),
+                            functools.partial(parquet_envelope, file_id),
                             part.source,
                             touched,
                         )
@@ -400,7 +376,7 @@ class Uploader:
                 label=(row.source_path, row.file_id or ""),
                 on_attempt=on_attempt,
             )
-            _check_receipt(receipt, source.sha256)
+            check_receipt(receipt, source.sha256)
         except PayloadTooLarge:
             self._halve(length)  # not the file's failure: the caller cuts it smaller
             raise
@@ -422,7 +398,7 @@ class Uploader:
             state="done",
             attempts=attempts,
             dataset_id=gate.dataset_id,
-            rows=_int(receipt.get("rows"), row.rows),
+            rows=receipt_int(receipt.get("rows"), row.rows),
             bytes_sent=length,
             receipt=receipt,
             last_status=None,
@@ -528,23 +504,6 @@ class Uploader:
             self.sink(FileInvalid(path, checked.problem or "", size))
         else:
             self.sink(FileFailed(path, checked.file_id, checked.problem or "", size))
-
-
-def _part_envelope_named(file_id: str, name: str | None) -> Envelope:
-    """A parquet envelope: a part's, or a converted workbook's (``name`` only when it
-    creates the dataset)."""
-    return Envelope(file_id=file_id, file_format="parquet", name=name)
-
-
-def _check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:
-    """A receipt that reports a sha256 must report ours (the local server does)."""
-    theirs = receipt.get("sha256")
-    if isinstance(theirs, str) and theirs and theirs != sha256:
-        raise ServiceError(f"the service stored other bytes than were sent (sha256 {theirs[:12]}…)")
-
-
-def _int(value: object, default: int | None) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _parquet_source(frame: pl.DataFrame, schema: pa.Schema) -> MemorySource:
