@@ -13,6 +13,7 @@ In a notebook (a running event loop) use the ``*_async`` twins with ``await``.
 from __future__ import annotations
 
 import functools
+import io
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batchload.check.parts import split_frame
 from batchload.check.validate import validate_frame
@@ -165,8 +169,6 @@ class DataFrameUpload:
 
 
 def _arrow_table(df: Any) -> Any:
-    import pyarrow as pa
-
     if hasattr(df, "to_arrow") and type(df).__module__.startswith("polars"):
         return df.to_arrow()
     if type(df).__module__.startswith("pandas"):
@@ -178,8 +180,6 @@ def _arrow_table(df: Any) -> Any:
 
 def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]:
     """(polars frame cast to the contract, dataset name) after validating; blocking."""
-    import polars as pl
-
     table = _arrow_table(df)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -198,9 +198,6 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
 
 
 def _parquet(frame: Any) -> bytes:
-    import io
-
-    import pyarrow.parquet as pq
 
     sink = io.BytesIO()
     pq.write_table(frame.to_arrow(), sink)

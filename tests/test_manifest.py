@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from batchload.errors import UsageError
+from batchload.state.export import export
 from batchload.state.manifest import SCHEMA_VERSION, Manifest
 from batchload.state.records import (
     Changes,
@@ -142,7 +143,7 @@ def test_export(tmp_path: Path, fmt: str) -> None:
             ]
         )
         out = tmp_path / f"out.{fmt}"
-        assert manifest.export(fmt, out) == 2
+        assert export(manifest, fmt, out) == 2
     frame = {"csv": pl.read_csv, "json": pl.read_json, "parquet": pl.read_parquet}[fmt](out)
     assert frame["source_path"].to_list() == ["/d/a.csv", "/d/b.csv"]
     assert frame["state"].to_list() == ["done", "failed"]

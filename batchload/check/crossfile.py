@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from batchload.check.keyruns import SOLO_RUN_ROWS, Clash, MemoryRun, Spill, SpilledRun
 from batchload.check.verdict import MAX_EXAMPLES, Problem
@@ -120,8 +121,6 @@ class UniqueKeys:
     @staticmethod
     def from_bytes(blobs: Sequence[bytes]) -> pl.Series:
         """The hashes of :meth:`to_bytes` blobs, concatenated, as one UInt64 series."""
-        import pyarrow as pa
-
         data = b"".join(blobs)
         array = pa.Array.from_buffers(pa.uint64(), len(data) // 8, [None, pa.py_buffer(data)])
         series = pl.from_arrow(array)

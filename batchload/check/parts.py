@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+import pyarrow.parquet as pq
+
 from batchload.errors import FileProblem
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
 
@@ -48,8 +51,6 @@ def parquet_bytes(frame: pl.DataFrame, schema: pa.Schema | None) -> bytes:
 def write_parquet(frame: pl.DataFrame, schema: pa.Schema | None, where: Any) -> None:
     """Write a frame as parquet to ``where`` (a path or a binary file), cast to ``schema``
     when given: the bytes of :func:`parquet_bytes`."""
-    import pyarrow.parquet as pq
-
     table = frame.to_arrow()
     if schema is not None:
         table = table.select(schema.names).cast(schema)
@@ -143,8 +144,6 @@ class PartCutter:
             yield self._part_of(source, count)
 
     def _frame(self) -> pl.DataFrame:
-        import polars as pl
-
         if len(self._pending) > 1:
             self._pending = [pl.concat(self._pending, rechunk=False)]
         return self._pending[0]

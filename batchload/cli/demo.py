@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from batchload.cli.common import json_option, output, print_json
-from batchload.demo.backfill import DEFAULT_DAYS, DEFAULT_TICKERS, MIN_DAYS, DemoSettings, run_demo
+from batchload.demo.settings import DEFAULT_DAYS, DEFAULT_TICKERS, MIN_DAYS, DemoSettings
 
 
 @click.command()
@@ -60,6 +60,8 @@ def demo(directory: Path | None, days: int, tickers: int, as_json: bool) -> None
         elif not out.quiet:
             click.echo(line)
             sys.stdout.flush()  # a line at a time, also into a pipe
+
+    from batchload.demo.backfill import run_demo  # the sample writers load polars and pyarrow
 
     result = run_demo(
         DemoSettings(directory=directory, days=days, tickers=tickers, quiet=out.quiet),

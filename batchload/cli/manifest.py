@@ -115,11 +115,12 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
     Example:
       batchload manifest export .batchload/manifests/equity_signals.sqlite --format parquet
     """
+    from batchload.state.export import export
     from batchload.state.manifest import Manifest
 
     target = out_path or path.with_suffix(f".{fmt}")
     with Manifest.open(path, create=False) as opened:
-        count = opened.export(fmt, target)
+        count = export(opened, fmt, target)
     output().info(f"wrote {count} row(s) to {target}")
 
 

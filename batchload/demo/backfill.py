@@ -33,13 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from batchload.demo.samples import (
-    DEMO_FORMATS,
-    TRADING_DAYS_PER_YEAR,
-    BadFile,
-    write_bad_files,
-    write_signal_files,
-)
+from batchload.demo.samples import DEMO_FORMATS, BadFile, write_bad_files, write_signal_files
+from batchload.demo.settings import CONTRACT_NAME, MIN_DAYS, DemoSettings
 from batchload.errors import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -52,28 +47,12 @@ from batchload.errors import (
 )
 from batchload.server.process import ServerProcess
 
-CONTRACT_NAME = "equity_signals"
-DEFAULT_DAYS = 2 * TRADING_DAYS_PER_YEAR
-DEFAULT_TICKERS = 100
-MIN_DAYS = 8
 REAL_ENDPOINT = "https://api.sigtech.com"
 MAX_NAMES_SHOWN = 3
 MAX_REASON_CHARS = 150
 MIB = 1024 * 1024
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DemoSettings:
-    """What ``batchload demo`` was asked for."""
-
-    directory: Path | None = None
-    """Where to write everything; default a new temporary folder (kept afterwards)."""
-    days: int = DEFAULT_DAYS
-    tickers: int = DEFAULT_TICKERS
-    quiet: bool = False
-    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

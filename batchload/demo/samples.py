@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import escape
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 SampleFormat = Literal["csv", "parquet", "xlsx"]
 SAMPLE_FORMATS: tuple[SampleFormat, ...] = ("csv", "parquet", "xlsx")
 COLUMNS = ("date", "ticker", "signal", "confidence", "horizon_days")
 HORIZONS_DAYS = (1, 5, 21, 63)
 DEFAULT_START = dt.date(2023, 1, 2)
-TRADING_DAYS_PER_YEAR = 252
 FILE_PREFIX = "signals_"
 
 #: Large caps first; beyond them, synthetic tickers ``SYN00001``, ...
@@ -132,9 +134,6 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
 
 def write_parquet(path: Path, rows: Sequence[Row]) -> None:
     """Parquet with the contract's Arrow types (date32, string, double, double, int64)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema(
         [
             ("date", pa.date32()),

@@ -53,7 +53,6 @@ from batchload.state.records import (
 )
 
 SCHEMA_VERSION = 3
-EXPORT_FORMATS = ("csv", "json", "parquet")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -107,8 +106,8 @@ _MIGRATIONS = {1: _FILE_KEYS, 2: "ALTER TABLE files ADD COLUMN converted_from TE
 
 
 _IN_CHUNK = 500
-_FILE_COLUMNS = [f.name for f in fields(FileRecord)]
-_WRITTEN = [c for c in _FILE_COLUMNS if c not in ("created_at", "updated_at", "done_at")]
+FILE_COLUMNS = [f.name for f in fields(FileRecord)]
+_WRITTEN = [c for c in FILE_COLUMNS if c not in ("created_at", "updated_at", "done_at")]
 _UPSERT = (
     f"INSERT INTO files ({', '.join(_WRITTEN)}, created_at, updated_at, done_at) "
     f"VALUES ({', '.join('?' for _ in _WRITTEN)}, ?, ?, ?) "
@@ -338,34 +337,6 @@ class Manifest:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
-
-    # --- export ------------------------------------------------------------------------
-
-    def export(self, fmt: str, out: Path) -> int:
-        """Write every file row to ``out`` as csv, json or parquet; returns the row count."""
-        import polars as pl
-
-        if fmt not in EXPORT_FORMATS:
-            raise UsageError(f"unknown export format {fmt!r}; use csv, json or parquet")
-        rows = [r.to_dict() for r in self.rows()]
-        for row in rows:
-            row["receipt"] = json.dumps(row["receipt"], sort_keys=True) if row["receipt"] else None
-        schema = {name: (pl.Int64 if name in _INT_COLUMNS else pl.String) for name in _FILE_COLUMNS}
-        frame = (
-            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-        )
-        if fmt == "csv":
-            frame.write_csv(out)
-        elif fmt == "json":
-            frame.write_json(out)
-        else:
-            frame.write_parquet(out)
-        return frame.height
-
-
-_INT_COLUMNS = frozenset(
-    {"part", "parts", "size", "mtime_ns", "rows", "bytes_sent", "attempts", "last_status"}
-)
 
 
 class _Transaction:
