@@ -1,7 +1,8 @@
 """The ingestion API's wire contract, shared by the client and the local server.
 
 Only names and rules both sides must agree on live here: paths, body fields, the
-id rule, file formats, error codes and Arrow type names. The contract in full: ``docs/api-contract.md``.
+id rule, file formats, error codes and Arrow type names; the request body's envelope
+and its size. The contract in full: ``docs/api-contract.md``.
 """
 
 from __future__ import annotations
