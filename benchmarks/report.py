@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -410,14 +411,20 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-README_START = "<!-- performance:start -->"
-README_END = "<!-- performance:end -->"
+PAGE_START = "<!-- performance:start -->"
+PAGE_END = "<!-- performance:end -->"
 RESULTS = "benchmarks/results"
+PERFORMANCE_PAGE = ROOT / "docs" / "performance.md"
 
 
-def readme_region(results: dict[str, Any]) -> str:
-    """The README's Performance section, generated from a full run's results."""
+def page_region(results: dict[str, Any], page: Path = PERFORMANCE_PAGE) -> str:
+    """The performance page's generated region, from a full run's results.
+
+    Links to the results are relative to ``page``'s folder, so they resolve where the
+    page lives (``../benchmarks/results/...`` from ``docs/``).
+    """
     m = results["machine"]
+    here = Path(os.path.relpath(ROOT / RESULTS, page.resolve().parent)).as_posix()
     paragraphs = [
         "Five ways to send the same files, side by side in one run, each contender in its "
         "own process against its own fresh local server on loopback (`batchload serve`, "
@@ -434,29 +441,29 @@ def readme_region(results: dict[str, Any]) -> str:
         "side by side, more than the absolute figures. The local server does the API's "
         "real work (decode, parse, fsync, commit) on the same two cores as the client, so "
         "the ceiling is this machine's, not SigTech's. Full results: "
-        f"[{RESULTS}/latest.md]({RESULTS}/latest.md) and "
-        f"[latest.json]({RESULTS}/latest.json); `--quick` runs everything at tiny sizes "
+        f"[{RESULTS}/latest.md]({here}/latest.md) and "
+        f"[latest.json]({here}/latest.json); `--quick` runs everything at tiny sizes "
         "in under a minute, `--only S,R` a subset.",
-        f"![files/s against requests in flight]({RESULTS}/latest.png)",
+        f"![files/s against requests in flight]({here}/latest.png)",
     ]
     intro = []
     for paragraph in paragraphs:
         intro += [*textwrap.wrap(paragraph, 88, break_on_hyphens=False), ""]
-    body = markdown(results, f"{RESULTS}/latest.png").split("\n")
+    body = markdown(results, f"{here}/latest.png").split("\n")
     body = [line for line in body if not line.startswith(("Command:", "Machine:"))]
     while body and not body[0]:
         body.pop(0)
     return "\n".join(intro + body).rstrip() + "\n"
 
 
-def update_readme(results: dict[str, Any], readme: Path) -> None:
-    """Replace what lies between the performance markers of ``readme``."""
-    text = readme.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+def update_page(results: dict[str, Any], page: Path = PERFORMANCE_PAGE) -> None:
+    """Replace what lies between the performance markers of ``page``."""
+    text = page.read_text()
+    pattern = re.compile(re.escape(PAGE_START) + ".*?" + re.escape(PAGE_END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme} has no {README_START} ... {README_END} region")
-    region = f"{README_START}\n{readme_region(results)}{README_END}"
-    readme.write_text(pattern.sub(lambda _: region, text, count=1))
+        raise SystemExit(f"{page} has no {PAGE_START} ... {PAGE_END} region")
+    region = f"{PAGE_START}\n{page_region(results, page)}{PAGE_END}"
+    page.write_text(pattern.sub(lambda _: region, text, count=1))
 
 
 def write_reports(results: dict[str, Any], out: Path) -> str:
@@ -471,15 +478,21 @@ def write_reports(results: dict[str, Any], out: Path) -> str:
 
 
 def main() -> None:
-    """``python -m benchmarks.report``: rewrite latest.md (and the README region) from JSON."""
+    """``python -m benchmarks.report``: rewrite latest.md (and docs/performance.md) from JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / RESULTS / "latest.json")
-    parser.add_argument("--readme", type=Path, help="update this README's performance region")
+    parser.add_argument(
+        "--page",
+        type=Path,
+        nargs="?",
+        const=PERFORMANCE_PAGE,
+        help="update this page's performance region (alone: docs/performance.md)",
+    )
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
     print(write_reports(results, args.results.parent))
-    if args.readme:
-        update_readme(results, args.readme)
+    if args.page:
+        update_page(results, args.page)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""A CLI that explains itself: help with a purpose and an example everywhere, the README's
-reference in step with the real ``--help``, and one documented line for common mistakes."""
+"""A CLI that explains itself: help with a purpose and an example everywhere, the CLI
+reference page (docs/cli.md) in step with the real ``--help``, and one documented line for
+common mistakes (in the guide's common-errors table)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from batchload.cli.docs import HELP_WIDTH, README, REGENERATE, commands, render_help, with_reference
+from batchload.cli.docs import (
+    CLI_PAGE,
+    HELP_WIDTH,
+    REGENERATE,
+    commands,
+    render_help,
+    with_reference,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guide.md"
 CONTRACT = "schemas/equity_signals.yaml"
 COMMAND_PATHS = [path for path, _ in commands()]
 
@@ -72,28 +82,34 @@ def test_help_has_a_purpose_and_an_example(path: tuple[str, ...]) -> None:
 
 
 def test_the_real_help_is_the_rendered_help() -> None:
-    """What the README shows is what a terminal of that width shows."""
+    """What the CLI reference shows is what a terminal of that width shows."""
     for path in (("upload",), ("schema", "infer"), ("rm",)):
         ran = batchload(*path, "--help", env={"COLUMNS": str(HELP_WIDTH + 2)})
         assert ran.returncode == 0 and ran.stderr == ""
         assert ran.stdout == render_help(path)
 
 
-def test_the_readme_reference_is_current() -> None:
-    current = README.read_text(encoding="utf-8")
+def test_the_cli_reference_is_current() -> None:
+    assert CLI_PAGE == ROOT / "docs" / "cli.md"
+    current = CLI_PAGE.read_text(encoding="utf-8")
     assert with_reference(current) == current, (
-        f"the README's CLI reference is stale: run {REGENERATE}"
+        f"the CLI reference in docs/cli.md is stale: run {REGENERATE}"
     )
 
 
-def test_the_readme_keeps_its_first_commands_and_sections() -> None:
+def test_the_readme_keeps_its_first_commands_and_the_docs_their_regions() -> None:
     text = README.read_text(encoding="utf-8")
     assert text.startswith("# batchload\n")
     assert "uv run batchload demo" in text.split("\n## ")[0]
     assert "uv run pytest" in text.split("\n## ")[0]
-    for marker in ("performance", "reliability", "reference", "overview"):
-        assert f"<!-- {marker}:start -->" in text and f"<!-- {marker}:end -->" in text
-    assert "## Performance" in text and "## Reliability" in text
+    for marker, page in (
+        ("performance", "performance"),
+        ("reliability", "reliability"),
+        ("reference", "cli"),
+    ):
+        page_text = (ROOT / "docs" / f"{page}.md").read_text(encoding="utf-8")
+        assert f"<!-- {marker}:start -->" in page_text and f"<!-- {marker}:end -->" in page_text
+        assert f"(docs/{page}.md)" in text, f"the README does not link docs/{page}.md"
 
 
 def test_help_answers_without_loading_the_heavy_libraries() -> None:
@@ -137,9 +153,9 @@ def one_error_line(ran: subprocess.CompletedProcess[str]) -> str:
 
 
 def assert_documented(message: str) -> None:
-    """The common-errors table of the README shows this message."""
-    assert message in README.read_text(encoding="utf-8"), (
-        f"the README does not document {message!r}"
+    """The common-errors table of the guide shows this message."""
+    assert message in GUIDE.read_text(encoding="utf-8"), (
+        f"docs/guide.md does not document {message!r}"
     )
 
 

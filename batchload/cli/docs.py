@@ -1,6 +1,6 @@
-"""The README's CLI reference, generated from the commands' own ``--help``.
+"""The CLI reference page, ``docs/cli.md``, generated from the commands' own ``--help``.
 
-``uv run python -m batchload.cli.docs`` rewrites the README between
+``uv run python -m batchload.cli.docs`` rewrites ``docs/cli.md`` between
 ``<!-- reference:start -->`` and ``<!-- reference:end -->``; ``--check`` only says
 whether it is up to date (exit 1 when not), which a test runs. Help is rendered at
 a fixed width, so the text does not depend on the terminal it is run in.
@@ -17,7 +17,7 @@ import click
 HELP_WIDTH = 88
 START = "<!-- reference:start -->"
 END = "<!-- reference:end -->"
-README = Path(__file__).resolve().parents[2] / "README.md"
+CLI_PAGE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 REGENERATE = "uv run python -m batchload.cli.docs"
 
 
@@ -59,7 +59,7 @@ def render_help(path: tuple[str, ...], *, width: int = HELP_WIDTH) -> str:
 
 
 def reference() -> str:
-    """The README's CLI reference: each command's help in a text block."""
+    """The CLI reference: each command's help in a text block."""
     parts = [
         "",
         "## CLI reference",
@@ -73,27 +73,29 @@ def reference() -> str:
     return "\n".join(parts)
 
 
-def with_reference(readme: str) -> str:
-    """``readme`` with the region between the markers replaced by :func:`reference`."""
-    start, end = readme.find(START), readme.find(END)
+def with_reference(page: str) -> str:
+    """``page`` with the region between the markers replaced by :func:`reference`."""
+    start, end = page.find(START), page.find(END)
     if start < 0 or end < start:
-        raise ValueError(f"the README has no {START} ... {END} region")
-    return readme[: start + len(START)] + "\n" + reference() + readme[end:]
+        raise ValueError(f"{CLI_PAGE.name} has no {START} ... {END} region")
+    return page[: start + len(START)] + "\n" + reference() + page[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the README's reference, or with ``--check`` report whether it is current."""
+    """Rewrite the CLI reference page, or with ``--check`` report whether it is current."""
     args = sys.argv[1:] if argv is None else argv
-    current = README.read_text(encoding="utf-8")
+    current = CLI_PAGE.read_text(encoding="utf-8")
     wanted = with_reference(current)
     if "--check" in args:
         if current != wanted:
-            print(f"{README}: the CLI reference is out of date; run {REGENERATE}", file=sys.stderr)
+            print(
+                f"{CLI_PAGE}: the CLI reference is out of date; run {REGENERATE}", file=sys.stderr
+            )
             return 1
         return 0
     if current != wanted:
-        README.write_text(wanted, encoding="utf-8")
-        print(f"rewrote the CLI reference in {README}", file=sys.stderr)
+        CLI_PAGE.write_text(wanted, encoding="utf-8")
+        print(f"rewrote the CLI reference in {CLI_PAGE}", file=sys.stderr)
     return 0
 
 

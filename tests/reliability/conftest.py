@@ -1,5 +1,5 @@
 """Reliability suite fixtures; at the end of a session the figures it gathered are
-written to ``.batchload/reliability-last-run.json`` (what the README's section quotes)."""
+written to ``.batchload/reliability-last-run.json`` (what docs/reliability.md quotes)."""
 
 from __future__ import annotations
 

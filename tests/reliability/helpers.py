@@ -259,7 +259,7 @@ def reconcile(manifest: Path, *, endpoint: str, token: str) -> tuple[Any, ...]:
     return anyio.run(check)
 
 
-# --- the ledger: figures the suite writes for the README -----------------------------------
+# --- the ledger: figures the suite writes for docs/reliability.md -------------------------
 
 
 @dataclass
