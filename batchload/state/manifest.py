@@ -34,6 +34,7 @@ The token is never written here.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -362,7 +363,5 @@ MANIFEST_DIR = Path(".batchload") / "manifests"
 
 def default_manifest_path(name: str, *, base: Path | None = None) -> Path:
     """``.batchload/manifests/<name>.sqlite`` (relative to ``base``, default the cwd)."""
-    import re
-
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
     return (base or Path.cwd()) / MANIFEST_DIR / f"{safe}.sqlite"
