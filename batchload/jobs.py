@@ -95,5 +95,5 @@ class PreparedJob:
 
     @property
     def convert_options(self) -> dict[str, object] | None:
-        """What CSV bodies carry so the service parses exactly the validated types."""
-        return {"column_types": self.contract.column_types()}
+        """What CSV bodies carry so the service parses exactly the validated values."""
+        return self.contract.convert_options()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchload.errors import UnreadableFile
+from batchload.protocol import csv_convert_options
 from batchload.read.problems import (
     MAX_EXAMPLES,
     BadCells,
@@ -160,16 +161,23 @@ def _parse_csv(source: _CsvSource, contract: Contract | None) -> Any:
     return _named(source, table)
 
 
-def _convert_options(contract: Contract | None) -> Any:
-    """pyarrow's options for the contract's columns: its Arrow types, nothing inferred."""
+def _convert_options(contract: Contract | None, *, as_text: bool = False) -> Any:
+    """pyarrow's options for the contract's columns: the options the upload sends
+    (:func:`~batchload.protocol.csv_convert_options`), with the Arrow types (or text,
+    ``as_text``, to find the cells that do not parse); nothing inferred."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    column_types: dict[str, Any] = {}
-    if contract is not None:
-        from batchload.contract.model import arrow_schema
+    if contract is None:
+        return pacsv.ConvertOptions(**csv_convert_options({}))
+    from batchload.contract.model import arrow_schema
 
-        column_types = {f.name: f.type for f in arrow_schema(contract)}
-    return pacsv.ConvertOptions(column_types=column_types)
+    options = contract.convert_options()
+    if as_text:
+        options["column_types"] = dict.fromkeys(contract.names, pa.string())
+    else:
+        options["column_types"] = {f.name: f.type for f in arrow_schema(contract)}
+    return pacsv.ConvertOptions(**options)
 
 
 def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iterator[pl.DataFrame]:
@@ -327,22 +335,20 @@ def _locate_bad_csv_cells(source: _CsvSource, contract: Contract) -> list[BadCel
     import pyarrow.csv as pacsv
 
     defaults = pacsv.ConvertOptions()
-    as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(contract.names, pa.string()))
     try:
-        table = _pyarrow_csv(source, not source.whole, as_text)
+        table = _pyarrow_csv(source, not source.whole, _convert_options(contract, as_text=True))
     except pa.ArrowInvalid:
         return []
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     frame = frame.with_row_index("__row", offset=1)
-    null_values = list(defaults.null_values)
     bad: list[BadCells] = []
     for spec in contract.columns:
         if spec.name not in frame.columns or spec.dtype == pl.String:
             continue
         text = pl.col(spec.name)
         parsed = _parse_text(text, spec.dtype, defaults)
-        failing = frame.filter(text.is_not_null() & ~text.is_in(null_values) & parsed.is_null())
+        failing = frame.filter(text.is_not_null() & parsed.is_null())
         if failing.height:
             head = failing.head(MAX_EXAMPLES)
             bad.append(
