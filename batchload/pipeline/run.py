@@ -436,10 +436,16 @@ class _Run:
             seconds=time.monotonic() - started,
             manifest=str(self.manifest.path),
             problems=problems,
+            ignored=ignored_files(self.prepared),
             reconcile=reconciled,
             stopped=str(error) if error else None,
             error=error,
         )
+
+
+def ignored_files(prepared: Sequence[PreparedJob]) -> tuple[tuple[str, str], ...]:
+    """Every job's glob matches that are not read, with the reason: listed, not dropped."""
+    return tuple((r.path, r.reason) for job in prepared for r in job.file_set.ignored)
 
 
 def _run_stopper(exc: Exception) -> BatchloadError:
@@ -502,6 +508,7 @@ async def _dry_run(
         manifest=str(manifest_path),
         dry_run=True,
         problems=all_problems,
+        ignored=ignored_files(prepared),
         plan=tuple(plan),
     )
 

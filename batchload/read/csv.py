@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
 
 from batchload.errors import UnreadableFile
 from batchload.protocol import csv_convert_options
+from batchload.read.discover import csv_compression
 from batchload.read.problems import (
     MAX_EXAMPLES,
     BadCells,
@@ -78,7 +80,22 @@ class _CsvSource:
         return pa.BufferReader(self.head + b"\n")  # pyarrow needs a line end after a lone header
 
 
-def _csv_source(path: Path) -> _CsvSource:
+def _csv_source(path: Path, kept: bytes | None = None) -> _CsvSource:
+    """``path`` as a CSV source; ``kept``: its bytes when the caller has them already.
+
+    A compressed CSV is decompressed whole (its text's size is known only once read)."""
+    codec = csv_compression(path)
+    if codec is not None:
+        try:
+            stream = pa.input_stream(pa.BufferReader(kept) if kept else str(path), codec)
+            with stream:
+                return _CsvSource(path, stream.read(), True)
+        except (OSError, pa.ArrowException) as exc:
+            raise UnreadableFile(
+                f"not readable as {codec}-compressed CSV: {str(exc).splitlines()[0]}", path=path
+            ) from None
+    if kept is not None and len(kept) <= HEAD_BYTES:
+        return _CsvSource(path, kept, True)
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES + 1)
@@ -197,6 +214,8 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if csv_compression(path):  # decompressed whole, so read whole
+        raise CannotReadInBlocks(path)
     source = _csv_source(path)
     if any(source.head.startswith(bom) for bom in _BOMS):
         raise CannotReadInBlocks(path)
@@ -400,11 +419,7 @@ def read_csv_group(
     header = ",".join(contract.names).encode() + b"\n"
     for index, path in enumerate(paths):
         try:
-            kept = data[index] if index < len(data) else None
-            if kept is not None and len(kept) <= HEAD_BYTES:
-                source = _CsvSource(path, kept, True)
-            else:
-                source = _csv_source(path)
+            source = _csv_source(path, data[index] if index < len(data) else None)
             rows = _plain_rows(source, header)
             if rows is None:
                 parsed.append((index, _parse_csv(source, contract)))
