@@ -392,7 +392,9 @@ def test_xls_with_several_sheets(tmp_path: Path, contract: Contract) -> None:
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
     assert caught.value.cells[0].rows == (2,)
-    assert read_frame(path, contract, sheet="notes").columns == ["note"]
+    with pytest.raises(UnreadableFile, match="columns found in row 1 of sheet 'prices'"):
+        read_frame(path, contract, sheet="notes")  # the header is elsewhere: say where
+    assert read_frame(path, None, sheet="notes").columns == ["note"]
 
 
 def test_read_sample_infers_types(tmp_path: Path) -> None:

@@ -147,7 +147,8 @@ def _check_header_place(
     reader: Any, index: int, names: list[str], *, contract: Contract, found: list[str], path: Path
 ) -> None:
     """Refuse a sheet whose first row is not the header (a title row, a blank row, notes
-    first), saying where the contract's columns are, rather than read garbage."""
+    first) when the contract's columns are found elsewhere, saying where, rather than
+    read garbage."""
     wanted = set(contract.names)
     if wanted & set(found):
         return
@@ -170,11 +171,7 @@ def _check_header_place(
                     path=path,
                     hint=f"under metadata.batchload in the contract; sheets: {sheets}",
                 )
-    raise UnreadableFile(
-        f"none of the contract's columns is in the first row of sheet {names[index]!r}, "
-        f"nor in the first {_HEADER_SEARCH_ROWS} rows of any sheet; sheets: {sheets}",
-        path=path,
-    )
+    # nowhere: validation reports the missing and unexpected columns
 
 
 def _load_as(dtype: pl.DataType) -> DType | None:
