@@ -35,6 +35,7 @@ from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, Envelope, max_request_bytes, raw_budget
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
+from batchload.read.frames import typed_nulls
 from batchload.send.body import RequestBody
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
@@ -187,6 +188,7 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
         return frame, None
 
     contract = load_contract(schema)
+    frame = typed_nulls(frame, contract)
     verdict = validate_frame(frame, contract, path="<dataframe>")
     if not verdict.valid:
         raise FileProblem(

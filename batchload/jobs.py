@@ -64,7 +64,9 @@ class Work:
     split: bool
     """Its request would exceed the limit: it is sent in parts."""
     convert: bool = False
-    """A workbook: sent as parquet from its validated frame (see SENT_AS_PARQUET)."""
+    """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET), a
+    compressed CSV (its text's size is known only once read) and a parquet file with a
+    column of Arrow type ``null`` (sent with the contract's type)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,5 +93,5 @@ class PreparedJob:
 
     @property
     def convert_options(self) -> dict[str, object] | None:
-        """What CSV bodies carry so the service parses exactly the validated types."""
-        return {"column_types": self.contract.column_types()}
+        """What CSV bodies carry so the service parses exactly the validated values."""
+        return self.contract.convert_options()

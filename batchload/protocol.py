@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -31,6 +31,34 @@ SUFFIX_FORMATS: Final[dict[str, FileFormat]] = {
     ".xls": "xls",
     ".xlsx": "xlsx",
 }
+
+# ------------------------------------------------------------ how a CSV's text is parsed
+
+#: The one text that is null in every column: an empty field, quoted or not.
+CSV_NULL: Final = ""
+
+
+def csv_convert_options(
+    column_types: Mapping[str, str], null_values: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The CSV ``convert_options`` both sides parse with: the client to validate, the
+    service (pyarrow's reader, these options as given) to store.
+
+    An empty field is null in every column, text included (``""`` too: a required
+    key cannot be satisfied by nothing); every other text is a value, so ``N/A`` in
+    a number column is a bad value, never a silent null. ``null_values`` adds the
+    spellings a contract names (``metadata.batchload.null_values``). pyarrow's own
+    defaults (``#N/A``, ``NULL``, ``NaN``, ... null; an empty text ``""``) would
+    otherwise apply on the service, so every key is always sent.
+    """
+    nulls = list(dict.fromkeys((CSV_NULL, *null_values)))
+    return {
+        "column_types": dict(column_types),
+        "null_values": nulls,
+        "strings_can_be_null": True,
+        "quoted_strings_can_be_null": True,
+    }
+
 
 # Error codes in ``{"error": {"code", "message", "details"}}``.
 ErrorCode = Literal[

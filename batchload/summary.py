@@ -4,7 +4,9 @@ plan and the reconcile result, ready for ``--json``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +25,35 @@ class Problem:
     status: int | None = None
     details: tuple[str, ...] = ()
     """Validation failures (capped by the validator), one line each."""
+
+
+#: Validation messages that say a file's columns differ from the contract (drift), as
+#: ``check.verdict.Problem.message`` writes them: the same words in every file.
+_DRIFT = re.compile(
+    r"column '.*' is missing|unexpected column '.*'|columns are out of order at '.*'"
+    r"|column '.*' is \S+, expected \S+"
+)
+
+
+def drift_groups(per_file: Iterable[Iterable[str]]) -> list[tuple[str, int]]:
+    """Drift across files, by kind: ``(message, files)``, most files first.
+
+    ``per_file``: each file's validation messages; "37 files: column 'volume' is
+    missing" reads better than 37 lines saying it."""
+    counts: Counter[str] = Counter()
+    for messages in per_file:
+        counts.update({m for m in messages if _DRIFT.fullmatch(m)})
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def drift_line(per_file: Iterable[Iterable[str]]) -> str | None:
+    """``drift: 37 files: column 'volume' is missing; 2 files: ...``, or None."""
+    groups = drift_groups(per_file)
+    if not groups:
+        return None
+    shown = [f"{n} file{'' if n == 1 else 's'}: {m}" for m, n in groups[:8]]
+    more = f"; and {len(groups) - 8} more kinds" if len(groups) > 8 else ""
+    return "drift: " + "; ".join(shown) + more
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +113,8 @@ class RunSummary:
     problems: tuple[Problem, ...] = ()
     plan: tuple[PlannedRequest, ...] = ()
     reconcile: tuple[Reconciliation, ...] = ()
+    ignored: tuple[tuple[str, str], ...] = ()
+    """Files a glob matched that batchload does not read: (path, reason)."""
     stopped: str | None = None
     """Why the run stopped early (a refused token, an unreachable service)."""
     error: BatchloadError | None = field(default=None, compare=False, repr=False)
@@ -114,6 +147,7 @@ class RunSummary:
             "stopped": self.stopped,
             "problems": [asdict(p) for p in self.problems],
             "reconcile": [asdict(r) for r in self.reconcile],
+            "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
         }
         if self.dry_run:
             data["plan"] = [asdict(p) for p in self.plan]

@@ -252,7 +252,7 @@ def test_diff_locked_column_by_column() -> None:
 
 def test_infer_single_file(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
-    # pyarrow, like the API, reads an empty text cell as "" and an empty number as null
+    # an empty field is null in every column, text included
     path.write_text("date,ticker,signal,weight\n2024-01-02,AAPL,0.5,\n2024-01-03,,1,2\n")
     contract, drift = infer_contract(read_samples([path]), "signals")
     assert drift == []
@@ -263,7 +263,7 @@ def test_infer_single_file(tmp_path: Path) -> None:
         "signal": pl.Float64,
         "weight": pl.Int64,
     }
-    assert [c.nullable for c in contract.columns] == [False, False, False, True]
+    assert [c.nullable for c in contract.columns] == [False, True, False, True]
     assert all(not c.checks for c in contract.schema.columns.values())
     again = contract_from_yaml(contract_to_yaml(contract))
     assert again.fingerprint == contract.fingerprint

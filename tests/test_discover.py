@@ -24,7 +24,8 @@ def test_glob_selects_sorted_known_formats(tree: Path) -> None:
     found = discover(["data/*"], base=tree)
     assert [f.name for f in found.files] == ["a.csv", "b.csv", "c.parquet", "d.XLSX"]
     assert [f.file_format for f in found.files] == ["csv", "csv", "parquet", "xlsx"]
-    assert found.ignored == 2  # notes.txt and the nested directory
+    assert [Path(r.path).name for r in found.ignored] == ["notes.txt"]  # not the directory
+    assert "unknown extension .txt" in found.ignored[0].reason
     assert found.rejected == ()
     first = found.files[0]
     assert first.path.is_absolute()
@@ -75,4 +76,7 @@ def test_unmatched_glob_beside_matches_is_reported_not_fatal(tree: Path) -> None
 
 def test_file_format_of() -> None:
     assert file_format_of("x.PQ") == "parquet"
-    assert file_format_of("x.csv.gz") is None
+    assert file_format_of("x.csv.gz") == "csv"
+    assert file_format_of("x.CSV.ZST") == "csv"
+    assert file_format_of("x.json.gz") is None
+    assert file_format_of("x.gz") is None

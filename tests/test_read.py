@@ -131,11 +131,18 @@ def test_csv_text_in_numeric_columns_names_every_cell(tmp_path: Path, contract: 
     assert "column 'price' is double (row 2: 'abc', row 4: 'x1')" in str(caught.value)
 
 
-def test_csv_null_spellings_are_nulls_as_the_api_reads_them(
-    tmp_path: Path, contract: Contract
-) -> None:
+def test_csv_null_spellings_are_values_not_nulls(tmp_path: Path, contract: Contract) -> None:
+    """Only an empty field is null: ``NA`` in a number column is a bad value, by row."""
     path = write(tmp_path / "na.csv", HEADER + "2024-01-02,AAPL,NA,1\n2024-01-03,AAPL,n/a,2\n")
-    assert read_frame(path, contract).get_column("price").null_count() == 2
+    with pytest.raises(UnparseableValues) as caught:
+        read_frame(path, contract)
+    assert caught.value.cells[0].column == "price"
+    assert caught.value.cells[0].rows == (1, 2)
+    assert caught.value.cells[0].values == ("NA", "n/a")
+    empty = write(tmp_path / "e.csv", HEADER + '2024-01-02,,,1\n2024-01-03,"",2,""\n')
+    frame = read_frame(empty, contract)
+    assert frame.get_column("ticker").to_list() == [None, None]
+    assert frame.get_column("price").to_list() == [None, 2.0]
 
 
 def test_csv_bad_date_is_a_bad_cell(tmp_path: Path, contract: Contract) -> None:
@@ -187,8 +194,8 @@ def test_read_frames_gives_each_file_what_read_frame_gives(
     texts = {
         "a.csv": HEADER + "2024-01-02,AAPL,1.5,100\n2024-01-03,MSFT,,7\n",
         "moved.csv": "ticker,date,price,volume\nIBM,2024-01-02,2.5,3\n",
-        "blank_lines.csv": HEADER + "\n2024-01-04,GOOG,3.0,9\n\n\n2024-01-05,GOOG,NA,9\n",
-        "no_last_newline.csv": HEADER + "2024-01-06,X,1,2\n2024-01-07,Y,null,3",
+        "blank_lines.csv": HEADER + "\n2024-01-04,GOOG,3.0,9\n\n\n2024-01-05,GOOG,,9\n",
+        "no_last_newline.csv": HEADER + "2024-01-06,X,1,2\n2024-01-07,Y,,3",
         "header_only.csv": HEADER,
         "quoted.csv": HEADER + '2024-01-08,"Q,1",1,2\n',
         "crlf.csv": HEADER.replace("\n", "\r\n") + "2024-01-09,C,1,2\r\n",
@@ -385,7 +392,9 @@ def test_xls_with_several_sheets(tmp_path: Path, contract: Contract) -> None:
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
     assert caught.value.cells[0].rows == (2,)
-    assert read_frame(path, contract, sheet="notes").columns == ["note"]
+    with pytest.raises(UnreadableFile, match="columns found in row 1 of sheet 'prices'"):
+        read_frame(path, contract, sheet="notes")  # the header is elsewhere: say where
+    assert read_frame(path, None, sheet="notes").columns == ["note"]
 
 
 def test_read_sample_infers_types(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
+from pandera.config import ValidationDepth, config_context
 
 from batchload.check.proof import (
     FILE_COLUMN,
@@ -119,7 +120,12 @@ def validate_chunk(
 
     cases: list[pl.DataFrame] = []
     try:
-        schema.validate(data, lazy=True)
+        # pandera reads PANDERA_VALIDATION_ENABLED/_DEPTH from the environment; the
+        # checks batchload promises are not switched off from outside (--no-validate is).
+        with config_context(
+            validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA
+        ):
+            schema.validate(data, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases.append(_normalise_cases(exc.failure_cases))
     if unique and schemas.key and all(c in data.columns for c in schemas.key):

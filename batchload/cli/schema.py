@@ -20,6 +20,7 @@ from batchload.cli.common import (
     schema_option,
     token_file_option,
 )
+from batchload.summary import drift_groups, drift_line
 
 if TYPE_CHECKING:
     from batchload.check.verdict import FileVerdict
@@ -255,6 +256,7 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
         verdicts.extend(validate_files(batch, contract, sheet=sheet, keys=keys))
     verdicts.sort(key=lambda v: str(v.path))
     layouts = group_by_fingerprint(verdicts, contract)
+    drift = drift_groups(_messages(verdicts))
     counts = {
         status: sum(v.status == status for v in verdicts)
         for status in ("valid", "invalid", "unreadable")
@@ -267,20 +269,35 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
                 "fingerprint": contract.fingerprint,
                 "files": [v.to_dict() for v in verdicts],
                 "layouts": [g.to_dict() for g in layouts],
+                "drift": [{"problem": m, "files": n} for m, n in drift],
+                "ignored": [{"path": r.path, "reason": r.reason} for r in found.ignored],
                 "summary": {"files": len(verdicts), **counts},
             }
         )
     else:
-        click.echo(_verdicts_text(verdicts, layouts, contract))
+        click.echo(_verdicts_text(verdicts, layouts, contract, quiet=output().quiet))
+        if drift:
+            click.echo(drift_line(_messages(verdicts)))
+        for ignored in found.ignored:
+            click.echo(f"ignored: {ignored.path}: {ignored.reason}", err=True)
         if found.unmatched:
             output().info(f"matched nothing: {', '.join(found.unmatched)}")
     if counts["invalid"] or counts["unreadable"]:
         sys.exit(1)
 
 
-def _verdicts_text(verdicts: list[FileVerdict], layouts: list[Any], contract: Contract) -> str:
+def _messages(verdicts: list[FileVerdict]) -> list[list[str]]:
+    return [[p.message for p in v.problems] for v in verdicts]
+
+
+def _verdicts_text(
+    verdicts: list[FileVerdict], layouts: list[Any], contract: Contract, *, quiet: bool
+) -> str:
+    """Each file's verdict (with ``quiet``, only the files with problems), then the totals."""
     lines: list[str] = []
     for verdict in verdicts:
+        if quiet and verdict.valid:
+            continue
         lines.append(f"{verdict.path}: {verdict.reason}")
         if verdict.status == "invalid" and len(verdict.problems) + verdict.omitted > 1:
             # the reason line only counts them: list each one

@@ -24,6 +24,7 @@ from batchload.cli.common import (
     schema_option,
 )
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
+from batchload.summary import drift_line
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_LINES_SHOWN = 20
+#: Validation details shown under one problem (the rest are counted).
+MAX_DETAILS_SHOWN = 8
 DEFAULT_CONCURRENCY = 8
 DEFAULT_RETRIES = 7
 
@@ -261,8 +264,21 @@ def _report(summary: RunSummary, out: Output) -> None:
         )
     for problem in summary.problems[:MAX_LINES_SHOWN]:  # errors: printed even with --quiet
         click.echo(f"  {problem.state}: {problem.path}: {problem.reason}", err=True)
+        if len(problem.details) > 1:  # as validate shows them: the reason only counts them
+            for detail in problem.details[:MAX_DETAILS_SHOWN]:
+                click.echo(f"      {detail}", err=True)
+            if len(problem.details) > MAX_DETAILS_SHOWN:
+                more = len(problem.details) - MAX_DETAILS_SHOWN
+                click.echo(f"      ... and {more} more problem(s)", err=True)
     if len(summary.problems) > MAX_LINES_SHOWN:
         click.echo(f"  ... and {len(summary.problems) - MAX_LINES_SHOWN} more problems", err=True)
+    drift = drift_line(p.details for p in summary.problems)
+    if drift:
+        click.echo(f"  {drift}", err=True)
+    for path, reason in summary.ignored[:MAX_LINES_SHOWN]:
+        click.echo(f"  ignored: {path}: {reason}", err=True)
+    if len(summary.ignored) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(summary.ignored) - MAX_LINES_SHOWN} more ignored", err=True)
     for result in summary.reconcile:
         line = f"reconcile {result.dataset}: {result.on_server} file(s) on the service"
         if result.error:

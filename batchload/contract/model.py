@@ -7,7 +7,8 @@ unchanged), with batchload's two extra facts where pandera's format leaves room:
 - the **dataset name** is the schema's ``name`` (pandera round-trips it; when it is
   missing the file's stem is used);
 - the **Arrow type each column is sent as** lives under the top-level
-  ``metadata: {batchload: {arrow_types: {column: type}}}`` block. pandera's
+  ``metadata: {batchload: {arrow_types: {column: type}}}`` block, beside how files
+  are read (:class:`Reading`: ``null_values``, ``sheet``, ``header_row``). pandera's
   ``DataFrameSchema(metadata=...)`` is not written by its YAML serializer and the
   key is ignored when pandera loads the file, so batchload writes and reads that
   block itself and puts it back on ``schema.metadata``. A column missing from the
@@ -39,13 +40,15 @@ from pandera.api.checks import Check
 from pandera.io._flat_checks import COMPONENT_RESERVED_KEYS
 from pandera.io.polars_io import deserialize_schema, serialize_schema
 
+from batchload.contract.reading import READING_KEYS, Reading, Yaml12Loader, reading_from_metadata
 from batchload.errors import ContractError
-from batchload.protocol import normalize_arrow_type
+from batchload.protocol import csv_convert_options, normalize_arrow_type
 from batchload.schemadiff import Column, SchemaDifference, diff_schemas, schema_from_json
 
 __all__ = [
     "ColumnSpec",
     "Contract",
+    "Reading",
     "SchemaDifference",
     "arrow_schema",
     "arrow_type_of",
@@ -116,6 +119,7 @@ class Contract:
     columns: tuple[ColumnSpec, ...]
     unique: tuple[str, ...]
     fingerprint: str
+    reading: Reading = field(default_factory=Reading)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -125,6 +129,10 @@ class Contract:
     def column_types(self) -> dict[str, str]:
         """Column -> Arrow type name: the CSV ``convert_options.column_types`` to send."""
         return {c.name: c.arrow_type for c in self.columns}
+
+    def convert_options(self) -> dict[str, Any]:
+        """The CSV ``convert_options`` to read with and to send (one parsing truth)."""
+        return csv_convert_options(self.column_types(), self.reading.null_values)
 
     def polars_schema(self) -> dict[str, pl.DataType]:
         """Column -> polars dtype, in order."""
@@ -232,7 +240,7 @@ def load_contract(path: Path | str) -> Contract:
 def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:
     """Parse contract YAML text (``path`` only names the file in errors)."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -255,6 +263,7 @@ def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:
         raise ContractError(f"unknown top-level key {unknown[0]!r}", path=path)
     metadata = document.pop("metadata", None) or {}
     arrow_types = _arrow_types_from_metadata(metadata, path)
+    reading = reading_from_metadata(metadata.get(METADATA_KEY), path)
     columns = document.get("columns")
     if not isinstance(columns, Mapping) or not columns:
         raise ContractError("`columns:` must map each column name to its options", path=path)
@@ -265,7 +274,7 @@ def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:
     except Exception as exc:  # pandera raises TypeError, ValueError, re.error, ...
         raise ContractError(_explain_deserialize_error(document, exc), path=path) from exc
     schema.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
-    return build_contract(schema, path=path, arrow_types=arrow_types)
+    return build_contract(schema, path=path, arrow_types=arrow_types, reading=reading)
 
 
 def _arrow_types_from_metadata(metadata: Any, path: Path | None) -> dict[str, str]:
@@ -274,7 +283,7 @@ def _arrow_types_from_metadata(metadata: Any, path: Path | None) -> dict[str, st
     block = metadata.get(METADATA_KEY) or {}
     if not isinstance(block, Mapping):
         raise ContractError(f"`metadata.{METADATA_KEY}` must be a mapping", path=path)
-    unknown = sorted(set(block) - {ARROW_TYPES_KEY})
+    unknown = sorted(set(block) - {ARROW_TYPES_KEY, *READING_KEYS})
     if unknown:
         raise ContractError(f"unknown key `metadata.{METADATA_KEY}.{unknown[0]}`", path=path)
     types = block.get(ARROW_TYPES_KEY) or {}
@@ -328,6 +337,7 @@ def build_contract(
     path: Path | None = None,
     arrow_types: Mapping[str, str] | None = None,
     dataset_name: str | None = None,
+    reading: Reading | None = None,
 ) -> Contract:
     """Check a pandera polars schema against batchload's rules and derive a Contract."""
     arrow_types = dict(arrow_types or {})
@@ -394,6 +404,7 @@ def build_contract(
         columns=tuple(specs),
         unique=unique,
         fingerprint=schema_fingerprint((c.name, c.arrow_type) for c in specs),
+        reading=reading or Reading(),
     )
 
 
@@ -437,7 +448,10 @@ def contract_to_yaml(contract: Contract) -> str:
     body = serialize_schema(contract.schema)
     text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
     metadata: dict[str, Any] = {k: v for k, v in (contract.schema.metadata or {}).items()}
-    metadata[METADATA_KEY] = {ARROW_TYPES_KEY: contract.column_types()}
+    metadata[METADATA_KEY] = {
+        ARROW_TYPES_KEY: contract.column_types(),
+        **contract.reading.to_metadata(),
+    }
     return (
         _HEADER + text + yaml.safe_dump({"metadata": metadata}, sort_keys=False, allow_unicode=True)
     )

@@ -10,6 +10,7 @@ import anyio
 
 from batchload.check.checker import plan_requests
 from batchload.jobs import PreparedJob
+from batchload.pipeline.prepare import ignored_files
 from batchload.summary import Problem, RunSummary
 
 if TYPE_CHECKING:
@@ -54,5 +55,6 @@ async def dry_run(
         manifest=str(manifest_path),
         dry_run=True,
         problems=all_problems,
+        ignored=ignored_files(prepared),
         plan=tuple(plan),
     )

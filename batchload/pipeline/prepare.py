@@ -26,7 +26,8 @@ from batchload.contract.model import load_contract
 from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
-from batchload.read.discover import FileSet, SourceFile, discover
+from batchload.read.discover import FileSet, SourceFile, csv_compression, discover
+from batchload.read.frames import has_null_columns
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import Manifest
 from batchload.state.records import DatasetRecord, ResumeRow, resume_decision
@@ -173,7 +174,7 @@ def _plan_job(
     work: list[Work] = []
     skipped: list[SourceFile] = []
     forget: list[tuple[str, str, int]] = []
-    convert = {"column_types": contract.column_types()}
+    convert = contract.convert_options()
     ids = {s.path: _file_id(template, s, None) for s in file_set.files}
     check_unique((i, str(p)) for p, i in ids.items() if i is not None)
     for source in file_set.files:
@@ -202,7 +203,11 @@ def _plan_job(
             convert_options=convert if source.file_format == "csv" else None,
         )
         split = envelope.request_bytes(source.size) > max_request_bytes
-        as_parquet = source.file_format in SENT_AS_PARQUET
+        as_parquet = (
+            source.file_format in SENT_AS_PARQUET
+            or (source.file_format == "parquet" and has_null_columns(source.path))
+            or csv_compression(source.path) is not None
+        )
         work.append(Work(job_index, source, file_id, decision, (), split, as_parquet))
     return PreparedJob(
         index=job_index,
@@ -268,3 +273,8 @@ def _check_same_dataset(
         raise UsageError(f"two jobs send dataset {name!r} to different dataset ids")
     if first.template != template:
         raise UsageError(f"two jobs send dataset {name!r} with different --file-id templates")
+
+
+def ignored_files(prepared: Sequence[PreparedJob]) -> tuple[tuple[str, str], ...]:
+    """Every job's glob matches that are not read, with the reason: listed, not dropped."""
+    return tuple((r.path, r.reason) for job in prepared for r in job.file_set.ignored)

@@ -38,7 +38,7 @@ from batchload.contract.model import diff_locked
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
 from batchload.jobs import PreparedJob, UploadJob, Work
 from batchload.pipeline.dryrun import dry_run
-from batchload.pipeline.prepare import prepare
+from batchload.pipeline.prepare import ignored_files, prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
@@ -443,6 +443,7 @@ class _Run:
             seconds=time.monotonic() - started,
             manifest=str(self.manifest.path),
             problems=problems,
+            ignored=ignored_files(self.prepared),
             reconcile=reconciled,
             stopped=str(error) if error else None,
             error=error,

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
 
 from batchload.cancel import stop_if_cancelled
 from batchload.contract.model import arrow_schema
 from batchload.errors import UnreadableFile
+from batchload.protocol import csv_convert_options
+from batchload.read.discover import csv_compression
 from batchload.read.problems import (
     MAX_EXAMPLES,
     BadCells,
@@ -79,7 +82,22 @@ class _CsvSource:
         return pa.BufferReader(self.head + b"\n")  # pyarrow needs a line end after a lone header
 
 
-def _csv_source(path: Path) -> _CsvSource:
+def _csv_source(path: Path, kept: bytes | None = None) -> _CsvSource:
+    """``path`` as a CSV source; ``kept``: its bytes when the caller has them already.
+
+    A compressed CSV is decompressed whole (its text's size is known only once read)."""
+    codec = csv_compression(path)
+    if codec is not None:
+        try:
+            stream = pa.input_stream(pa.BufferReader(kept) if kept else str(path), codec)
+            with stream:
+                return _CsvSource(path, stream.read(), True)
+        except (OSError, pa.ArrowException) as exc:
+            raise UnreadableFile(
+                f"not readable as {codec}-compressed CSV: {str(exc).splitlines()[0]}", path=path
+            ) from None
+    if kept is not None and len(kept) <= HEAD_BYTES:
+        return _CsvSource(path, kept, True)
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES + 1)
@@ -162,14 +180,21 @@ def _parse_csv(source: _CsvSource, contract: Contract | None) -> Any:
     return _named(source, table)
 
 
-def _convert_options(contract: Contract | None) -> Any:
-    """pyarrow's options for the contract's columns: its Arrow types, nothing inferred."""
+def _convert_options(contract: Contract | None, *, as_text: bool = False) -> Any:
+    """pyarrow's options for the contract's columns: the options the upload sends
+    (:func:`~batchload.protocol.csv_convert_options`), with the Arrow types (or text,
+    ``as_text``, to find the cells that do not parse); nothing inferred."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    column_types: dict[str, Any] = {}
-    if contract is not None:
-        column_types = {f.name: f.type for f in arrow_schema(contract)}
-    return pacsv.ConvertOptions(column_types=column_types)
+    if contract is None:
+        return pacsv.ConvertOptions(**csv_convert_options({}))
+    options = contract.convert_options()
+    if as_text:
+        options["column_types"] = dict.fromkeys(contract.names, pa.string())
+    else:
+        options["column_types"] = {f.name: f.type for f in arrow_schema(contract)}
+    return pacsv.ConvertOptions(**options)
 
 
 def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iterator[pl.DataFrame]:
@@ -189,6 +214,8 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if csv_compression(path):  # decompressed whole, so read whole
+        raise CannotReadInBlocks(path)
     source = _csv_source(path)
     if any(source.head.startswith(bom) for bom in _BOMS):
         raise CannotReadInBlocks(path)
@@ -328,22 +355,20 @@ def _locate_bad_csv_cells(source: _CsvSource, contract: Contract) -> list[BadCel
     import pyarrow.csv as pacsv
 
     defaults = pacsv.ConvertOptions()
-    as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(contract.names, pa.string()))
     try:
-        table = _pyarrow_csv(source, not source.whole, as_text)
+        table = _pyarrow_csv(source, not source.whole, _convert_options(contract, as_text=True))
     except pa.ArrowInvalid:
         return []
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     frame = frame.with_row_index("__row", offset=1)
-    null_values = list(defaults.null_values)
     bad: list[BadCells] = []
     for spec in contract.columns:
         if spec.name not in frame.columns or spec.dtype == pl.String:
             continue
         text = pl.col(spec.name)
         parsed = _parse_text(text, spec.dtype, defaults)
-        failing = frame.filter(text.is_not_null() & ~text.is_in(null_values) & parsed.is_null())
+        failing = frame.filter(text.is_not_null() & parsed.is_null())
         if failing.height:
             head = failing.head(MAX_EXAMPLES)
             bad.append(
@@ -395,11 +420,7 @@ def read_csv_group(
     header = ",".join(contract.names).encode() + b"\n"
     for index, path in enumerate(paths):
         try:
-            kept = data[index] if index < len(data) else None
-            if kept is not None and len(kept) <= HEAD_BYTES:
-                source = _CsvSource(path, kept, True)
-            else:
-                source = _csv_source(path)
+            source = _csv_source(path, data[index] if index < len(data) else None)
             rows = _plain_rows(source, header)
             if rows is None:
                 parsed.append((index, _parse_csv(source, contract)))

@@ -2,8 +2,10 @@
 
 A path named explicitly always gets an answer: it is in the file set, or it is
 *rejected* with a reason (missing, a directory, an unknown extension, unreadable).
-A glob only selects: the directories and unknown extensions it happens to match are
-counted as *ignored*, not rejected, so ``data/*`` beside a README still works. Files
+A glob only selects: the files with unknown extensions it happens to match are
+*ignored*, not rejected, so ``data/*`` beside a README still works, but each is
+listed with its reason (never dropped silently); directories are passed over.
+Compressed CSVs (``.csv.gz``, ``.csv.zst``, ``.csv.bz2``) are CSV files. Files
 are identified by their real path, so ``a.csv``, ``./a.csv`` and a symlink to it are
 one file. Nothing here reads a file's content; only ``stat`` is called.
 """
@@ -21,6 +23,11 @@ from batchload.errors import UsageError
 from batchload.protocol import SUFFIX_FORMATS, FileFormat
 
 _GLOB_CHARS = frozenset("*?[")
+
+#: Compression suffixes read after ``.csv`` (pyarrow's codec names): such a file is
+#: decompressed to read it, and sent as parquet of its validated frame.
+CSV_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+_KNOWN = ", ".join([*sorted(SUFFIX_FORMATS), *(f".csv{s}" for s in CSV_COMPRESSIONS)])
 _MAX_REASONS_SHOWN = 5
 
 
@@ -59,8 +66,8 @@ class FileSet:
 
     files: tuple[SourceFile, ...]
     rejected: tuple[Rejected, ...] = ()
-    ignored: int = 0
-    """Glob matches that are not uploadable files (directories, other extensions)."""
+    ignored: tuple[Rejected, ...] = ()
+    """Files a glob matched that batchload does not read, each with the reason."""
     unmatched: tuple[str, ...] = ()
     """Globs that matched nothing at all."""
 
@@ -72,7 +79,16 @@ class FileSet:
 
 def file_format_of(path: Path | str) -> FileFormat | None:
     """The file_format a name's suffix says (case-insensitive), or None."""
-    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+    name = Path(path).name.lower()
+    if csv_compression(name):
+        return "csv"
+    return SUFFIX_FORMATS.get(os.path.splitext(name)[1])
+
+
+def csv_compression(path: Path | str) -> str | None:
+    """The codec of a compressed CSV (``data.csv.gz`` -> ``gzip``), or None."""
+    stem, suffix = os.path.splitext(Path(path).name.lower())
+    return CSV_COMPRESSIONS.get(suffix) if stem.endswith(".csv") else None
 
 
 def _is_glob(pattern: str) -> bool:
@@ -117,11 +133,10 @@ class _Examiner:
             real = os.path.join(real_dir, name)
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file"
-        suffix = os.path.splitext(path)[1]
-        file_format = SUFFIX_FORMATS.get(suffix.lower())
+        file_format = file_format_of(path)
         if file_format is None:
-            suffixes = ", ".join(sorted(SUFFIX_FORMATS))
-            return f"unknown extension {suffix or '(none)'}; expected one of {suffixes}"
+            suffix = os.path.splitext(path)[1]
+            return f"unknown extension {suffix or '(none)'}; expected one of {_KNOWN}"
         if not os.access(path, os.R_OK):
             return "not readable: permission denied"
         return SourceFile(
@@ -145,7 +160,7 @@ def discover(
     found: dict[Path, SourceFile] = {}
     rejected: dict[str, Rejected] = {}
     unmatched: list[str] = []
-    ignored = 0
+    ignored: dict[str, Rejected] = {}
     for pattern in patterns:
         text = os.path.expanduser(str(pattern))
         full = text if os.path.isabs(text) else os.path.join(root, text)
@@ -163,13 +178,13 @@ def discover(
             result = examine(match)
             if isinstance(result, SourceFile):
                 found.setdefault(result.path, result)
-            else:
-                ignored += 1
+            elif not result.startswith("is a "):  # a directory is not a file passed over
+                ignored.setdefault(match, Rejected(path=match, reason=result))
     files = tuple(sorted(found.values(), key=lambda f: str(f.path)))
     file_set = FileSet(
         files=files,
         rejected=tuple(sorted(rejected.values(), key=lambda r: r.path)),
-        ignored=ignored,
+        ignored=tuple(sorted(ignored.values(), key=lambda r: r.path)),
         unmatched=tuple(unmatched),
     )
     if require and not files:
@@ -183,6 +198,5 @@ def discover(
 def _nothing_found(file_set: FileSet) -> str:
     reasons = [f"{r.path}: {r.reason}" for r in file_set.rejected[:_MAX_REASONS_SHOWN]]
     reasons += [f"{p}: matched no files" for p in file_set.unmatched[:_MAX_REASONS_SHOWN]]
-    if file_set.ignored:
-        reasons.append(f"{file_set.ignored} match(es) ignored: not csv, parquet, xls or xlsx")
+    reasons += [f"{r.path}: {r.reason}" for r in file_set.ignored[:_MAX_REASONS_SHOWN]]
     return "no files matched" + (": " + "; ".join(reasons) if reasons else "")

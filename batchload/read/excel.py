@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchload.contract.model import arrow_type_of
+from batchload.contract.reading import Reading
 from batchload.errors import UnreadableFile
 from batchload.read.problems import (
     MAX_EXAMPLES,
@@ -75,30 +76,42 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
     names = list(reader.sheet_names)
     if not names:
         raise UnreadableFile("the workbook has no sheets", path=path)
-    if sheet is None:
-        index = 0
-    elif sheet in names:
-        index = names.index(sheet)
-    else:
-        raise UnreadableFile(
-            f"no sheet {sheet!r}; sheets: {', '.join(repr(n) for n in names)}", path=path
-        )
+    reading = contract.reading if contract is not None else Reading()
+    index = _sheet_index(path, names, sheet if sheet is not None else reading.sheet)
+    header = (reading.header_row or 1) - 1  # fastexcel counts from 0
     dtypes: dict[str | int, DType] = {}
     if contract is not None:
         dtypes = {c.name: load for c in contract.columns if (load := _load_as(c.dtype))}
     try:
-        loaded = reader.load_sheet(index, schema_sample_rows=None, dtypes=dtypes or None)
+        loaded = reader.load_sheet(
+            index, header_row=header, schema_sample_rows=None, dtypes=dtypes or None
+        )
         batch, errors = loaded.to_arrow_with_errors()
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
         if frame.width == 0:
             raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
+        if contract is not None and reading.header_row is None:
+            _check_header_place(
+                reader, index, names, contract=contract, found=frame.columns, path=path
+            )
         texts: pl.DataFrame | None = None
         numbers = [n for n, load in dtypes.items() if load == "float" and n in frame.columns]
-        if numbers:  # again, as text: only that tells a boolean cell from the number 1
-            as_text: dict[str | int, DType] = dict.fromkeys(numbers, "string")
+        words = [c.name for c in contract.columns if c.dtype == pl.String] if contract else []
+        words = [n for n in words if n in frame.columns]
+        if numbers or words:
+            # again, the numbers as text (only that tells a boolean cell from the number
+            # 1) and the text as numbers (calamine's text of a number is rounded)
+            again_as: dict[str | int, DType] = {
+                **dict.fromkeys(numbers, "string"),
+                **dict.fromkeys(words, "float"),
+            }
             again = reader.load_sheet(
-                index, schema_sample_rows=None, use_columns=numbers, dtypes=as_text
+                index,
+                header_row=header,
+                schema_sample_rows=None,
+                use_columns=[*numbers, *words],
+                dtypes=again_as,
             )
             as_read = pl.from_arrow(again.to_arrow())
             assert isinstance(as_read, pl.DataFrame)
@@ -112,6 +125,54 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
     if bad:
         raise UnparseableValues(path, bad)
     return frame
+
+
+def _sheet_index(path: Path, names: list[str], sheet: str | None) -> int:
+    """The sheet's position: by name, else a number counts sheets from 1; first by default."""
+    if sheet is None:
+        return 0
+    if sheet in names:
+        return names.index(sheet)
+    if sheet.isdigit() and 1 <= int(sheet) <= len(names):
+        return int(sheet) - 1
+    raise UnreadableFile(
+        f"no sheet {sheet!r}; sheets: {', '.join(repr(n) for n in names)}", path=path
+    )
+
+
+#: Rows searched for the contract's header when the first row is not it.
+_HEADER_SEARCH_ROWS = 50
+
+
+def _check_header_place(
+    reader: Any, index: int, names: list[str], *, contract: Contract, found: list[str], path: Path
+) -> None:
+    """Refuse a sheet whose first row is not the header (a title row, a blank row, notes
+    first) when the contract's columns are found elsewhere, saying where, rather than
+    read garbage."""
+    wanted = set(contract.names)
+    if wanted & set(found):
+        return
+    sheets = ", ".join(repr(n) for n in names)
+    for position in [index, *(i for i in range(len(names)) if i != index)]:
+        name = names[position]
+        top = reader.load_sheet(
+            position, header_row=None, n_rows=_HEADER_SEARCH_ROWS, dtypes="string"
+        )
+        rows = pl.from_arrow(top.to_arrow())
+        assert isinstance(rows, pl.DataFrame)
+        for number, row in enumerate(rows.iter_rows(), start=1):
+            cells = {str(v).strip() for v in row if v is not None}
+            if len(cells & wanted) * 2 >= len(wanted):
+                where = f"row {number} of sheet {name!r}"
+                say = f"header_row: {number}" + (f", sheet: {name!r}" if position != index else "")
+                raise UnreadableFile(
+                    f"the contract's columns are not in the first row of sheet "
+                    f"{names[index]!r}: columns found in {where}: set {say}",
+                    path=path,
+                    hint=f"under metadata.batchload in the contract; sheets: {sheets}",
+                )
+    # nowhere: validation reports the missing and unexpected columns
 
 
 def _load_as(dtype: pl.DataType) -> DType | None:
@@ -143,7 +204,8 @@ def _as_contract_types(
 ) -> tuple[pl.DataFrame, list[BadCells]]:
     """Cast the contract's columns to its types, strictly; the cells that do not fit.
 
-    ``texts``: the number columns as calamine's text, to find boolean cells in them.
+    ``texts``: the number columns as calamine's text, to find boolean cells in them,
+    and the text columns as numbers, to give number cells their exact text.
     """
     data = frame.with_row_index(_ROW, offset=1)
     if texts is not None and texts.height == frame.height:
@@ -156,6 +218,10 @@ def _as_contract_types(
         loaded = frame.schema[spec.name]
         value = _strict(pl.col(spec.name), loaded, spec.dtype)
         if value is None:
+            continue
+        if spec.dtype == pl.String and _TEXT + spec.name in data.columns:
+            value = _exact_text(pl.col(spec.name), pl.col(_TEXT + spec.name))
+            converted.append(value.alias(spec.name))
             continue
         failing = _blank_is_null(pl.col(spec.name), loaded).is_not_null() & value.is_null()
         shown = pl.col(spec.name).cast(pl.String)
@@ -177,7 +243,26 @@ def _as_contract_types(
             rows = tuple(head.get_column(_ROW).to_list())
             values = tuple(shorten(v) for v in head.get_column("shown").to_list())
             bad.append(BadCells(name, expected, count, rows, values))
-    return frame.with_columns(converted), bad
+    return data.with_columns(converted).select(frame.columns), bad
+
+
+def _exact_text(raw: pl.Expr, number: pl.Expr) -> pl.Expr:
+    """A text column's cells, a number cell as its exact shortest text (``3.141592653589793``,
+    ``42`` not ``42.0``) rather than calamine's rounded ``3.141592654``.
+
+    ``number``: the column loaded as numbers, where fastexcel also parses text cells
+    that spell numbers (``"007"`` is 7). A cell is taken for a number cell only when
+    its text is a rounding of the number (reads back as another number): a text cell's
+    text always reads back as exactly its number, and keeps its text (``007``, ``7.50``).
+    """
+    rounded = raw.str.strip_chars().cast(pl.Float64, strict=False) != number
+    whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2.0**53)
+    exact = pl.when(whole).then(number.cast(pl.Int64).cast(pl.String))
+    return (
+        pl.when(rounded.fill_null(False))
+        .then(exact.otherwise(number.cast(pl.String)))
+        .otherwise(raw)
+    )
 
 
 def _blank_is_null(raw: pl.Expr, loaded: pl.DataType) -> pl.Expr:

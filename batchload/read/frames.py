@@ -8,7 +8,9 @@
   column is left for validation to report.
   A large CSV can also be read **block by block** (:func:`read_csv_blocks`), with
   the same options, so that it never sits in memory whole.
-- **Parquet** is read with its own types.
+- **Parquet** is read with its own types; a column of Arrow type ``null`` (all
+  empty, as pandas writes an all-``None`` column) takes the contract's type, and
+  such a file is sent as parquet of its validated frame (:func:`has_null_columns`).
 - **xlsx / xls** go through fastexcel (calamine), the first sheet unless ``sheet``
   is given (:mod:`batchload.read.excel`). Excel keeps every number as a double and a
   date as a formatted number, so the contract's columns are read as the contract's
@@ -38,6 +40,7 @@ import polars as pl
 from batchload.errors import UnreadableFile, UsageError
 from batchload.protocol import SUFFIX_FORMATS, FileFormat
 from batchload.read.csv import read_csv, read_csv_group
+from batchload.read.discover import file_format_of
 from batchload.read.excel import read_excel
 from batchload.read.problems import check_readable, raise_unreadable
 
@@ -46,15 +49,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "file_format",
+    "has_null_columns",
     "read_frame",
     "read_sample",
     "read_samples",
+    "typed_nulls",
 ]
 
 
 def file_format(path: Path) -> FileFormat:
     """The file_format a file's suffix names; an unknown suffix is an UnreadableFile."""
-    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    fmt = file_format_of(path)
     if fmt is None:
         known = ", ".join(sorted(SUFFIX_FORMATS))
         raise UnreadableFile(
@@ -74,7 +79,8 @@ def read_frame(path: Path, contract: Contract | None, *, sheet: str | None = Non
     if fmt == "csv":
         return read_csv(path, contract)
     if fmt == "parquet":
-        return _read_parquet(path)
+        frame = _read_parquet(path)
+        return frame if contract is None else typed_nulls(frame, contract)
     return read_excel(path, contract, sheet)
 
 
@@ -126,10 +132,30 @@ def read_samples(
     return samples
 
 
-# ---------------------------------------------------------------------------- csv
+def typed_nulls(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """``frame`` with each all-null column of no type (polars ``Null``: a pandas
+    all-``None`` column, an Arrow ``null`` column) cast to the contract's type.
+
+    Only the type changes (every value stays null), so a nullable column that happens
+    to be empty is valid, and a required one is still reported for its nulls."""
+    cast = {
+        c.name: c.dtype
+        for c in contract.columns
+        if c.name in frame.columns and frame.schema[c.name] == pl.Null
+    }
+    return frame.cast(cast) if cast else frame  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- parquet
+
+
+def has_null_columns(path: Path) -> bool:
+    """True when a parquet file has a column of Arrow type ``null``: the service would
+    lock or compare that type, so the file is sent as parquet of its typed frame."""
+    try:
+        return any(dtype == pl.Null for dtype in pl.read_parquet_schema(path).values())
+    except (pl.exceptions.PolarsError, OSError):
+        return False  # unreadable: the check stage reads it and says why
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

@@ -100,6 +100,21 @@ def parse_file(
     return ParsedFile(schema=columns, rows=rows)
 
 
+def read_table(
+    data: bytes,
+    file_format: FileFormat,
+    *,
+    read_options: Mapping[str, Any] | None = None,
+    convert_options: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """The values a stored file holds: its bytes parsed as :func:`parse_file` parses them."""
+    if file_format == "csv":
+        return _csv_table(data, read_options or {}, convert_options or {})
+    if file_format == "parquet":
+        return pq.read_table(pa.BufferReader(data))
+    return pa.Table.from_batches([_excel_batch(data)])
+
+
 def arrow_type(name: str) -> pa.DataType:
     """The Arrow type an API type name stands for; ``ValueError`` if there is none."""
     text = name.strip()
@@ -143,6 +158,13 @@ def _type_name(data_type: pa.DataType) -> str:
 def _read_csv(
     data: bytes, read_options: Mapping[str, Any], convert_options: Mapping[str, Any]
 ) -> tuple[pa.Schema, int]:
+    table = _csv_table(data, read_options, convert_options)
+    return table.schema, table.num_rows
+
+
+def _csv_table(
+    data: bytes, read_options: Mapping[str, Any], convert_options: Mapping[str, Any]
+) -> pa.Table:
     read_kwargs = _checked_options(read_options, _READ_OPTIONS, "read_options")
     convert_kwargs = _checked_options(convert_options, _CONVERT_OPTIONS, "convert_options")
     if "column_types" in convert_kwargs:
@@ -165,7 +187,7 @@ def _read_csv(
             f"cannot parse the file as csv: columns that are not valid {encoding} text",
             details={"columns": undecodable, "encoding": encoding},
         )
-    return table.schema, table.num_rows
+    return table
 
 
 def _read_parquet(data: bytes) -> tuple[pa.Schema, int]:
@@ -175,11 +197,15 @@ def _read_parquet(data: bytes) -> tuple[pa.Schema, int]:
 
 
 def _read_excel(data: bytes) -> tuple[pa.Schema, int]:
+    batch = _excel_batch(data)
+    return batch.schema, batch.num_rows
+
+
+def _excel_batch(data: bytes) -> pa.RecordBatch:
     reader = fastexcel.read_excel(data)
     if not reader.sheet_names:
         raise bad_request("the workbook has no sheets")
-    batch = reader.load_sheet(0, schema_sample_rows=None).to_arrow()
-    return batch.schema, batch.num_rows
+    return reader.load_sheet(0, schema_sample_rows=None).to_arrow()
 
 
 def _checked_options(
