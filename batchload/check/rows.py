@@ -8,7 +8,6 @@ stand on this.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from batchload.check.verdict import (
     Problem,
 )
 from batchload.contract.model import Contract
+from batchload.contract.pandera_compat import check_error_text
 from batchload.read.problems import shorten
 
 
@@ -306,7 +306,6 @@ def _summarise(failures: pl.DataFrame, columns: Sequence[str]) -> dict[int, list
 
 def shown_value(value: Any) -> str:
     """A failure case as a verdict shows it: one line, shortened."""
-    text = "null" if value is None else str(value)
-    if text.startswith(("ComputeError(", "InvalidOperationError(")):
-        text = re.sub(r"\s+", " ", text)
-    return shorten(text)
+    if value is None:
+        return "null"
+    return shorten(check_error_text(value) or str(value))

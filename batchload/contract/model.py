@@ -37,9 +37,13 @@ import pandera.polars as pa
 import polars as pl
 import yaml
 from pandera.api.checks import Check
-from pandera.io._flat_checks import COMPONENT_RESERVED_KEYS
-from pandera.io.polars_io import deserialize_schema, serialize_schema
 
+from batchload.contract.pandera_compat import (
+    COMPONENT_RESERVED_KEYS,
+    check_error_text,
+    schema_from_document,
+    schema_to_document,
+)
 from batchload.contract.reading import READING_KEYS, Reading, Yaml12Loader, reading_from_metadata
 from batchload.errors import ContractError
 from batchload.protocol import csv_convert_options, normalize_arrow_type
@@ -94,9 +98,6 @@ _HEADER = (
     "# batchload contract: a pandera polars schema (pandera.polars.DataFrameSchema.from_yaml\n"
     "# loads this file). metadata.batchload.arrow_types: the Arrow type each column is sent as.\n"
 )
-
-# Arrow types pyarrow's ``type_for_alias`` does not spell: zoned timestamps, decimals.
-_ARROW_EXTRA = re.compile(r"timestamp\[(s|ms|us|ns), tz=[^\]]+\]|decimal(128|256)?\(\d+, ?\d+\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,10 +270,7 @@ def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:
         raise ContractError("`columns:` must map each column name to its options", path=path)
     for name, options in columns.items():
         _check_column_keys(str(name), options, path)
-    try:
-        schema = deserialize_schema(document)  # type: ignore[no-untyped-call]
-    except Exception as exc:  # pandera raises TypeError, ValueError, re.error, ...
-        raise ContractError(_explain_deserialize_error(document, exc), path=path) from exc
+    schema = schema_from_document(document, path=path)
     schema.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
     return build_contract(schema, path=path, arrow_types=arrow_types, reading=reading)
 
@@ -312,21 +310,7 @@ def _check_column_keys(name: str, options: Any, path: Path | None) -> None:
             )
 
 
-def _explain_deserialize_error(document: Mapping[str, Any], exc: Exception) -> str:
-    """Find the column pandera choked on, so the message can name it."""
-    columns = document.get("columns") or {}
-    for name, options in columns.items():
-        try:
-            deserialize_schema({"columns": {name: options}})  # type: ignore[no-untyped-call]
-        except Exception as column_exc:
-            dtype = options.get("dtype") if isinstance(options, Mapping) else None
-            if isinstance(column_exc, TypeError) and "Polars data type" in str(column_exc):
-                return f"column {name!r}: unknown dtype {dtype!r}"
-            return f"column {name!r}: {_one_line(column_exc)}"
-    return f"not a valid pandera polars schema: {_one_line(exc)}"
-
-
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: object) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -417,27 +401,23 @@ def _unique_columns(unique: Any) -> tuple[str, ...]:
 
 
 def _dry_run(schema: pa.DataFrameSchema, specs: Sequence[ColumnSpec], path: Path | None) -> None:
-    """Run every check on an empty frame: a check that cannot apply fails here, not per file."""
+    """Run every check on an empty frame: a check that cannot apply fails here, not per file.
+
+    A check may fail an empty frame without an error (``unique_values_eq``): that says
+    nothing about the contract."""
     empty = pl.DataFrame(schema={c.name: c.dtype for c in specs})
     try:
         schema.validate(empty, lazy=True)
     except pa.errors.SchemaErrors as exc:
         for case in exc.failure_cases.iter_rows(named=True):
-            raise ContractError(
-                f"column {case['column']!r}: check {case['check']} cannot run: "
-                f"{_first_line(str(case['failure_case']))}",
-                path=path,
-            ) from None
+            error = check_error_text(case["failure_case"])
+            if error is not None:
+                raise ContractError(
+                    f"column {case['column']!r}: check {case['check']} cannot run: {error}",
+                    path=path,
+                ) from None
     except Exception as exc:  # a check pandera could not even build an expression for
         raise ContractError(f"a check cannot run: {_one_line(exc)}", path=path) from exc
-
-
-def _first_line(text: str) -> str:
-    text = text.strip()
-    match = re.match(r'\w+\("(.*)', text, flags=re.S)
-    if match:
-        text = match.group(1)
-    return text.splitlines()[0] if text else text
 
 
 # ---------------------------------------------------------------------------- writing
@@ -445,7 +425,7 @@ def _first_line(text: str) -> str:
 
 def contract_to_yaml(contract: Contract) -> str:
     """pandera's own YAML for the schema, then batchload's ``metadata`` block."""
-    body = serialize_schema(contract.schema)
+    body = schema_to_document(contract.schema)
     text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
     metadata: dict[str, Any] = {k: v for k, v in (contract.schema.metadata or {}).items()}
     metadata[METADATA_KEY] = {

@@ -8,7 +8,6 @@ A large CSV can be read block by block (:func:`read_csv_blocks`) for bounded mem
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from batchload.read.problems import (
     open_failure,
     shorten,
 )
+from batchload.read.pyarrow_compat import BadValue, EmptyCsv, RaggedRow, csv_error
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract
@@ -283,56 +283,44 @@ def _arrow_frame(table: Any) -> pl.DataFrame:
     return frame
 
 
-_PARSE_ERROR = re.compile(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
-
-
-_CONVERSION_ERROR = re.compile(
-    r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): (.*)", re.S
-)
-
-
 def _translate_csv_error(
     source: _CsvSource, exc: Exception, contract: Contract | None
 ) -> UnreadableFile:
     path = source.path
-    text = str(exc)
-    ragged = _PARSE_ERROR.search(text)
-    if ragged:
-        row, expected, got = ragged.groups()
-        where = f"row {int(row) - 1}" if row else "a row"
+    error = csv_error(exc)
+    if isinstance(error, RaggedRow):
+        where = f"row {error.row}" if error.row is not None else "a row"
         return UnreadableFile(
-            f"ragged rows: {where} has {got} fields, the header has {expected}", path=path
+            f"ragged rows: {where} has {error.got} fields, the header has {error.expected}",
+            path=path,
         )
-    conversion = _CONVERSION_ERROR.search(text)
-    if conversion:
-        column_number, row, arrow_type, detail = conversion.groups()
+    if isinstance(error, BadValue):
         header = _csv_header(source)
-        index = int(column_number)
-        column = header[index] if index < len(header) else f"#{index + 1}"
-        if "invalid UTF8" in detail:
-            where = f", row {int(row) - 1}" if row else ""
+        column = header[error.column] if error.column < len(header) else f"#{error.column + 1}"
+        if error.invalid_utf8:
+            where = f", row {error.row}" if error.row is not None else ""
             return UnreadableFile(
                 f"not UTF-8 text (column {column!r}{where})", path=path, hint="save it as UTF-8"
             )
         if contract is not None:
             cells = _locate_bad_csv_cells(source, contract)
             if not any(c.column == column for c in cells):
-                value = re.search(r"invalid value '(.*)'", detail, flags=re.S)
                 cells.insert(
                     0,
                     BadCells(
                         column,
-                        arrow_type,
+                        error.arrow_type,
                         1,
-                        (int(row) - 1,) if row else (),
-                        (shorten(value.group(1)),) if value else (),
+                        (error.row,) if error.row is not None else (),
+                        (shorten(error.value),) if error.value is not None else (),
                     ),
                 )
             return UnparseableValues(path, cells)
-        return UnreadableFile(f"column {column!r}: {detail.strip()}", path=path)
-    if "Empty CSV" in text:
+        return UnreadableFile(f"column {column!r}: {error.detail}", path=path)
+    if isinstance(error, EmptyCsv):
         return UnreadableFile("empty file: no header row", path=path)
-    return UnreadableFile(f"not a readable CSV file: {text.splitlines()[0]}", path=path)
+    lines = str(exc).splitlines()
+    return UnreadableFile(f"not a readable CSV file: {lines[0] if lines else exc!r}", path=path)
 
 
 def _csv_header(source: _CsvSource) -> list[str]:

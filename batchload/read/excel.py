@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ import polars as pl
 from batchload.contract.model import arrow_type_of
 from batchload.contract.reading import Reading
 from batchload.errors import UnreadableFile
+from batchload.read.fastexcel_compat import refused_value
 from batchload.read.problems import (
     MAX_EXAMPLES,
     BadCells,
@@ -396,11 +396,11 @@ def _excel_bad_cells(
     for error in errors:
         row, column = error.offset_position
         name = frame.columns[column] if column < frame.width else f"#{column + 1}"
-        match = re.search(r"got '\w+\(\"?(.*?)\"?\)'", error.detail)
-        value = match.group(1) if match else error.detail
+        shown = refused_value(error.detail)
+        value = error.detail if shown is None else shown
         if texts is not None and name in texts.columns and row < texts.height:
             value = texts.get_column(name)[row] or value
-        if contract is not None and match and not value.strip():
+        if contract is not None and shown is not None and not value.strip():
             continue  # a blank text cell is an empty cell (null), as in every other column
         found.setdefault(name, []).append((row + 1, value))
     return [

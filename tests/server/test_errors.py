@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
 
 from batchload.server.process import ServerProcess
+from tests.server.conftest import SHARED_TOKENS
 from tests.server.helpers import (
     DATASETS,
     Api,
@@ -274,6 +278,54 @@ def test_a_stalled_body_times_out_and_the_server_stays_up(
     assert answer.json()["error"]["code"] == "request_timeout"
     api = Api(server.url, TOKEN)
     assert api.create(CSV)["rows"] == 2
+
+
+# --- 100, 417 -------------------------------------------------------------------------
+
+
+def _expecting(url: str, expect: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send the head with ``Expect``, read the first answer's head, then send the body
+    (after a refusal too, so that the server's lingering read ends at once): the first
+    head and everything after it."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    head = f"POST {DATASETS} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+    head += f"Authorization: Bearer {SHARED_TOKENS[1]}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(head.encode() + b"Expect: " + expect + b"\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        interim, rest = received.split(b"\r\n\r\n", 1)
+        sock.sendall(body)
+        while chunk := sock.recv(65536):
+            rest += chunk
+    return interim, rest
+
+
+def test_expect_100_continue_then_the_answer_as_if_none_came_before(
+    shared_server: ServerProcess,
+) -> None:
+    """The interim 100 is not counted as the answer's bytes: the answer that follows is
+    whole, its length right."""
+    body = json.dumps(file_body(CSV, name="continued")).encode()
+    interim, rest = _expecting(shared_server.url, b"100-continue", body)
+    assert interim == b"HTTP/1.1 100 Continue"
+    head, answer = rest.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 201 ")
+    length = next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+    assert int(length.split(b":")[1]) == len(answer)
+    assert json.loads(answer)["rows"] == 2
+
+
+@pytest.mark.parametrize("expect", [b"200-ok", b"caf\xe9"])
+def test_an_unknown_expect_is_417(shared_server: ServerProcess, expect: bytes) -> None:
+    interim, rest = _expecting(shared_server.url, expect, b"{}")
+    assert interim.startswith(b"HTTP/1.1 417 "), interim
+    assert rest == b"unsupported Expect header (only 100-continue is)"
 
 
 # --- 415 -----------------------------------------------------------------------------
