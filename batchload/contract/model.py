@@ -35,6 +35,7 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
+import pyarrow as pa_arrow
 import yaml
 from pandera.api.checks import Check
 
@@ -184,8 +185,6 @@ def arrow_type_of(dtype: pl.DataType) -> str:
 
 def _arrow_type(name: str) -> Any:
     """A pyarrow type from the API's spelling, or ``None`` when it is not one."""
-    import pyarrow as pa_arrow
-
     try:
         return pa_arrow.type_for_alias(name)
     except (ValueError, KeyError):
@@ -202,8 +201,6 @@ def _arrow_type(name: str) -> Any:
 
 def arrow_schema(contract: Contract) -> Any:
     """The contract as a ``pyarrow.Schema`` (what CSV reading converts to)."""
-    import pyarrow as pa_arrow
-
     return pa_arrow.schema([(c.name, _arrow_type(c.arrow_type)) for c in contract.columns])
 
 
@@ -363,7 +360,6 @@ def build_contract(
             arrow_dtype = _arrow_type(arrow)
             if arrow_dtype is None:
                 raise fail(f"column {name!r}: {arrow!r} is not an Arrow type name")
-            import pyarrow as pa_arrow
 
             sent_as = pl.from_arrow(pa_arrow.array([], type=arrow_dtype))
             if not isinstance(sent_as, pl.Series) or sent_as.dtype != dtype:

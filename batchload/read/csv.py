@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from batchload.cancel import stop_if_cancelled
 from batchload.contract.model import arrow_schema
@@ -73,8 +74,6 @@ class _CsvSource:
 
     def reader(self) -> Any:
         """What pyarrow reads: the bytes in memory, or the path for a large file."""
-        import pyarrow as pa
-
         if not self.whole:
             return str(self.path)
         if b"\n" in self.head or b"\r" in self.head:
@@ -130,8 +129,6 @@ def _parse_plain(
     does not parse, or gives other than the rows counted: then each file is parsed
     alone, for its own verdict.
     """
-    import pyarrow as pa
-
     if len(plain) < 2:
         return None
     bodies = [source.head[len(header) :] for _, source, _ in plain]
@@ -151,8 +148,6 @@ def _parse_plain(
 
 
 def _parse_csv(source: _CsvSource, contract: Contract | None) -> Any:
-    import pyarrow as pa
-
     path = source.path
     for bom, encoding in _BOMS.items():
         if source.head.startswith(bom):
@@ -184,9 +179,6 @@ def _convert_options(contract: Contract | None, *, as_text: bool = False) -> Any
     """pyarrow's options for the contract's columns: the options the upload sends
     (:func:`~batchload.protocol.csv_convert_options`), with the Arrow types (or text,
     ``as_text``, to find the cells that do not parse); nothing inferred."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     if contract is None:
         return pacsv.ConvertOptions(**csv_convert_options({}))
     options = contract.convert_options()
@@ -211,9 +203,6 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
     cells, ragged rows, not UTF-8: maybe after some frames were given), raise
     :class:`CannotReadInBlocks`; read it whole for the exact verdict.
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     if csv_compression(path):  # decompressed whole, so read whole
         raise CannotReadInBlocks(path)
     source = _csv_source(path)
@@ -246,14 +235,10 @@ def read_csv_blocks(path: Path, contract: Contract, *, block_bytes: int) -> Iter
 
 
 def _batches_frame(batches: Sequence[Any]) -> pl.DataFrame:
-    import pyarrow as pa
-
     return _arrow_frame(pa.Table.from_batches(batches))
 
 
 def _pyarrow_csv(source: _CsvSource, threaded: bool, convert: Any) -> Any:
-    import pyarrow.csv as pacsv
-
     return pacsv.read_csv(
         source.reader(),
         read_options=pacsv.ReadOptions(use_threads=threaded),
@@ -324,9 +309,6 @@ def _translate_csv_error(
 
 
 def _csv_header(source: _CsvSource) -> list[str]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     try:
         table = pacsv.read_csv(
             pa.BufferReader(source.head.split(b"\n", 1)[0] + b"\n"),
@@ -339,9 +321,6 @@ def _csv_header(source: _CsvSource) -> list[str]:
 
 def _locate_bad_csv_cells(source: _CsvSource, contract: Contract) -> list[BadCells]:
     """Re-read every column as text and find each cell that does not parse (error path only)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     defaults = pacsv.ConvertOptions()
     try:
         table = _pyarrow_csv(source, not source.whole, _convert_options(contract, as_text=True))
@@ -397,8 +376,6 @@ def read_csv_group(
     a slice of it: converting a small file's table alone costs about half as much as
     parsing it.
     """
-    import pyarrow as pa
-
     paths = [path for path, _ in files]
     data = [kept for _, kept in files]
 

@@ -27,10 +27,14 @@
 
 from __future__ import annotations
 
+import struct
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import fastexcel
 import polars as pl
 
 from batchload.contract.model import arrow_type_of
@@ -64,8 +68,6 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
     """Load a sheet: the contract's columns as its types, strictly (every cell that does
     not fit is reported, none is nulled or cut); without a contract, types guessed from
     every row as the API would, reporting the cells that do not fit the guess."""
-    import fastexcel
-
     check_readable(path)
     if path.suffix.lower() == ".xlsx":
         _check_expanded_size(path, MAX_WORKBOOK_EXPANDED_BYTES)
@@ -332,9 +334,6 @@ def _check_expanded_size(path: Path, limit: int) -> None:
     calamine trusts the compressed stream. A file that is not a zip is left for
     calamine to name.
     """
-    import zipfile
-    import zlib
-
     try:
         with zipfile.ZipFile(path) as archive, path.open("rb") as handle:
             parts = archive.infolist()
@@ -358,9 +357,6 @@ def _check_expanded_size(path: Path, limit: int) -> None:
 
 def _inflated_size(handle: Any, info: Any, budget: int) -> int:
     """Bytes one deflated zip part really inflates to, counted up to ``budget``."""
-    import struct
-    import zlib
-
     handle.seek(info.header_offset)
     header = handle.read(30)
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
