@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from tests.upload_helpers import (
 )
 
 PRICES = SIGNALS.parent / "market_prices.yaml"
+SPIKE_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,28 @@ def test_dry_run_needs_no_token_and_sends_nothing(
     assert ServerView(server.url, token).datasets() == []
 
 
+def seed_holding_the_uploads_after_the_creation() -> int:
+    """A ``--seed`` under which the server answers a run's first two ingestion requests
+    (the dataset lookup and the creation) at once and the next eight a minute late."""
+    wanted = [False] * 2 + [True] * 8
+    for seed in range(100_000):
+        draws = random.Random(f"{seed}:spike")  # the server's spike generator
+        if [draws.random() < SPIKE_RATE for _ in wanted] == wanted:
+            return seed
+    raise AssertionError("no seed holds those answers")
+
+
 def test_killed_midway_then_resumed(
     cli: Cli, server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
-    server = server_factory("--latency-ms", "100")
+    """Killed with uploads stored but unanswered; resumed, every file is there once.
+
+    The server holds its answers to the uploads after the creation (seeded spikes), so
+    the kill lands mid-run however slowly this test runs, and no upload has finished.
+    """
+    seed = seed_holding_the_uploads_after_the_creation()
+    spikes = ["--spike-rate", str(SPIKE_RATE), "--spike-ms", "60000", "--seed", str(seed)]
+    server = server_factory(*spikes)
     paths = write_signals(tmp_path / "data", 24)
     args = [
         sys.executable,
@@ -223,13 +243,19 @@ def test_killed_midway_then_resumed(
         if line.startswith("created dataset"):
             break
     child.send_signal(signal.SIGKILL)
-    child.wait()
+    assert child.wait() == -signal.SIGKILL  # killed, not finished
     child.stderr.close()
+    with Manifest.open(tmp_path / "m.sqlite", create=False) as opened:
+        done_before = sum(row.state == "done" for row in opened.rows())
+    assert done_before <= 1  # at most the file that created the dataset
 
+    server.knobs = []  # the held answers go with the old process; what it stored stays
+    server.kill()
+    server.start()
     result = cli(*args[3:], "--json", cwd=tmp_path, token=token, check=0)
     summary = json.loads(result.stdout)
     assert summary["uploaded"] + summary["skipped"] == 24
-    assert summary["skipped"] < 24
+    assert done_before <= summary["skipped"] < 24
     view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     files = view.files(summary["dataset_id"])
