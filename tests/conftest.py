@@ -1,4 +1,5 @@
-"""Shared fixtures: a real ``batchload serve`` on an ephemeral loopback port."""
+"""Shared fixtures: a real ``batchload serve`` on an ephemeral loopback port; and every
+property test seeded from its own name, so a failure repeats on the next run."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from batchload.server.process import ServerProcess
 
 TOKEN = "test-token-0123456789"
+
+settings.register_profile("batchload", derandomize=True, database=None, deadline=None)
+settings.load_profile("batchload")
 
 
 @pytest.fixture

@@ -470,8 +470,7 @@ def test_unique_key_agrees_with_pandera_own_check(contract: Contract) -> None:
 
 
 @settings(
-    max_examples=40,
-    deadline=None,
+    max_examples=200,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
