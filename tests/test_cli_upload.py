@@ -17,6 +17,7 @@ import pytest
 from batchload.cli import main
 from batchload.server.process import ServerProcess
 from batchload.state.manifest import Manifest
+from tests.reliability.helpers import manifest_finished, manifest_states, wait_until
 from tests.upload_helpers import (
     HEADER,
     SIGNALS,
@@ -215,7 +216,8 @@ def test_killed_midway_then_resumed(
     """Killed with uploads stored but unanswered; resumed, every file is there once.
 
     The server holds its answers to the uploads after the creation (seeded spikes), so
-    the kill lands mid-run however slowly this test runs, and no upload has finished.
+    however slowly this runs the kill finds exactly one file finished, the one that
+    created the dataset, and two sent whose answers never came: those are sent again.
     """
     seed = seed_holding_the_uploads_after_the_creation()
     spikes = ["--spike-rate", str(SPIKE_RATE), "--spike-ms", "60000", "--seed", str(seed)]
@@ -239,23 +241,23 @@ def test_killed_midway_then_resumed(
     env = {**os.environ, "SIGTECH_PLATFORM_TOKEN": token}
     child = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     assert child.stderr is not None
-    for line in child.stderr:  # blocks until the dataset exists: then kill, no clean-up
+    for line in child.stderr:  # blocks until the dataset exists
         if line.startswith("created dataset"):
             break
-    child.send_signal(signal.SIGKILL)
+    manifest = tmp_path / "m.sqlite"
+    wait_until(lambda: manifest_finished(manifest) == 1, what="the creating file finished")
+    wait_until(lambda: manifest_states(manifest)["sent"] == 2, what="two uploads held")
+    child.send_signal(signal.SIGKILL)  # no clean-up
     assert child.wait() == -signal.SIGKILL  # killed, not finished
     child.stderr.close()
-    with Manifest.open(tmp_path / "m.sqlite", create=False) as opened:
-        done_before = sum(row.state == "done" for row in opened.rows())
-    assert done_before <= 1  # at most the file that created the dataset
+    assert manifest_finished(manifest) == 1  # nothing was answered meanwhile
 
-    server.knobs = []  # the held answers go with the old process; what it stored stays
+    server.knobs = []  # the held answers die with the old process; what it stored stays
     server.kill()
     server.start()
     result = cli(*args[3:], "--json", cwd=tmp_path, token=token, check=0)
     summary = json.loads(result.stdout)
-    assert summary["uploaded"] + summary["skipped"] == 24
-    assert done_before <= summary["skipped"] < 24
+    assert (summary["uploaded"], summary["skipped"]) == (23, 1)
     view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     files = view.files(summary["dataset_id"])
