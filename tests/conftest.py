@@ -1,17 +1,29 @@
-"""Shared fixtures: a real ``batchload serve`` on an ephemeral loopback port; and every
-property test seeded from its own name, so a failure repeats on the next run."""
+"""Shared fixtures: a real ``batchload serve`` on an ephemeral loopback port; every
+property test seeded from its own name, so a failure repeats on the next run; and the
+reliability suite's figures written at the end of a session.
+
+The suite runs in pytest-xdist workers (``-n auto`` in ``pyproject.toml``): each
+worker hands its share of the figures to the controller, which writes them once.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from batchload.server.process import ServerProcess
+from tests.reliability.helpers import LEDGER
+from tests.upload_helpers import ROOT
 
 TOKEN = "test-token-0123456789"
+FIGURES = ROOT / ".batchload" / "reliability-last-run.json"
+"""What the README's reliability section quotes."""
+_LEDGER_KEY = "reliability_ledger"
 
 settings.register_profile("batchload", derandomize=True, database=None, deadline=None)
 settings.load_profile("batchload")
@@ -43,3 +55,24 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
 @pytest.fixture
 def token() -> str:
     return TOKEN
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker finished: take in its reliability figures."""
+    if raw := node.workeroutput.get(_LEDGER_KEY):  # none from a worker that crashed
+        LEDGER.merge(raw)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the reliability figures, unless none were gathered (another subset ran)."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: its controller writes
+        worker_output[_LEDGER_KEY] = LEDGER.raw()
+        return
+    if not (LEDGER.fault_cases or LEDGER.hostile_files or LEDGER.hostile_http):
+        return
+    summary = LEDGER.summary()
+    summary["pytest_exit_status"] = int(exitstatus)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(json.dumps(summary, indent=2) + "\n")
