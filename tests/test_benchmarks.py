@@ -146,7 +146,7 @@ def test_the_validation_baseline_counts_the_same_failures_as_the_contract() -> N
 def test_resume_skips_exactly_the_files_the_manifest_holds_done() -> None:
     result = resume.run(files=30, done=20, repeats=1)
     assert (result["files"], result["skipped"], result["to_send"]) == (30, 20, 10)
-    assert result["skipped_per_s"] == round(20 / result["seconds"])
+    assert result["runs"] == 1
 
 
 def test_the_harness_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
