@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from batchload.cli import main
 from batchload.server.process import ServerProcess
 from batchload.state.manifest import Manifest
+from tests.reliability.helpers import manifest_finished, manifest_states, wait_until
 from tests.upload_helpers import (
     HEADER,
     SIGNALS,
@@ -27,6 +29,7 @@ from tests.upload_helpers import (
 )
 
 PRICES = SIGNALS.parent / "market_prices.yaml"
+SPIKE_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,29 @@ def test_dry_run_needs_no_token_and_sends_nothing(
     assert ServerView(server.url, token).datasets() == []
 
 
+def seed_holding_the_uploads_after_the_creation() -> int:
+    """A ``--seed`` under which the server answers a run's first two ingestion requests
+    (the dataset lookup and the creation) at once and the next eight a minute late."""
+    wanted = [False] * 2 + [True] * 8
+    for seed in range(100_000):
+        draws = random.Random(f"{seed}:spike")  # the server's spike generator
+        if [draws.random() < SPIKE_RATE for _ in wanted] == wanted:
+            return seed
+    raise AssertionError("no seed holds those answers")
+
+
 def test_killed_midway_then_resumed(
     cli: Cli, server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
-    server = server_factory("--latency-ms", "100")
+    """Killed with uploads stored but unanswered; resumed, every file is there once.
+
+    The server holds its answers to the uploads after the creation (seeded spikes), so
+    however slowly this runs the kill finds exactly one file finished, the one that
+    created the dataset, and two sent whose answers never came: those are sent again.
+    """
+    seed = seed_holding_the_uploads_after_the_creation()
+    spikes = ["--spike-rate", str(SPIKE_RATE), "--spike-ms", "60000", "--seed", str(seed)]
+    server = server_factory(*spikes)
     paths = write_signals(tmp_path / "data", 24)
     args = [
         sys.executable,
@@ -219,17 +241,23 @@ def test_killed_midway_then_resumed(
     env = {**os.environ, "SIGTECH_PLATFORM_TOKEN": token}
     child = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     assert child.stderr is not None
-    for line in child.stderr:  # blocks until the dataset exists: then kill, no clean-up
+    for line in child.stderr:  # blocks until the dataset exists
         if line.startswith("created dataset"):
             break
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    manifest = tmp_path / "m.sqlite"
+    wait_until(lambda: manifest_finished(manifest) == 1, what="the creating file finished")
+    wait_until(lambda: manifest_states(manifest)["sent"] == 2, what="two uploads held")
+    child.send_signal(signal.SIGKILL)  # no clean-up
+    assert child.wait() == -signal.SIGKILL  # killed, not finished
     child.stderr.close()
+    assert manifest_finished(manifest) == 1  # nothing was answered meanwhile
 
+    server.knobs = []  # the held answers die with the old process; what it stored stays
+    server.kill()
+    server.start()
     result = cli(*args[3:], "--json", cwd=tmp_path, token=token, check=0)
     summary = json.loads(result.stdout)
-    assert summary["uploaded"] + summary["skipped"] == 24
-    assert summary["skipped"] < 24
+    assert (summary["uploaded"], summary["skipped"]) == (23, 1)
     view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     files = view.files(summary["dataset_id"])

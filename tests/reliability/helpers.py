@@ -275,6 +275,20 @@ class Ledger:
         entry.update({k: v for k, v in injected if v})
         self.fault_cases[case] = entry
 
+    def raw(self) -> dict[str, Any]:
+        """What a pytest-xdist worker hands its controller (JSON-safe)."""
+        return {
+            "fault_cases": self.fault_cases,
+            "hostile_files": sorted(self.hostile_files),
+            "hostile_http": dict(self.hostile_http),
+        }
+
+    def merge(self, raw: dict[str, Any]) -> None:
+        """Add a worker's figures (each test ran on exactly one worker)."""
+        self.fault_cases.update(raw["fault_cases"])
+        self.hostile_files.update(raw["hostile_files"])
+        self.hostile_http.update(raw["hostile_http"])
+
     def summary(self) -> dict[str, Any]:
         cases = self.fault_cases.values()
         injected = Counter[str]()

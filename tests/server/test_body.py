@@ -32,7 +32,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(json_values, st.booleans(), st.integers(min_value=0, max_value=6))
 def test_same_answer_as_json_loads(value: Any, ascii_only: bool, threshold: int) -> None:
     body = json.dumps(value, ensure_ascii=ascii_only).encode()
