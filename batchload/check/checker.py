@@ -178,7 +178,7 @@ def check_group(
         verdicts = validate_files(
             [work.source.path for _, work, _, _ in pending],
             job.contract,
-            sheet=job.job.sheet,
+            sheet=job.job.sheet_choice,
             keys=keys,
             keep_frames=any(work.split or work.convert for _, work, _, _ in pending),
             keep_key_hashes=True,
@@ -331,7 +331,7 @@ def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
 
 def read_whole(work: Work, job: PreparedJob) -> pl.DataFrame:
     """A file's frame, read whole, unvalidated."""
-    return read_frame(work.source.path, job.contract, sheet=job.job.sheet)
+    return read_frame(work.source.path, job.contract, sheet=job.job.sheet_choice)
 
 
 def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[Part]:

@@ -167,6 +167,25 @@ schema_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The contract the files must pass (a pandera polars YAML, schemas/<dataset>.yaml).",
 )
+
+
+def sheet_options(fn: F) -> F:
+    """``--sheet`` and ``--header-row``: where a workbook's rows are (over the contract's)."""
+    fn = click.option(
+        "--header-row",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="Excel: the header's row, 1-based as the spreadsheet shows it "
+        "(default: the contract's, else the first row with a cell).",
+    )(fn)
+    return click.option(
+        "--sheet",
+        metavar="NAME|NUMBER",
+        help="Excel: the sheet to read, by name or 1-based number "
+        "(default: the contract's, else the first).",
+    )(fn)
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."
 )
