@@ -7,6 +7,7 @@ stderr. Every line written for another program is flushed at once.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -42,6 +43,24 @@ class Output:
         if self.verbose:
             click.echo(message, err=True)
             sys.stderr.flush()
+
+
+class _Stderr(logging.Handler):
+    """The library's reading notes (``batchload.read``), one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+_NOTES = _Stderr()
+
+
+def show_reading_notes() -> None:
+    """Print what the readers note (a library's warning said in our words) on stderr."""
+    notes = logging.getLogger("batchload.read")
+    if _NOTES not in notes.handlers:
+        notes.addHandler(_NOTES)
+        notes.propagate = False
 
 
 def output(ctx: click.Context | None = None) -> Output:

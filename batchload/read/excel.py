@@ -28,12 +28,20 @@
   manifest records ``converted_from`` (``xlsx`` or ``xls``).
 - An xlsx that would inflate past ``MAX_WORKBOOK_EXPANDED_BYTES`` is refused before
   calamine opens it (a zip bomb).
+- fastexcel logs its warnings from Rust through Python's ``logging`` (logger
+  ``fastexcel``), and they would reach the terminal raw. They are caught while a
+  sheet is read and said again in our words on the ``batchload.read`` logger (which
+  the CLI prints on stderr): ``x.xlsx: column 'memo' has no value in any row: read
+  as text``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,11 +90,19 @@ def read_excel(path: Path, contract: Contract | None, choice: SheetChoice) -> Lo
 
     ``choice`` (flags, a plan) wins over the contract's sheet and header row. Bad cells
     are reported by sheet row."""
-    import fastexcel
-
     check_readable(path)
     if path.suffix.lower() == ".xlsx":
         _check_expanded_size(path, MAX_WORKBOOK_EXPANDED_BYTES)
+    with _translated_warnings(path) as columns:
+        return _read_sheet(path, contract, choice, columns)
+
+
+def _read_sheet(
+    path: Path, contract: Contract | None, choice: SheetChoice, columns: list[str]
+) -> Loaded:
+    """:func:`read_excel`'s work; ``columns`` learns the sheet's, to name them in warnings."""
+    import fastexcel
+
     try:
         reader = fastexcel.read_excel(path)
     except fastexcel.FastExcelError as exc:
@@ -119,6 +135,7 @@ def read_excel(path: Path, contract: Contract | None, choice: SheetChoice) -> Lo
         batch, errors = loaded.to_arrow_with_errors()
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
+        columns.extend(frame.columns)
         if frame.width == 0:
             raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
         if contract is not None and choice.header_row is None:
@@ -158,6 +175,58 @@ def read_excel(path: Path, contract: Contract | None, choice: SheetChoice) -> Lo
     if bad:
         raise UnparseableValues(path, bad)
     return Loaded(frame, first_row)
+
+
+log = logging.getLogger("batchload.read")
+
+
+class _Catcher(logging.Handler):
+    """Keeps fastexcel's log records for the sheet its thread is reading (sheets are read
+    in several check threads at once); a record outside a read is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        said = getattr(self.local, "said", None)
+        if said is not None:
+            said.append(record.getMessage())
+
+
+_CATCHER = _Catcher()
+_fastexcel_log = logging.getLogger("fastexcel")
+_fastexcel_log.addHandler(_CATCHER)
+_fastexcel_log.propagate = False  # never raw on the user's terminal: said again below
+
+
+@contextmanager
+def _translated_warnings(path: Path) -> Iterator[list[str]]:
+    """Say what fastexcel logs while this thread reads ``path`` in our words, once the
+    read is over (it may fail); the caller fills the list it is given with the sheet's
+    columns, to name them."""
+    said: list[str] = []
+    columns: list[str] = []
+    _CATCHER.local.said = said
+    try:
+        yield columns
+    finally:
+        _CATCHER.local.said = None
+        for message in said:
+            log.warning("%s: %s", path, _in_our_words(message, columns))
+
+
+_NO_TYPE = re.compile(r"Could not determine dtype for column (\d+), falling back to string")
+
+
+def _in_our_words(message: str, columns: Sequence[str]) -> str:
+    """One line for a fastexcel warning: the column named, what it means for the data."""
+    found = _NO_TYPE.search(message)
+    if found is None:
+        return f"the workbook reader warns: {message.strip().splitlines()[0]}"
+    position = int(found.group(1))
+    name = repr(columns[position]) if position < len(columns) else f"#{position + 1}"
+    return f"column {name} has no value in any row: read as text"
 
 
 def _sheet_index(path: Path, names: list[str], sheet: str | None) -> int:

@@ -185,3 +185,37 @@ def test_the_valid_typed_book_reads_each_type_exactly(tmp_path: Path) -> None:
         "code": "A",
         "at": dt.datetime(2024, 1, 2, 9, 30, tzinfo=dt.UTC),
     }
+
+
+# ---------------------------------------------------------------------------- warnings
+
+
+def blank_column_book(path: Path) -> Path:
+    """A workbook with a column whose cells are all empty (fastexcel warns it cannot
+    tell its type: calamine finds no value to guess from)."""
+    book = xlsxwriter.Workbook(path)
+    sheet = book.add_worksheet("Data")
+    dates = book.add_format({"num_format": "yyyy-mm-dd"})
+    sheet.write_row(0, 0, ["day", "key", "bid", "note", "memo"])
+    for r, (day, key) in enumerate([(D1, "A"), (D2, "B")], start=1):
+        sheet.write_datetime(r, 0, dt.datetime.combine(day, dt.time()), dates)
+        sheet.write_row(r, 1, [key, 1.0, "x"])
+        sheet.write_blank(r, 4, None)
+    book.close()
+    return path
+
+
+def test_fastexcel_warnings_are_said_in_our_words(
+    capsys: pytest.CaptureFixture[str], quotes: Path, tmp_path: Path
+) -> None:
+    path = blank_column_book(tmp_path / "memo.xlsx")
+    code, out, err = cli(capsys, "validate", str(path), "--schema", str(quotes), "--json")
+    assert code == 1, err
+    assert json.loads(out)["files"][0]["status"] == "invalid"  # an extra column
+    assert err.splitlines() == [
+        f"warning: {path}: column 'memo' has no value in any row: read as text"
+    ]
+    code, out, err = cli(capsys, "schema", "infer", str(path), "--name", "memo")
+    assert code == 0, err
+    assert "Could not determine dtype" not in err
+    assert f"warning: {path}: column 'memo' has no value in any row: read as text" in err
