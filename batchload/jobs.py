@@ -74,9 +74,9 @@ class Work:
     split: bool
     """Its request would exceed the limit: it is sent in parts."""
     convert: bool = False
-    """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET), a
-    compressed CSV (its text's size is known only once read) and a parquet file with a
-    column of Arrow type ``null`` (sent with the contract's type)."""
+    """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET) and a
+    parquet file with a column of Arrow type ``null`` (sent with the contract's type).
+    (A compressed CSV is sent as its text, decompressed once checked.)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -311,6 +311,12 @@ def test_valid_files_store_the_values_validated(tmp_path: Path, server: ServerPr
     assert set(on_server) == {p.name for p in paths}
     for path in paths:
         assert_frame_equal(on_server[path.name], read_frame(path, contract), check_dtypes=True)
+    db = sqlite3.connect(f"file:{server.data_dir / 'metadata.sqlite3'}?mode=ro", uri=True)
+    with db:
+        formats = dict(db.execute("SELECT file_id, file_format FROM files").fetchall())
+    db.close()
+    for name in ("plain.csv.gz", "plain.csv.bz2", "plain.csv.zst"):
+        assert formats[name] == "csv", name  # sent as the CSV it holds, not converted
 
 
 def test_extra_null_spellings_are_sent_with_the_file(tmp_path: Path, server: ServerProcess) -> None:
