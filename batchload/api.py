@@ -108,6 +108,7 @@ async def upload_files_async(
     max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
     dry_run: bool = False,
     sheet: str | None = None,
+    header_row: int | None = None,
     retry: RetryPolicy | None = None,
     sink: Sink = null_sink,
     ca_bundle: Path | None = None,
@@ -117,7 +118,8 @@ async def upload_files_async(
     """Validate ``files`` (paths or globs) against ``schema`` and upload them; resumable.
 
     The manifest (default ``.batchload/manifests/<dataset>.sqlite``) makes a re-run
-    skip what is done. ``validate=False`` sends files without validating them (see
+    skip what is done. ``sheet`` and ``header_row`` (1-based) say where a workbook's
+    rows are, over the contract's. ``validate=False`` sends files without validating them (see
     :class:`~batchload.pipeline.run.RunOptions`). Raises when the run cannot go on (see
     the module docstring).
     """
@@ -130,6 +132,7 @@ async def upload_files_async(
         dataset_id=dataset_id,
         file_id=file_id,
         sheet=sheet,
+        header_row=header_row,
     )
     options = RunOptions(
         concurrency=concurrency,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchload.contract.reading import SheetChoice
 from batchload.errors import UsageError
 from batchload.protocol import FileFormat
 from batchload.read.discover import FileSet, SourceFile
@@ -41,12 +42,21 @@ class UploadJob:
     """Add to this existing dataset instead of creating one."""
     file_id: str = DEFAULT_TEMPLATE
     sheet: str | None = None
+    """A workbook's sheet (name or 1-based number); default: the contract's, else the first."""
+    header_row: int | None = None
+    """A workbook's header row, 1-based; default: the contract's, else the first filled row."""
     base: Path | None = None
 
     def __post_init__(self) -> None:
         FileIdTemplate(self.file_id)  # a bad template is refused before anything is read
+        _ = self.sheet_choice  # so is a header row below 1
         if self.dataset and self.dataset_id:
             raise UsageError("give a dataset name or a dataset id, not both")
+
+    @property
+    def sheet_choice(self) -> SheetChoice:
+        """The sheet and header row asked for (the contract's fill in what is unset)."""
+        return SheetChoice(sheet=self.sheet, header_row=self.header_row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +74,9 @@ class Work:
     split: bool
     """Its request would exceed the limit: it is sent in parts."""
     convert: bool = False
-    """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET), a
-    compressed CSV (its text's size is known only once read) and a parquet file with a
-    column of Arrow type ``null`` (sent with the contract's type)."""
+    """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET) and a
+    parquet file with a column of Arrow type ``null`` (sent with the contract's type).
+    (A compressed CSV is sent as its text, decompressed once checked.)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -299,7 +299,7 @@ def test_a_workbook_lands_as_parquet_with_the_contract_types(
     summary = run(server, token, [job(data / "*.xlsx")], manifest)
     assert (summary.uploaded, summary.invalid) == (1, 1), summary.problems
     (problem,) = summary.problems
-    assert "horizon_days: 1 value(s) are not int64 (rows 1: 2.5)" in problem.reason
+    assert "horizon_days: 1 value(s) are not int64 (rows 2: 2.5)" in problem.reason  # sheet row
 
     stored = ServerView(server.url, token).files(summary.dataset_id or "")
     assert list(stored) == ["book"] and stored["book"]["rows"] == 2

@@ -14,8 +14,9 @@ import xlwt
 from polars.testing import assert_frame_equal
 
 from batchload.contract.model import Contract, build_contract
+from batchload.contract.reading import SheetChoice
 from batchload.errors import UnreadableFile
-from batchload.read.frames import read_frame, read_frames, read_sample
+from batchload.read.frames import Loaded, read_frame, read_frames, read_sample
 from batchload.read.problems import UnparseableValues
 
 HEADER = "date,ticker,price,volume\n"
@@ -220,12 +221,12 @@ def test_read_frames_gives_each_file_what_read_frame_gives(
         except UnreadableFile as exc:
             assert isinstance(got, type(exc)) and str(got) == str(exc), path.name
         else:
-            assert isinstance(got, pl.DataFrame), path.name
-            assert_frame_equal(got, alone)
+            assert isinstance(got, Loaded), path.name
+            assert_frame_equal(got.frame, alone)
     rows = {
-        p.name: f.height
+        p.name: f.frame.height
         for p, f in zip(paths, together, strict=True)
-        if isinstance(f, pl.DataFrame)
+        if isinstance(f, Loaded)
     }
     assert rows["blank_lines.csv"] == 2 and rows["no_last_newline.csv"] == 2
     assert rows["header_only.csv"] == 0 and rows["quoted.csv"] == 1
@@ -277,9 +278,9 @@ def test_xlsx_first_sheet_by_default_and_sheet_by_name(tmp_path: Path, contract:
         },
     )
     assert read_frame(path, contract).get_column("ticker").to_list() == ["AAPL"]
-    assert read_frame(path, contract, sheet="second").height == 2
+    assert read_frame(path, contract, sheet=SheetChoice(sheet="second")).height == 2
     with pytest.raises(UnreadableFile, match="no sheet 'third'; sheets: 'first', 'second'"):
-        read_frame(path, contract, sheet="third")
+        read_frame(path, contract, sheet=SheetChoice(sheet="third"))
 
 
 def test_xlsx_read_with_the_contract_types(tmp_path: Path, contract: Contract) -> None:
@@ -317,12 +318,12 @@ def test_xlsx_cells_unlike_the_contract_are_reported_never_nulled_or_cut(
         read_frame(path, contract)
     cells = {c.column: c for c in caught.value.cells}
     assert list(cells) == ["date", "price", "volume"]  # in the sheet's order
-    assert (cells["date"].count, cells["date"].rows) == (2, (2, 3))
+    assert (cells["date"].count, cells["date"].rows) == (2, (3, 4))  # sheet rows
     assert cells["date"].values == ("2024-01-03 12:30:00", "45293")
     assert cells["date"].expected == "date32[day]"
-    assert cells["price"].rows == (3, 4, 5)
+    assert cells["price"].rows == (4, 5, 6)
     assert cells["price"].values == ("high", "TRUE", "2024-01-02 00:00:00")
-    assert (cells["volume"].expected, cells["volume"].rows) == ("int64", (2, 4))
+    assert (cells["volume"].expected, cells["volume"].rows) == ("int64", (3, 5))
     assert cells["volume"].values == ("2.5", "1e+20")
     assert str(caught.value).startswith("7 value(s) cannot be read as the contract's types; ")
 
@@ -336,7 +337,7 @@ def test_xlsx_na_in_a_number_column_is_an_error_not_a_null(
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
     (cells,) = caught.value.cells
-    assert (cells.column, cells.count, cells.rows, cells.values) == ("volume", 1, (3,), ("n/a",))
+    assert (cells.column, cells.count, cells.rows, cells.values) == ("volume", 1, (4,), ("n/a",))
 
 
 def test_xlsx_empty_sheet_and_no_sheets(tmp_path: Path, contract: Contract) -> None:
@@ -391,10 +392,12 @@ def test_xls_with_several_sheets(tmp_path: Path, contract: Contract) -> None:
     book.save(str(path))
     with pytest.raises(UnparseableValues) as caught:
         read_frame(path, contract)
-    assert caught.value.cells[0].rows == (2,)
+    assert caught.value.cells[0].rows == (3,)  # the sheet's row
     with pytest.raises(UnreadableFile, match="columns found in row 1 of sheet 'prices'"):
-        read_frame(path, contract, sheet="notes")  # the header is elsewhere: say where
-    assert read_frame(path, None, sheet="notes").columns == ["note"]
+        read_frame(
+            path, contract, sheet=SheetChoice(sheet="notes")
+        )  # the header is elsewhere: say where
+    assert read_frame(path, None, sheet=SheetChoice(sheet="notes")).columns == ["note"]
 
 
 def test_read_sample_infers_types(tmp_path: Path) -> None:
@@ -408,6 +411,6 @@ def test_read_frames_parses_the_bytes_the_caller_read_not_the_file_again(
     """What was hashed is what is validated: a small file's bytes, once read, are parsed."""
     hashed = HEADER + "2024-01-02,AAPL,1.5,100\n"
     path = write(tmp_path / "a.csv", HEADER + "2024-01-03,MSFT,2.5,7\n")  # changed since
-    (frame,) = read_frames([path], contract, data=[hashed.encode()])
-    assert isinstance(frame, pl.DataFrame)
-    assert frame.get_column("ticker").to_list() == ["AAPL"]
+    (loaded,) = read_frames([path], contract, data=[hashed.encode()])
+    assert isinstance(loaded, Loaded)
+    assert loaded.frame.get_column("ticker").to_list() == ["AAPL"]

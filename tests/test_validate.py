@@ -147,7 +147,7 @@ def test_excel_cells_holding_the_contract_values_are_valid(
     verdicts = validate_files([good, bad], contract)
     assert verdicts[0].valid and verdicts[0].fingerprint == contract.fingerprint
     assert [p.message for p in verdicts[1].problems] == [
-        "volume: 1 value(s) are not int64 (rows 1: 2.5)"
+        "volume: 1 value(s) are not int64 (rows 2: 2.5)"  # the sheet row
     ]
 
 

@@ -4,7 +4,9 @@ A group of small files costs one pandera call (see :mod:`batchload.check.validat
 large CSV is validated block by block, in bounded memory; a file that will be sent
 in parts is checked alone and its parts are cut from its rows as they are validated,
 into the run's spool (:mod:`batchload.check.spool`): no frame of it is kept. A workbook
-keeps its frame, to be sent as parquet. :func:`check_bytes` says how much memory a
+keeps its frame, to be sent as parquet. A compressed CSV is decompressed into the spool
+once checked, and its text is sent (too large for one request, its rows go in parquet
+parts, as a large CSV's do). :func:`check_bytes` says how much memory a
 check takes, for the pipeline's byte budget. Each file's sha256 is taken here, and
 its ``stat`` checked again after validation, so what was validated is what the hash
 describes; the upload re-checks the hash while it streams. A file that an earlier run
@@ -27,18 +29,19 @@ from typing import TYPE_CHECKING, Literal
 
 from batchload.cancel import stop_if_cancelled
 from batchload.check.crossfile import UniqueKeys
-from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
+from batchload.check.parts import Part, PartCutter
 from batchload.check.spool import PartSpool
 from batchload.check.validate import BLOCK_BYTES, in_blocks, validate_files
 from batchload.contract.model import arrow_schema
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
 from batchload.jobs import PreparedJob, Work
 from batchload.protocol import MIB, Envelope, raw_budget
-from batchload.read.content import Fingerprint, fingerprint_file
+from batchload.read.content import DiskSource, Fingerprint, fingerprint_file
 from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
+from batchload.read.discover import csv_compression
 from batchload.read.frames import read_frame
 from batchload.state.records import FileKeys
-from batchload.summary import PlannedRequest, Problem
+from batchload.summary import Problem
 
 if TYPE_CHECKING:
     import polars as pl
@@ -80,6 +83,8 @@ class Checked:
     """A file sent in parts: its parts, in the spool, cut for ``parts_limit``."""
     parts_limit: int = 0
     """The request limit (bytes) the parts were cut for."""
+    plain: DiskSource | None = None
+    """A compressed CSV's text, decompressed into the spool: what is sent for it."""
     problem: str | None = None
     problem_state: Literal["invalid", "failed"] = "invalid"
     details: tuple[str, ...] = ()
@@ -178,9 +183,11 @@ def check_group(
         verdicts = validate_files(
             [work.source.path for _, work, _, _ in pending],
             job.contract,
-            sheet=job.job.sheet,
+            sheet=job.job.sheet_choice,
             keys=keys,
-            keep_frames=any(work.split or work.convert for _, work, _, _ in pending),
+            keep_frames=any(
+                work.split or work.convert or _compressed(work) for _, work, _, _ in pending
+            ),
             keep_key_hashes=True,
             on_block=None if cut is None else cut.feed,
             data=[fp.data for _, _, fp, _ in pending],
@@ -203,12 +210,49 @@ def check_group(
                 checked = Checked(work, fp, file_id, rows=verdict.rows, keys=file_keys)
                 if cut is not None:  # its blocks were cut, or its whole frame is cut now
                     checked = cut.checked(checked, verdict.frame)
-                elif work.split or work.convert:
+                elif work.split or work.convert or _compressed(work):
                     checked = replace(checked, frame=verdict.frame)
                 results[index] = checked
     if cut is not None and not results[pending[0][0]].parts:
         cut.discard()  # invalid, changed or failed: its parts are not sent
+    for index, checked in results.items():
+        if checked.ok and _compressed(checked.work) and not checked.work.split:
+            results[index] = _as_text(job, checked, spool, max_request_bytes)
     return [results[i] for i in range(len(works))]
+
+
+def _compressed(work: Work) -> bool:
+    return csv_compression(work.source.path) is not None
+
+
+def _as_text(
+    job: PreparedJob, checked: Checked, spool: PartSpool | None, max_request_bytes: int
+) -> Checked:
+    """A checked compressed CSV, to be sent as the CSV it holds: its text decompressed
+    into the spool (streamed, hashed). When the text would not fit in one request (or
+    there is no spool) its rows are sent in parquet parts instead, as a large CSV's."""
+    work, fp = checked.work, checked.fingerprint
+    assert fp is not None and checked.file_id is not None
+    codec = csv_compression(work.source.path)
+    if spool is not None and codec is not None:
+        try:
+            plain = spool.decompressed(work.source.path, codec, fp.data)
+        except FileProblem as exc:
+            return replace(checked, frame=None, problem=str(exc), problem_state="failed")
+        envelope = Envelope(
+            file_id=checked.file_id,
+            file_format="csv",
+            name=job.name,
+            convert_options=job.convert_options,
+        )
+        if envelope.request_bytes(plain.size) <= max_request_bytes:
+            return replace(checked, frame=None, plain=plain)
+        spool.remove(plain)
+    try:
+        frame = checked.frame if checked.frame is not None else read_whole(work, job)
+    except UnreadableFile as exc:
+        return replace(checked, problem=str(exc))
+    return replace(checked, work=replace(work, split=True), frame=frame)
 
 
 def _spooled(work: Work) -> bool:
@@ -331,7 +375,7 @@ def _cut_blocks(job: PreparedJob, work: Work, cut: _SpooledParts) -> bool:
 
 def read_whole(work: Work, job: PreparedJob) -> pl.DataFrame:
     """A file's frame, read whole, unvalidated."""
-    return read_frame(work.source.path, job.contract, sheet=job.job.sheet)
+    return read_frame(work.source.path, job.contract, sheet=job.job.sheet_choice)
 
 
 def cut_file(job: PreparedJob, checked: Checked, budget_bytes: int) -> Iterator[Part]:
@@ -367,103 +411,6 @@ def _changed_since(work: Work, fp: Fingerprint) -> bool:
     except OSError:
         return True
     return (st.st_size, st.st_mtime_ns) != (fp.size, fp.mtime_ns)
-
-
-def plan_requests(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, *, validate: bool = True
-) -> tuple[list[PlannedRequest], list[Problem]]:
-    """The dry run: check every file and list the requests a run would send (a file's
-    parts are cut as a run cuts them, and their files removed once listed)."""
-    with PartSpool.temporary() as spool:
-        return _plan(prepared, max_request_bytes, spool, validate=validate)
-
-
-def _plan(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
-) -> tuple[list[PlannedRequest], list[Problem]]:
-    plan: list[PlannedRequest] = []
-    problems: list[Problem] = []
-    keys: dict[str, UniqueKeys] = {}
-    for job in prepared:
-        if job.name not in keys:
-            keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
-        job_keys = keys[job.name]
-        creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
-        for group in groups(job.work):
-            checks = check_group(
-                job,
-                group,
-                job_keys,
-                validate=validate,
-                spool=spool,
-                max_request_bytes=max_request_bytes,
-            )
-            for checked in checks:
-                work, path = checked.work, str(checked.work.source.path)
-                if checked.problem is not None:
-                    problems.append(problem_of(job, checked))
-                    continue
-                if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
-                    continue
-                name = job.name if creates and not plan else None
-                if checked.frame is not None and not work.split:  # a workbook, as parquet
-                    data = parquet_bytes(checked.frame, arrow_schema(job.contract))
-                    envelope = Envelope(file_id=checked.file_id, file_format="parquet", name=name)
-                    if envelope.request_bytes(len(data)) <= max_request_bytes:
-                        plan.append(_planned(path, job, envelope, len(data), checked.rows))
-                        continue
-                if checked.parts is not None:
-                    for part in checked.parts:
-                        envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
-                        size = part.source.size
-                        plan.append(_planned(path, job, envelope, size, part.rows, part=part.index))
-                    spool.discard(checked.parts)
-                    continue
-                if checked.frame is None:
-                    envelope = Envelope(
-                        file_id=checked.file_id,
-                        file_format=work.source.file_format,
-                        name=name,
-                        convert_options=job.convert_options
-                        if work.source.file_format == "csv"
-                        else None,
-                    )
-                    size = checked.fingerprint.size
-                    plan.append(_planned(path, job, envelope, size, checked.rows))
-                    continue
-                proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, job.name)
-                for part in split_frame(
-                    checked.frame,
-                    budget_bytes=raw_budget(max_request_bytes, proto),
-                    schema=arrow_schema(job.contract),
-                    path=path,
-                ):
-                    envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
-                    plan.append(
-                        _planned(path, job, envelope, part.source.size, part.rows, part=part.index)
-                    )
-    return plan, problems
-
-
-def _planned(
-    path: str,
-    job: PreparedJob,
-    envelope: Envelope,
-    raw_bytes: int,
-    rows: int | None,
-    *,
-    part: int = 0,
-) -> PlannedRequest:
-    """The dry run's line for one request: ``envelope`` around ``raw_bytes`` of file."""
-    return PlannedRequest(
-        path=path,
-        dataset=job.name,
-        file_id=envelope.file_id,
-        file_format=envelope.file_format,
-        rows=rows,
-        request_bytes=envelope.request_bytes(raw_bytes),
-        part=part,
-    )
 
 
 def part_envelope(

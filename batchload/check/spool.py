@@ -7,6 +7,8 @@
 - The directory is the run's own (``tempfile``), made when the first part is written
   and removed with everything in it when the run ends, however it ends (but for a
   SIGKILL); a part's file goes as soon as the part is done.
+- A compressed CSV is decompressed here (:meth:`PartSpool.decompressed`), streamed and
+  hashed, and its text is sent as the CSV it is.
 - Nothing is lost with it: a part is cut again from its source file, identically,
   by the upload after a ``413`` and by a resumed run.
 """
@@ -23,13 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from batchload.check.parts import Part, PartWriter, write_parquet
 from batchload.errors import FileProblem
-from batchload.read.content import HASH_CHUNK_BYTES, DiskSource
+from batchload.read.content import HASH_CHUNK_BYTES, DiskSource, MemorySource
 
 if TYPE_CHECKING:
     import polars as pl
-    import pyarrow as pa
 
 __all__ = ["PartSpool"]
 
@@ -103,9 +106,35 @@ class PartSpool:
     def discard(self, parts: Iterable[Part]) -> None:
         """Remove the files of ``parts`` that are the spool's (others are left alone)."""
         for part in parts:
-            source = part.source
-            if isinstance(source, DiskSource) and source.path.parent == self._directory:
-                source.path.unlink(missing_ok=True)
+            self.remove(part.source)
+
+    def remove(self, source: DiskSource | MemorySource) -> None:
+        """Remove ``source``'s file if it is the spool's (others are left alone)."""
+        if isinstance(source, DiskSource) and source.path.parent == self._directory:
+            source.path.unlink(missing_ok=True)
+
+    def decompressed(self, source: Path, codec: str, kept: bytes | None = None) -> DiskSource:
+        """A compressed CSV's text, decompressed into the spool as it is read (in bounded
+        memory) and hashed on the way: what is sent for it. ``kept``: the compressed
+        bytes when the caller holds them (a small file, parsed from them too)."""
+        path = Path(f"{next(self._names):08d}.csv")
+        digest = hashlib.sha256()
+        try:
+            path = self.directory / path
+            raw = pa.BufferReader(kept) if kept is not None else str(source)
+            with pa.input_stream(raw, compression=codec) as text, open(path, "wb") as out:
+                while chunk := text.read(HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+            return DiskSource(path, path.stat().st_size, digest.hexdigest())
+        except (OSError, pa.ArrowException) as exc:
+            if path.is_absolute():
+                path.unlink(missing_ok=True)
+            raise FileProblem(
+                f"cannot decompress into the run's spool: {str(exc).splitlines()[0]}",
+                path=source,
+                hint="free space there, or point TMPDIR at a larger disk",
+            ) from None
 
 
 def _sha256_file(path: Path) -> str:

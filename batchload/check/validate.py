@@ -19,7 +19,9 @@
   later file that repeats one; :func:`group_by_fingerprint` sorts files by column
   layout, odd first. Verdict types live in :mod:`batchload.check.verdict`.
 
-Rows are 1-based **data row** numbers (row 1 is the first row under the header).
+Rows are numbered as the user counts them: 1-based **data rows** (row 1 is the first
+row under the header), but a workbook's **sheet rows** (a header on row 3 makes the
+first data row 4; see :class:`~batchload.read.frames.Loaded`).
 Everything here is synchronous and CPU-bound: the upload engine calls it from
 worker threads.
 """
@@ -49,6 +51,7 @@ from batchload.check.verdict import (
     with_problem,
 )
 from batchload.contract.model import Contract, arrow_type_of, schema_fingerprint
+from batchload.contract.reading import FIRST_SHEET, SheetChoice
 from batchload.errors import UnreadableFile
 from batchload.read.frames import file_format, read_frames
 from batchload.read.problems import UnparseableValues
@@ -126,7 +129,7 @@ def validate_files(
     paths: Sequence[Path | str],
     contract: Contract,
     *,
-    sheet: str | None = None,
+    sheet: SheetChoice = FIRST_SHEET,
     keys: UniqueKeys | None = None,
     keep_frames: bool = False,
     keep_key_hashes: bool = False,
@@ -173,17 +176,20 @@ def validate_files(
                 whole.pop()
     kept = [data[index] if index < len(data) else None for index, _ in whole]
     read = read_frames([path for _, path in whole], contract, sheet=sheet, data=kept)
-    for (index, path), frame in zip(whole, read, strict=True):
-        if isinstance(frame, UnparseableValues):
+    shifted: dict[int, int] = {}  # file -> what its rows' numbers start above 1
+    for (index, path), loaded in zip(whole, read, strict=True):
+        if isinstance(loaded, UnparseableValues):
             problems = [
                 Problem(f"parses_as({c.expected})", c.column, c.count, c.rows, c.values)
-                for c in frame.cells
+                for c in loaded.cells
             ]
             verdicts[index] = _verdict(path, None, problems)
-        elif isinstance(frame, UnreadableFile):
-            verdicts[index] = FileVerdict(path=path, status="unreadable", error=str(frame))
+        elif isinstance(loaded, UnreadableFile):
+            verdicts[index] = FileVerdict(path=path, status="unreadable", error=str(loaded))
         else:
-            frames.append((index, frame))
+            frames.append((index, loaded.frame))
+            if loaded.first_row != 1:
+                shifted[index] = loaded.first_row - 1
 
     found: dict[int, list[Problem]] = {}
     for chunk in _chunks(frames):
@@ -206,7 +212,15 @@ def validate_files(
                     hashes = hashes.hashes
                 stored = keys.stored(Path(paths[index])) or keys.to_bytes(hashes)
                 verdicts[index] = replace(verdicts[index], key_hashes=stored)
+    for index, by in shifted.items():
+        verdicts[index] = renumbered(verdicts[index], by)
     return [verdicts[i] for i in range(len(paths))]
+
+
+def renumbered(verdict: FileVerdict, by: int) -> FileVerdict:
+    """``verdict`` with its problems' rows counted ``by`` more (data rows to sheet rows)."""
+    problems = tuple(replace(p, rows=tuple(r + by for r in p.rows)) for p in verdict.problems)
+    return replace(verdict, problems=problems)
 
 
 def _key_hashes(keys: UniqueKeys, frames: Sequence[tuple[int, pl.DataFrame]]) -> list[pl.Series]:

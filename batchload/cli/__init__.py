@@ -77,9 +77,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
       batchload upload 'data/*.csv' --schema schemas/equity_signals.yaml
       batchload ls equity_signals
     """
-    from batchload.cli.common import Output
+    from batchload.cli.common import Output, show_reading_notes
 
     ctx.obj = Output(verbose=verbose, quiet=quiet)
+    show_reading_notes()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -7,6 +7,7 @@ stderr. Every line written for another program is flushed at once.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -42,6 +43,24 @@ class Output:
         if self.verbose:
             click.echo(message, err=True)
             sys.stderr.flush()
+
+
+class _Stderr(logging.Handler):
+    """The library's reading notes (``batchload.read``), one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+_NOTES = _Stderr()
+
+
+def show_reading_notes() -> None:
+    """Print what the readers note (a library's warning said in our words) on stderr."""
+    notes = logging.getLogger("batchload.read")
+    if _NOTES not in notes.handlers:
+        notes.addHandler(_NOTES)
+        notes.propagate = False
 
 
 def output(ctx: click.Context | None = None) -> Output:
@@ -167,6 +186,25 @@ schema_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The contract the files must pass (a pandera polars YAML, schemas/<dataset>.yaml).",
 )
+
+
+def sheet_options(fn: F) -> F:
+    """``--sheet`` and ``--header-row``: where a workbook's rows are (over the contract's)."""
+    fn = click.option(
+        "--header-row",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="Excel: the header's row, 1-based as the spreadsheet shows it "
+        "(default: the contract's, else the first row with a cell).",
+    )(fn)
+    return click.option(
+        "--sheet",
+        metavar="NAME|NUMBER",
+        help="Excel: the sheet to read, by name or 1-based number "
+        "(default: the contract's, else the first).",
+    )(fn)
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout; logs go to stderr."
 )

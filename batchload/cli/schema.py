@@ -18,6 +18,7 @@ from batchload.cli.common import (
     output,
     print_json,
     schema_option,
+    sheet_options,
     token_file_option,
 )
 from batchload.summary import drift_groups, drift_line
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 #: Files handed to one validate_files call (one pandera call per layout within it).
 VALIDATE_BATCH_FILES = 500
-
-sheet_option = click.option(
-    "--sheet", metavar="NAME", help="Excel sheet to read (default: the first sheet)."
-)
 
 
 @click.group()
@@ -58,10 +55,15 @@ def schema() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the contract here (default: print it on stdout).",
 )
-@sheet_option
+@sheet_options
 @json_option
-def infer(
-    files: tuple[str, ...], name: str, out_path: Path | None, sheet: str | None, as_json: bool
+def infer(  # noqa: PLR0917  (click passes each option as an argument)
+    files: tuple[str, ...],
+    name: str,
+    out_path: Path | None,
+    sheet: str | None,
+    header_row: int | None,
+    as_json: bool,
 ) -> None:
     """Infer a contract from sample files: ordered columns, dtypes, nullability.
 
@@ -76,6 +78,7 @@ def infer(
     """
     from batchload.contract.infer import infer_contract
     from batchload.contract.model import contract_to_yaml, dump_contract
+    from batchload.contract.reading import SheetChoice
     from batchload.errors import UsageError
     from batchload.read.discover import discover
     from batchload.read.frames import read_samples
@@ -84,7 +87,8 @@ def infer(
     found = discover(files)
     if found.rejected:
         raise UsageError(f"{found.rejected[0].path}: {found.rejected[0].reason}")
-    samples = read_samples([f.path for f in found.files], sheet=sheet)
+    choice = SheetChoice(sheet=sheet, header_row=header_row)
+    samples = read_samples([f.path for f in found.files], sheet=choice)
     contract, drift = infer_contract(samples, name)
     if out_path is not None:
         dump_contract(contract, out_path)
@@ -219,9 +223,15 @@ def diff(
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @schema_option
-@sheet_option
+@sheet_options
 @json_option
-def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_json: bool) -> None:
+def validate(
+    files: tuple[str, ...],
+    schema_path: Path,
+    sheet: str | None,
+    header_row: int | None,
+    as_json: bool,
+) -> None:
     """Validate files against a contract before anything is sent.
 
     Reads each file with the contract's types, as it would be sent (CSV as the API
@@ -229,21 +239,25 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
     collecting every failure, checks the
     contract's unique key across all the files, and prints per file: valid, or
     invalid with a capped summary (column, check, failing rows, the first rows and
-    values; rows are data rows, 1 = the first row under the header). Exit 0 when
+    values; rows are data rows, 1 = the first row under the header, but a workbook's
+    are its sheet rows, as the spreadsheet shows them). Exit 0 when
     all are valid, 1 when some are invalid or unreadable, 2 for usage or contract
     errors (including no file matched).
 
     \b
     Examples:
       batchload validate 'data/*.csv' --schema schemas/equity_signals.yaml
-      batchload validate prices.xlsx --sheet Daily --schema schemas/market_prices.yaml --json
+      batchload validate prices.xlsx --sheet Daily --header-row 3 \\
+        --schema schemas/market_prices.yaml
     """
     from batchload.check.crossfile import UniqueKeys
     from batchload.check.validate import validate_files
     from batchload.check.verdict import FileVerdict, group_by_fingerprint
     from batchload.contract.model import load_contract
+    from batchload.contract.reading import SheetChoice
     from batchload.read.discover import discover
 
+    choice = SheetChoice(sheet=sheet, header_row=header_row)
     contract = load_contract(schema_path)
     found = discover(files)
     keys = UniqueKeys.for_contract(contract)
@@ -253,7 +267,7 @@ def validate(files: tuple[str, ...], schema_path: Path, sheet: str | None, as_js
     paths = [f.path for f in found.files]
     for start in range(0, len(paths), VALIDATE_BATCH_FILES):
         batch = paths[start : start + VALIDATE_BATCH_FILES]
-        verdicts.extend(validate_files(batch, contract, sheet=sheet, keys=keys))
+        verdicts.extend(validate_files(batch, contract, sheet=choice, keys=keys))
     verdicts.sort(key=lambda v: str(v.path))
     layouts = group_by_fingerprint(verdicts, contract)
     drift = drift_groups(_messages(verdicts))

@@ -22,6 +22,7 @@ from batchload.cli.common import (
     output,
     print_json,
     schema_option,
+    sheet_options,
 )
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 from batchload.summary import drift_line
@@ -103,7 +104,7 @@ def run_options(fn: F) -> F:
     help="file_id of each file: {stem}, {name}, {sha8}, {part}. Deterministic, so a re-run "
     "overwrites instead of duplicating.",
 )
-@click.option("--sheet", metavar="NAME", help="Excel sheet to read (default: the first).")
+@sheet_options
 @run_options
 def upload(  # noqa: PLR0917  (click passes each option as an argument)
     files: tuple[str, ...],
@@ -112,6 +113,7 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
     dataset_id: str | None,
     file_id: str,
     sheet: str | None,
+    header_row: int | None,
     **common: Any,
 ) -> None:
     """Validate files against a contract and upload them: concurrent, resumable, exactly once.
@@ -136,6 +138,7 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
         dataset_id=dataset_id,
         file_id=file_id,
         sheet=sheet,
+        header_row=header_row,
     )
     _execute([job], default_manifest=None, **common)
 

@@ -2,6 +2,8 @@
 
 - :class:`Reading`: the settings under ``metadata.batchload`` beside ``arrow_types``
   (extra CSV null spellings, a workbook's sheet and header row).
+- :class:`SheetChoice`: a workbook's sheet and header row as a flag or a run plan
+  says, over the contract's (flags over plan over contract).
 - :class:`Yaml12Loader`: contracts are read with YAML 1.2 booleans, so a list of
   country codes ``[NO, SE]`` stays text.
 """
@@ -15,9 +17,16 @@ from typing import Any
 
 import yaml
 
-from batchload.errors import ContractError
+from batchload.errors import ContractError, UsageError
 
-__all__ = ["READING_KEYS", "Reading", "Yaml12Loader", "reading_from_metadata"]
+__all__ = [
+    "FIRST_SHEET",
+    "READING_KEYS",
+    "Reading",
+    "SheetChoice",
+    "Yaml12Loader",
+    "reading_from_metadata",
+]
 
 #: The keys of :class:`Reading` under ``metadata.batchload``.
 READING_KEYS = ("null_values", "sheet", "header_row")
@@ -45,6 +54,36 @@ class Reading:
             "header_row": self.header_row,
         }
         return {k: v for k, v in found.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SheetChoice:
+    """Which sheet of a workbook is read and which row is its header, as ``--sheet`` and
+    ``--header-row`` (or a run plan's ``sheet`` and ``header_row``) say.
+
+    What is unset comes from the contract (:meth:`over`), else the first sheet, with
+    its header in its first row that has a cell.
+    """
+
+    sheet: str | None = None
+    """The sheet's name, or its 1-based position."""
+    header_row: int | None = None
+    """The header's row, 1-based as the spreadsheet shows it."""
+
+    def __post_init__(self) -> None:
+        if self.header_row is not None and self.header_row < 1:
+            raise UsageError(f"header row {self.header_row}: rows count from 1")
+
+    def over(self, reading: Reading) -> SheetChoice:
+        """This choice, with what it leaves unset taken from a contract's ``reading``."""
+        return SheetChoice(
+            sheet=self.sheet if self.sheet is not None else reading.sheet,
+            header_row=self.header_row if self.header_row is not None else reading.header_row,
+        )
+
+
+#: No choice made: the contract's, else the first sheet.
+FIRST_SHEET = SheetChoice()
 
 
 class Yaml12Loader(yaml.SafeLoader):

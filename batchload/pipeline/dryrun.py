@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from batchload.check.checker import plan_requests
+from batchload.check.dryplan import plan_requests
 from batchload.jobs import PreparedJob
 from batchload.pipeline.prepare import ignored_files
 from batchload.summary import Problem, RunSummary

@@ -14,13 +14,15 @@ TOML because a plan is written by people: comments, globs, one block per dataset
     dataset = "equity_signals"               # optional: default the contract's name
     # dataset_id = "..."                     # optional: add to an existing dataset
     # file_id = "{stem}"                     # optional template
-    # sheet = "Sheet1"                       # optional, Excel files
+    # sheet = "Sheet1"                       # optional, Excel files: name or number
+    # header_row = 3                         # optional, Excel files: 1-based, as shown
 
     [[upload]]
     schema = "schemas/market_prices.yaml"
     files = ["data/prices/**/*.parquet"]
 
-Unknown keys are refused (a typo must not silently change a run).
+Unknown keys are refused (a typo must not silently change a run). ``sheet`` and
+``header_row`` win over the contract's ``metadata.batchload``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from batchload.errors import UsageError
 from batchload.jobs import UploadJob
 from batchload.state.fileids import DEFAULT_TEMPLATE
 
-_UPLOAD_KEYS = frozenset({"schema", "files", "dataset", "dataset_id", "file_id", "sheet"})
+_UPLOAD_KEYS = frozenset(
+    {"schema", "files", "dataset", "dataset_id", "file_id", "sheet", "header_row"}
+)
 _RUN_KEYS = frozenset({"concurrency", "max_request_mb", "manifest"})
 
 
@@ -112,6 +116,11 @@ def _job(block: dict[str, Any], base: Path, path: Path, index: int) -> UploadJob
     for key in ("dataset", "dataset_id", "file_id", "sheet"):
         if key in block and not isinstance(block[key], str):
             raise UsageError(f"{where}: {key} must be a string")
+    header_row = block.get("header_row")
+    if header_row is not None and (
+        isinstance(header_row, bool) or not isinstance(header_row, int) or header_row < 1
+    ):
+        raise UsageError(f"{where}: header_row must be a row number (1 is the first row)")
     if block.get("dataset") and block.get("dataset_id"):
         raise UsageError(f"{where}: give dataset or dataset_id, not both")
     return UploadJob(
@@ -121,5 +130,6 @@ def _job(block: dict[str, Any], base: Path, path: Path, index: int) -> UploadJob
         dataset_id=block.get("dataset_id"),
         file_id=block.get("file_id", DEFAULT_TEMPLATE),
         sheet=block.get("sheet"),
+        header_row=header_row,
         base=base,
     )

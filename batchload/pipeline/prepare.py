@@ -26,7 +26,7 @@ from batchload.contract.model import load_contract
 from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
-from batchload.read.discover import FileSet, SourceFile, csv_compression, discover
+from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.read.frames import has_null_columns
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import Manifest
@@ -203,10 +203,8 @@ def _plan_job(
             convert_options=convert if source.file_format == "csv" else None,
         )
         split = envelope.request_bytes(source.size) > max_request_bytes
-        as_parquet = (
-            source.file_format in SENT_AS_PARQUET
-            or (source.file_format == "parquet" and has_null_columns(source.path))
-            or csv_compression(source.path) is not None
+        as_parquet = source.file_format in SENT_AS_PARQUET or (
+            source.file_format == "parquet" and has_null_columns(source.path)
         )
         work.append(Work(job_index, source, file_id, decision, (), split, as_parquet))
     return PreparedJob(

@@ -25,7 +25,7 @@ from batchload.protocol import SUFFIX_FORMATS, FileFormat
 _GLOB_CHARS = frozenset("*?[")
 
 #: Compression suffixes read after ``.csv`` (pyarrow's codec names): such a file is
-#: decompressed to read it, and sent as parquet of its validated frame.
+#: decompressed to read it, and sent as the CSV text it holds.
 CSV_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 _KNOWN = ", ".join([*sorted(SUFFIX_FORMATS), *(f".csv{s}" for s in CSV_COMPRESSIONS)])
 _MAX_REASONS_SHOWN = 5

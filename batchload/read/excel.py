@@ -1,8 +1,13 @@
 """Read an Excel sheet (xlsx, xls) into a polars DataFrame typed by its contract, or say why not.
 
-- fastexcel (calamine) reads the first sheet unless ``sheet`` is given. Excel keeps
-  every number as a double and a date as a number with a date format, so the types
-  a reader guesses from a sheet (``double``, ``timestamp[ms]``) cannot match a
+- fastexcel (calamine) reads the sheet and header row a :class:`SheetChoice` (flags,
+  a plan) or the contract names; by default the first sheet, with its header in its
+  first row that has a cell. When that row does not hold the contract's columns and
+  another row (or sheet) does, the file is refused saying which ``--header-row`` (and
+  ``--sheet``) to pass. Rows are numbered as the spreadsheet shows them: a header on
+  row 3 makes the first data row 4.
+- Excel keeps every number as a double and a date as a number with a date format,
+  so the types a reader guesses from a sheet (``double``, ``timestamp[ms]``) cannot match a
   contract's ``Date`` or ``Int64`` columns. So with a contract, each of its columns
   is read as the contract's type, **strictly**: a ``Date`` column takes date cells
   at midnight (or ``YYYY-MM-DD`` text), a ``Datetime`` column date-time cells, an
@@ -23,14 +28,24 @@
   manifest records ``converted_from`` (``xlsx`` or ``xls``).
 - An xlsx that would inflate past ``MAX_WORKBOOK_EXPANDED_BYTES`` is refused before
   calamine opens it (a zip bomb).
+- fastexcel logs its warnings from Rust through Python's ``logging`` (logger
+  ``fastexcel``), and they would reach the terminal raw. They are caught while a
+  sheet is read and said again in our words on the ``batchload.read`` logger (which
+  the CLI prints on stderr): ``x.xlsx: column 'memo' has no value in any row: read
+  as text``.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import struct
+import threading
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +53,7 @@ import fastexcel
 import polars as pl
 
 from batchload.contract.model import arrow_type_of
-from batchload.contract.reading import Reading
+from batchload.contract.reading import SheetChoice
 from batchload.errors import UnreadableFile
 from batchload.read.fastexcel_compat import refused_value
 from batchload.read.problems import (
@@ -55,7 +70,7 @@ if TYPE_CHECKING:
 
     from batchload.contract.model import Contract
 
-__all__ = ["MAX_WORKBOOK_EXPANDED_BYTES", "read_excel"]
+__all__ = ["MAX_WORKBOOK_EXPANDED_BYTES", "Loaded", "read_excel"]
 
 #: Most bytes an xlsx's parts may inflate to (its XML; Excel's own limit of 1,048,576
 #: rows fits). calamine holds a sheet in memory at about 3x its XML, so past this a
@@ -64,36 +79,69 @@ MAX_WORKBOOK_EXPANDED_BYTES = 1 << 30
 _INFLATE_CHUNK_BYTES = 1 << 20
 
 
-def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.DataFrame:
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A file's frame, and the number its first data row has as the user counts rows:
+    1 (data rows) but for a workbook, where it is the sheet row under the header."""
+
+    frame: pl.DataFrame
+    first_row: int = 1
+
+
+def read_excel(path: Path, contract: Contract | None, choice: SheetChoice) -> Loaded:
     """Load a sheet: the contract's columns as its types, strictly (every cell that does
     not fit is reported, none is nulled or cut); without a contract, types guessed from
-    every row as the API would, reporting the cells that do not fit the guess."""
+    every row as the API would, reporting the cells that do not fit the guess.
+
+    ``choice`` (flags, a plan) wins over the contract's sheet and header row. Bad cells
+    are reported by sheet row."""
     check_readable(path)
     if path.suffix.lower() == ".xlsx":
         _check_expanded_size(path, MAX_WORKBOOK_EXPANDED_BYTES)
+    with _translated_warnings(path) as columns:
+        return _read_sheet(path, contract, choice, columns)
+
+
+def _read_sheet(
+    path: Path, contract: Contract | None, choice: SheetChoice, columns: list[str]
+) -> Loaded:
+    """:func:`read_excel`'s work; ``columns`` learns the sheet's, to name them in warnings."""
     try:
         reader = fastexcel.read_excel(path)
     except fastexcel.FastExcelError as exc:
-        return raise_unreadable(path, f"not a readable {path.suffix.lstrip('.')} workbook", exc)
+        raise_unreadable(path, f"not a readable {path.suffix.lstrip('.')} workbook", exc)
     names = list(reader.sheet_names)
     if not names:
         raise UnreadableFile("the workbook has no sheets", path=path)
-    reading = contract.reading if contract is not None else Reading()
-    index = _sheet_index(path, names, sheet if sheet is not None else reading.sheet)
-    header = (reading.header_row or 1) - 1  # fastexcel counts from 0
+    if contract is not None:
+        choice = choice.over(contract.reading)
+    index = _sheet_index(path, names, choice.sheet)
     dtypes: dict[str | int, DType] = {}
     if contract is not None:
         dtypes = {c.name: load for c in contract.columns if (load := _load_as(c.dtype))}
     try:
+        header = 0 if choice.header_row is None else choice.header_row - 1  # from 0
+        # skip_rows=0: header_row counts from the sheet's first row, not its first filled one
         loaded = reader.load_sheet(
-            index, header_row=header, schema_sample_rows=None, dtypes=dtypes or None
+            index, header_row=header, skip_rows=0, schema_sample_rows=None, dtypes=dtypes or None
         )
+        if choice.header_row is None and _all_unnamed(loaded):  # row 1 is blank
+            header = _first_filled_row(reader, index)
+            loaded = reader.load_sheet(
+                index,
+                header_row=header,
+                skip_rows=0,
+                schema_sample_rows=None,
+                dtypes=dtypes or None,
+            )
+        first_row = header + 2  # the sheet row under the header, 1-based
         batch, errors = loaded.to_arrow_with_errors()
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
+        columns.extend(frame.columns)
         if frame.width == 0:
             raise UnreadableFile(f"sheet {names[index]!r} is empty: no header row", path=path)
-        if contract is not None and reading.header_row is None:
+        if contract is not None and choice.header_row is None:
             _check_header_place(
                 reader, index, names, contract=contract, found=frame.columns, path=path
             )
@@ -111,6 +159,7 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
             again = reader.load_sheet(
                 index,
                 header_row=header,
+                skip_rows=0,
                 schema_sample_rows=None,
                 use_columns=[*numbers, *words],
                 dtypes=again_as,
@@ -119,14 +168,68 @@ def read_excel(path: Path, contract: Contract | None, sheet: str | None) -> pl.D
             assert isinstance(as_read, pl.DataFrame)
             texts = as_read
     except fastexcel.FastExcelError as exc:
-        return raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
-    bad = _excel_bad_cells(frame, errors.errors, contract, texts) if errors is not None else []
+        raise_unreadable(path, f"sheet {names[index]!r} cannot be read", exc)
+    bad = []
+    if errors is not None:
+        bad = _excel_bad_cells(frame, errors.errors, contract, texts, first_row=first_row)
     if contract is not None:
-        frame, strict = _as_contract_types(frame, contract, texts)
+        frame, strict = _as_contract_types(frame, contract, texts, first_row=first_row)
         bad = _merged(bad + strict, frame.columns)
     if bad:
         raise UnparseableValues(path, bad)
-    return frame
+    return Loaded(frame, first_row)
+
+
+log = logging.getLogger("batchload.read")
+
+
+class _Catcher(logging.Handler):
+    """Keeps fastexcel's log records for the sheet its thread is reading (sheets are read
+    in several check threads at once); a record outside a read is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        said = getattr(self.local, "said", None)
+        if said is not None:
+            said.append(record.getMessage())
+
+
+_CATCHER = _Catcher()
+_fastexcel_log = logging.getLogger("fastexcel")
+_fastexcel_log.addHandler(_CATCHER)
+_fastexcel_log.propagate = False  # never raw on the user's terminal: said again below
+
+
+@contextmanager
+def _translated_warnings(path: Path) -> Iterator[list[str]]:
+    """Say what fastexcel logs while this thread reads ``path`` in our words, once the
+    read is over (it may fail); the caller fills the list it is given with the sheet's
+    columns, to name them."""
+    said: list[str] = []
+    columns: list[str] = []
+    _CATCHER.local.said = said
+    try:
+        yield columns
+    finally:
+        _CATCHER.local.said = None
+        for message in said:
+            log.warning("%s: %s", path, _in_our_words(message, columns))
+
+
+_NO_TYPE = re.compile(r"Could not determine dtype for column (\d+), falling back to string")
+
+
+def _in_our_words(message: str, columns: Sequence[str]) -> str:
+    """One line for a fastexcel warning: the column named, what it means for the data."""
+    found = _NO_TYPE.search(message)
+    if found is None:
+        return f"the workbook reader warns: {message.strip().splitlines()[0]}"
+    position = int(found.group(1))
+    name = repr(columns[position]) if position < len(columns) else f"#{position + 1}"
+    return f"column {name} has no value in any row: read as text"
 
 
 def _sheet_index(path: Path, names: list[str], sheet: str | None) -> int:
@@ -142,6 +245,22 @@ def _sheet_index(path: Path, names: list[str], sheet: str | None) -> int:
     )
 
 
+_UNNAMED = "__UNNAMED__"  # fastexcel's name for a column whose header cell is empty
+
+
+def _all_unnamed(loaded: Any) -> bool:
+    return all(c.name.startswith(_UNNAMED) for c in loaded.selected_columns)
+
+
+def _first_filled_row(reader: Any, index: int) -> int:
+    """The 0-based sheet row of the sheet's first cell: the header when no header row is
+    given (blank rows above it are not a title). calamine's range starts at that row, so
+    it is how many rows the full count has more than the count from the range."""
+    every = reader.load_sheet(index, header_row=None, skip_rows=0, n_rows=1, dtypes="string")
+    filled = reader.load_sheet(index, header_row=None, n_rows=1, dtypes="string")
+    return int(every.total_height - filled.total_height)
+
+
 #: Rows searched for the contract's header when the first row is not it.
 _HEADER_SEARCH_ROWS = 50
 
@@ -150,8 +269,8 @@ def _check_header_place(
     reader: Any, index: int, names: list[str], *, contract: Contract, found: list[str], path: Path
 ) -> None:
     """Refuse a sheet whose first row is not the header (a title row, a blank row, notes
-    first) when the contract's columns are found elsewhere, saying where, rather than
-    read garbage."""
+    first) when the contract's columns are found elsewhere, saying where and what to
+    pass, rather than read garbage."""
     wanted = set(contract.names)
     if wanted & set(found):
         return
@@ -159,20 +278,24 @@ def _check_header_place(
     for position in [index, *(i for i in range(len(names)) if i != index)]:
         name = names[position]
         top = reader.load_sheet(
-            position, header_row=None, n_rows=_HEADER_SEARCH_ROWS, dtypes="string"
+            position, header_row=None, skip_rows=0, n_rows=_HEADER_SEARCH_ROWS, dtypes="string"
         )
         rows = pl.from_arrow(top.to_arrow())
         assert isinstance(rows, pl.DataFrame)
         for number, row in enumerate(rows.iter_rows(), start=1):
             cells = {str(v).strip() for v in row if v is not None}
             if len(cells & wanted) * 2 >= len(wanted):
-                where = f"row {number} of sheet {name!r}"
-                say = f"header_row: {number}" + (f", sheet: {name!r}" if position != index else "")
+                flags = [f"--sheet {name!r}"] if position != index else []
+                keys = [f"sheet: {name!r}"] if position != index else []
+                if number != 1 or not flags:
+                    flags.append(f"--header-row {number}")
+                    keys.append(f"header_row: {number}")
                 raise UnreadableFile(
-                    f"the contract's columns are not in the first row of sheet "
-                    f"{names[index]!r}: columns found in {where}: set {say}",
+                    f"the contract's columns are not in the header row of sheet "
+                    f"{names[index]!r} (sheets: {sheets}); columns found in row {number} of "
+                    f"sheet {name!r}: pass {' '.join(flags)}",
                     path=path,
-                    hint=f"under metadata.batchload in the contract; sheets: {sheets}",
+                    hint=f"or set {', '.join(keys)} under metadata.batchload in the contract",
                 )
     # nowhere: validation reports the missing and unexpected columns
 
@@ -202,14 +325,14 @@ _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 
 
 def _as_contract_types(
-    frame: pl.DataFrame, contract: Contract, texts: pl.DataFrame | None
+    frame: pl.DataFrame, contract: Contract, texts: pl.DataFrame | None, *, first_row: int
 ) -> tuple[pl.DataFrame, list[BadCells]]:
     """Cast the contract's columns to its types, strictly; the cells that do not fit.
 
     ``texts``: the number columns as calamine's text, to find boolean cells in them,
     and the text columns as numbers, to give number cells their exact text.
     """
-    data = frame.with_row_index(_ROW, offset=1)
+    data = frame.with_row_index(_ROW, offset=first_row)
     if texts is not None and texts.height == frame.height:
         data = data.with_columns(texts.select(pl.all().name.prefix(_TEXT)))
     converted: list[pl.Expr] = []
@@ -381,8 +504,11 @@ def _excel_bad_cells(
     errors: Sequence[Any],
     contract: Contract | None,
     texts: pl.DataFrame | None = None,
+    *,
+    first_row: int,
 ) -> list[BadCells]:
-    """Group calamine's cell errors by column (``offset_position`` is 0-based data row, column).
+    """Group calamine's cell errors by column (``offset_position`` is 0-based data row,
+    column), by sheet row (``first_row``: the first data row's).
 
     A cell's value is shown as its text in ``texts`` when it has one there (a date
     cell among numbers reads ``2024-01-02 00:00:00``, not calamine's debug form).
@@ -398,7 +524,7 @@ def _excel_bad_cells(
             value = texts.get_column(name)[row] or value
         if contract is not None and shown is not None and not value.strip():
             continue  # a blank text cell is an empty cell (null), as in every other column
-        found.setdefault(name, []).append((row + 1, value))
+        found.setdefault(name, []).append((row + first_row, value))
     return [
         BadCells(
             name,

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import polars as pl
+from typing import NoReturn
 
 from batchload.errors import UnreadableFile
 
@@ -66,7 +65,7 @@ def check_readable(path: Path) -> None:
         raise open_failure(path, exc) from None
 
 
-def raise_unreadable(path: Path, what: str, exc: BaseException) -> pl.DataFrame:
+def raise_unreadable(path: Path, what: str, exc: BaseException) -> NoReturn:
     lines = str(exc).strip().splitlines()
     raise UnreadableFile(f"{what}: {lines[0] if lines else type(exc).__name__}", path=path) from exc
 

@@ -7,7 +7,8 @@
   an earlier, interrupted run has done (same file, same bytes) is not sent again. A
   workbook is sent as parquet made from its validated frame with the contract's
   Arrow schema, under its own file_id (the API would guess other types from the
-  workbook); its row records ``converted_from``.
+  workbook); its row records ``converted_from``. A compressed CSV is sent as the text
+  its check decompressed into the spool (``converted_from``: ``csv.gz``, ...).
 - A ``413`` halves the request limit for the rest of the run and the file is cut
   again into smaller parts, read again from its source one part at a time (a part
   that fitted before is re-sent under its same file_id, an overwrite).
@@ -184,13 +185,17 @@ class Uploader:
             )
 
     async def _whole(self, job: PreparedJob, checked: Checked) -> None:
+        """A file as its own bytes, or a compressed CSV as its text (``checked.plain``)."""
         work, fp = checked.work, checked.fingerprint
         assert fp is not None and checked.file_id is not None
         file_format = work.source.file_format
         options = job.convert_options if file_format == "csv" else None
         file_id = checked.file_id
+        source = checked.plain or DiskSource(
+            work.source.path, fp.size, fp.sha256, fp.data, fp.mtime_ns
+        )
         row = self._row(
-            job, checked, part=0, file_id=file_id, sent_sha256=fp.sha256, rows=checked.rows
+            job, checked, part=0, file_id=file_id, sent_sha256=source.sha256, rows=checked.rows
         )
         touched: dict[int, FileRecord] = {}
         try:
@@ -200,12 +205,15 @@ class Uploader:
                 lambda name: Envelope(
                     file_id=file_id, file_format=file_format, name=name, convert_options=options
                 ),
-                DiskSource(work.source.path, fp.size, fp.sha256, fp.data, fp.mtime_ns),
+                source,
                 touched,
             )
         except PayloadTooLarge:
             await self._parts(job, checked, functools.partial(self.recut, job, checked), touched)
             return
+        finally:
+            if checked.plain is not None and self.spool is not None:
+                self.spool.remove(checked.plain)
         await self._finish(job, checked, [replace(done, parts=1)], touched)
 
     async def _spooled(self, job: PreparedJob, checked: Checked, parts: tuple[Part, ...]) -> None:
@@ -460,7 +468,11 @@ class Uploader:
         file_format: str | None = None,
     ) -> FileRecord:
         work, fp = checked.work, checked.fingerprint
-        converted = work.convert and file_format == "parquet"  # a workbook, sent as parquet
+        converted_from: str | None = None
+        if work.convert and file_format == "parquet":  # a workbook, sent as parquet
+            converted_from = work.source.file_format
+        elif checked.plain is not None and part == 0:  # a compressed CSV, sent as its text
+            converted_from = f"csv{work.source.path.suffix.lower()}"
         return FileRecord(
             dataset=job.name,
             source_path=str(work.source.path),
@@ -472,7 +484,7 @@ class Uploader:
             sha256=fp.sha256 if fp else None,
             sent_sha256=sent_sha256,
             file_format=file_format or work.source.file_format,
-            converted_from=work.source.file_format if converted else None,
+            converted_from=converted_from,
             dataset_id=self.gates[job.name].dataset_id if job.name in self.gates else None,
             rows=rows,
             state="pending",

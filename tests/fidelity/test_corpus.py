@@ -11,7 +11,7 @@ import bz2
 import datetime as dt
 import gzip
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -203,21 +203,29 @@ CORPUS: list[tuple[tuple[str, Writer], tuple[str, str]]] = [
     (xlsx("all_null_bid.xlsx", [[D1, "A", None, "x"], [D2, "B", None, "y"]]), ("valid", "")),
     (
         xlsx("na_in_bid.xlsx", [[D1, "A", 1.0, "x"], [D2, "B", "#N/A", "y"]]),
-        ("invalid", "(rows 2: #N/A)"),
+        ("invalid", "(rows 3: #N/A)"),  # the sheet's row
     ),
     (
         xlsx("title_row.xlsx", [[D1, "A", 1.0, "x"]], header=2),
-        ("unreadable", "columns found in row 3 of sheet 'Data': set header_row: 3"),
+        (
+            "unreadable",
+            "columns found in row 3 of sheet 'Data': pass --header-row 3 "
+            "(or set header_row: 3 under metadata.batchload in the contract)",
+        ),
     ),
     (
         xlsx("notes_first.xlsx", [[D1, "A", 1.0, "x"]], notes=True),
-        ("unreadable", "columns found in row 1 of sheet 'Data': set header_row: 1, sheet: 'Data'"),
+        (
+            "unreadable",
+            "columns found in row 1 of sheet 'Data': pass --sheet 'Data' "
+            "(or set sheet: 'Data' under metadata.batchload in the contract)",
+        ),
     ),
     (xls("plain.xls", [[D1, "A", 1.5, "x"], [D2, "B", None, None]]), ("valid", "")),
     (xls("number_text.xls", [[D1, "A", 1.0, 3.141592653589793]]), ("valid", "")),
     (
         xls("bad_first.xls", [[D1, "A", -1.0, "x"], [D2, "B", 1.0, "y"]]),
-        ("invalid", "(rows 1: -1.0)"),
+        ("invalid", "(rows 2: -1.0)"),
     ),
 ]
 # every null spelling: a bad value in a number column, a value in a text column
@@ -259,12 +267,6 @@ def test_each_file_gets_its_verdict(
 
 
 # ---------------------------------------------------------------------------- round trip
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(data_dir=tmp_path_factory.mktemp("serve"), tokens=(TOKEN,)) as started:
-        yield started
 
 
 def stored(server: ServerProcess, dataset_id: str, contract: Contract) -> dict[str, pl.DataFrame]:
@@ -309,6 +311,12 @@ def test_valid_files_store_the_values_validated(tmp_path: Path, server: ServerPr
     assert set(on_server) == {p.name for p in paths}
     for path in paths:
         assert_frame_equal(on_server[path.name], read_frame(path, contract), check_dtypes=True)
+    db = sqlite3.connect(f"file:{server.data_dir / 'metadata.sqlite3'}?mode=ro", uri=True)
+    with db:
+        formats = dict(db.execute("SELECT file_id, file_format FROM files").fetchall())
+    db.close()
+    for name in ("plain.csv.gz", "plain.csv.bz2", "plain.csv.zst"):
+        assert formats[name] == "csv", name  # sent as the CSV it holds, not converted
 
 
 def test_extra_null_spellings_are_sent_with_the_file(tmp_path: Path, server: ServerProcess) -> None:
