@@ -93,12 +93,8 @@ class PartSpool:
                 return DiskSource(path, path.stat().st_size, _sha256_file(path))
             except OSError as exc:
                 where = path.parent if path.is_absolute() else "the run's spool"
-                if path.is_absolute():
-                    path.unlink(missing_ok=True)
-                raise FileProblem(
-                    f"cannot write part {index} to {where}: {exc.strerror or exc}",
-                    path=source,
-                    hint="free space there, or point TMPDIR at a larger disk",
+                raise _spool_failure(
+                    path, source, f"cannot write part {index} to {where}: {exc.strerror or exc}"
                 ) from None
 
         return write
@@ -128,13 +124,18 @@ class PartSpool:
                     out.write(chunk)
             return DiskSource(path, path.stat().st_size, digest.hexdigest())
         except (OSError, pa.ArrowException) as exc:
-            if path.is_absolute():
-                path.unlink(missing_ok=True)
-            raise FileProblem(
-                f"cannot decompress into the run's spool: {str(exc).splitlines()[0]}",
-                path=source,
-                hint="free space there, or point TMPDIR at a larger disk",
+            raise _spool_failure(
+                path, source, f"cannot decompress into the run's spool: {str(exc).splitlines()[0]}"
             ) from None
+
+
+def _spool_failure(path: Path, source: Path, message: str) -> FileProblem:
+    """A spool file that could not be written: removed (when it was begun), and why."""
+    if path.is_absolute():  # still relative: the spool's directory itself failed
+        path.unlink(missing_ok=True)
+    return FileProblem(
+        message, path=source, hint="free space there, or point TMPDIR at a larger disk"
+    )
 
 
 def _sha256_file(path: Path) -> str:
