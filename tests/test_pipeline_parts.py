@@ -191,7 +191,8 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
 def test_a_resumed_split_file_sends_no_part_twice(
     server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
-    server = server_factory(tokens=(token, "observer-token"))
+    # a service without the PUT create: the first part creates the dataset
+    server = server_factory("--no-dataset-put", tokens=(token, "observer-token"))
     big = make_big(tmp_path / "data")
     manifest = tmp_path / "m.sqlite"
 
