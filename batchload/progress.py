@@ -52,6 +52,15 @@ class FileSkipped:
 
 
 @dataclass(frozen=True, slots=True)
+class FileConflict:
+    """Not sent: the service holds the file's id from another source (``reason`` says which)."""
+
+    path: str
+    file_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class FileInvalid:
     """Refused on this side (unreadable, failed its contract): not sent."""
 
@@ -106,6 +115,7 @@ Event = (
     | DatasetReady
     | MissingOnService
     | FileSkipped
+    | FileConflict
     | FileInvalid
     | Retrying
     | Throttled

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from batchload.progress import (
     DatasetReady,
     Event,
+    FileConflict,
     FileFailed,
     FileInvalid,
     MissingOnService,
@@ -38,6 +39,8 @@ def _notice(event: Event) -> str | None:
                 f"dataset {event.name} (id {event.dataset_id}) lacks {event.files} file(s) "
                 "that the manifest has as done: sending them again"
             )
+        case FileConflict():
+            return event.reason
         case FileInvalid():
             # A verdict's reason may already say "invalid: "; say it once.
             return f"invalid: {event.path}: {event.reason.removeprefix('invalid: ')}"

@@ -43,6 +43,7 @@ from batchload.pipeline.prepare import prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import (
     DatasetReady,
+    FileConflict,
     FileSkipped,
     MissingOnService,
     RunStarted,
@@ -326,6 +327,8 @@ class _Run:
         self.kept = len(decided.kept)
         self.resent = sum(decided.resent.values())
         self.problems += decided.conflicts
+        for problem in decided.conflicts:
+            self.sink(FileConflict(problem.path, problem.file_id or "", problem.reason))
         for name, count in decided.resent.items():
             if count:
                 self.sink(MissingOnService(name, listed[name].dataset_id, count))

@@ -335,7 +335,8 @@ async def put_dataset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     dataset_id = _path_id(request, "id")
     body = await read_body(request)
-    await _slow_create(state)
+    if await state.meta(state.store.locked_schema, dataset_id) is None:  # a create, not a repeat
+        await _slow_create(state)
     record, created = await ingest.create_dataset(state.store, state.ingest_pool, dataset_id, body)
     return web.json_response(record.to_json(), status=201 if created else 200)
 

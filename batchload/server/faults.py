@@ -9,8 +9,9 @@
   look-ups, deletes) is carried out, then the connection is closed without an answer
   (the ambiguous failure a client must survive, on reads as on writes).
 - ``create_delay_ms``: creating a dataset (``POST`` with a first file, or ``PUT`` with a
-  schema) waits this long *before* it is stored, so a client that gave up waiting finds
-  nothing by name yet: the slow create that makes a careless client create twice.
+  schema of an id not there yet) waits this long *before* it is stored, so a client that
+  gave up waiting finds nothing by name yet: the slow create that makes a careless
+  client create twice. A repeated ``PUT`` of an id that exists answers at once.
 - ``rate_limit``: requests per second (token bucket, burst of one second's worth);
   beyond it ``429`` with ``Retry-After`` in whole seconds.
 
