@@ -241,3 +241,48 @@ def test_listings_are_retried_under_faults(
     )
     [result] = json.loads(checked.stdout)["reconcile"]
     assert (result["missing"], result["on_server"]) == ([], 6)
+
+
+ODD_NAMES = [
+    b"caf\xe9 latin1.csv",  # not UTF-8
+    b"with spaces.csv",
+    "café.csv".encode(),
+    ("x" * 200 + ".csv").encode(),
+    b"-leading.csv",
+    b"sub/deeper.csv",
+]
+
+
+def test_odd_names_land_under_valid_stable_ids(
+    cli: Cli,  # noqa: F811
+    server: ServerProcess,
+    token: str,
+    tmp_path: Path,
+) -> None:
+    import os
+
+    root = os.fsencode(tmp_path / "odd")
+    for i, name in enumerate(ODD_NAMES):
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(signal_csv(i))
+    args = upload_args(str(tmp_path / "odd" / "**" / "*.csv"), tmp_path / "m.sqlite", server.url)
+    first = json.loads(cli(*args, cwd=tmp_path, token=token, check=0).stdout)
+    assert first["uploaded"] == len(ODD_NAMES)
+    ids = set(ServerView(server.url, token).files(first["dataset_id"]))
+    long_id = next(i for i in ids if i.startswith("xxx"))
+    assert len(long_id) == 100
+    assert ids == {"caf_latin1", "with_spaces", "cafe", long_id, "leading", "deeper"}
+
+    again = json.loads(cli(*args, cwd=tmp_path, token=token, check=0).stdout)
+    assert (again["uploaded"], again["skipped"]) == (0, len(ODD_NAMES))
+
+    (tmp_path / "odd" / "日本.csv").write_text(signal_csv(99))  # no character an id can hold
+    third = cli(*args, cwd=tmp_path, token=token, check=1)
+    [problem] = json.loads(third.stdout)["problems"]
+    assert problem["path"].endswith("日本.csv")
+    assert problem["reason"] == (
+        "file name '日本.csv' has no letter or digit a file_id can hold (rename the file, "
+        "or use a --file-id template such as '{stem}-{sha8}')"
+    )
