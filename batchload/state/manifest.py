@@ -260,8 +260,8 @@ class Manifest:
         index: dict[str, list[ResumeRow]] = {}
         for values in cursor:
             row = ResumeRow._make(values)
-            if type(row.source_path) is bytes:
-                row = row._replace(source_path=_source_path(row.source_path))
+            if type(values[0]) is bytes:  # a name that is not UTF-8
+                row = row._replace(source_path=_source_path(values[0]))
             index.setdefault(row.source_path, []).append(row)
         return index
 
@@ -313,20 +313,21 @@ class Manifest:
         upsert ``records`` in order, drop the key hashes of a source left with no row,
         then store or delete ``keys``."""
         stamp = now_iso()
-        forget = [(d, _stored_path(p), part) for d, p, part in forget]
+        forgotten = [(d, _stored_path(p), part) for d, p, part in forget]
         with self._transaction():
             for dataset in datasets:
                 self._save_dataset(dataset, stamp)
-            if forget:
+            if forgotten:
                 self._db.executemany(
-                    "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
+                    "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?",
+                    forgotten,
                 )
             self._db.executemany(_UPSERT, [_file_row(r, stamp) for r in records])
-            if forget:  # a source left with no row has no keys either
+            if forgotten:  # a source left with no row has no keys either
                 self._db.executemany(
                     "DELETE FROM file_keys WHERE dataset = ? AND source_path = ? AND NOT EXISTS "
                     "(SELECT 1 FROM files WHERE dataset = ? AND source_path = ?)",
-                    [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forget)],
+                    [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forgotten)],
                 )
             if keys:
                 self._db.executemany(
