@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchload.check.checker import check_bytes, check_group, cut_file, groups
 from batchload.check.crossfile import UniqueKeys
-from batchload.check.spool import PartSpool
+from batchload.check.spool import PartSpool, sweep_dead
 from batchload.config import ClientConfig, cpu_count
 from batchload.contract.model import diff_locked
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
@@ -205,6 +205,7 @@ class _Run:
         forget = [row for job in self.prepared for row in job.forget]
         if forget:
             self.manifest.write([], forget=forget)
+        await anyio.to_thread.run_sync(sweep_dead)  # what runs killed outright left
         with PartSpool.temporary() as spool:
             return await self._execute(started, spool)
 
