@@ -134,6 +134,7 @@ class _Judge:
         self.on_existing = on_existing
         self.resent = 0
         self._parts_derived = "{part}" not in job.template.text
+        self._parts: dict[str, list[str]] | None = None
 
     def unlanded(self, row: FileRecord) -> FileRecord:
         """``row``, no longer done if the service does not list its file_id (so it is sent)."""
@@ -190,14 +191,15 @@ class _Judge:
 
     def _family(self, file_id: str) -> list[str]:
         """The listed ids of a file: its own, and those of its parts."""
-        files = self.state.files
-        own = [file_id] if file_id in files else []
+        own = [file_id] if file_id in self.state.files else []
         if not self._parts_derived:  # the template places {part}: part ids are not derived
             return own
-        prefix = f"{file_id}."
-        return own + [
-            f for f in files if f.startswith(prefix) and _PART.fullmatch(f[len(prefix) :])
-        ]
+        if self._parts is None:  # indexed once, on the first file that needs it
+            self._parts = {}
+            for listed in self.state.files:
+                if (found := _PART.fullmatch(listed)) is not None:
+                    self._parts.setdefault(found.group(1), []).append(listed)
+        return own + self._parts.get(file_id, [])
 
     def _same_bytes(self, item: Work) -> FileRecord | None:
         """A done row when the service reports the file's own sha256 for its id."""
@@ -228,5 +230,6 @@ class _Judge:
         )
 
 
-_PART = re.compile(r"part-\d{4,}")
-"""What a part adds to its file's id (see :func:`~batchload.state.fileids.part_label`)."""
+_PART = re.compile(r"(.+)\.part-\d{4,}")
+"""A part's id: its file's id and what a part adds (see
+:func:`~batchload.state.fileids.part_label`)."""
