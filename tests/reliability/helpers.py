@@ -181,7 +181,7 @@ def injected_faults(server: ServerProcess) -> Counter[str]:
         {
             "503": statuses["503"],
             "429": statuses["429"],
-            "dropped": text.count("dropping the connection after storing"),
+            "dropped": text.count("dropping the connection after answering"),
             "spiked": text.count("(--spike-rate)"),
         }
     )
