@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from batchload.check.parts import split_frame
 from batchload.check.validate import validate_frame
 from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
-from batchload.contract.model import arrow_schema, load_contract
+from batchload.contract.model import Contract, arrow_schema, load_contract
 from batchload.errors import FileProblem, UsageError
 from batchload.jobs import UploadJob
 from batchload.pipeline.run import RunOptions, run_upload
@@ -182,8 +182,8 @@ def _arrow_table(df: Any) -> Any:
     )
 
 
-def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]:
-    """(polars frame cast to the contract, dataset name) after validating; blocking."""
+def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, Contract | None]:
+    """(polars frame cast to the contract, the contract) after validating; blocking."""
     table = _arrow_table(df)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -199,7 +199,7 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, str | None]
         )
     cast = pl.from_arrow(frame.to_arrow().select(contract.names).cast(arrow_schema(contract)))
     assert isinstance(cast, pl.DataFrame)
-    return cast, contract.dataset_name
+    return cast, contract
 
 
 def _parquet(frame: Any) -> bytes:
@@ -231,8 +231,8 @@ async def upload_dataframe_async(
     """
     if dataset and dataset_id:
         raise UsageError("give dataset or dataset_id, not both")
-    frame, contract_name = await anyio.to_thread.run_sync(_prepare_frame, df, schema)
-    name = dataset or contract_name
+    frame, contract = await anyio.to_thread.run_sync(_prepare_frame, df, schema)
+    name = dataset or (contract.dataset_name if contract else None)
     if not dataset_id and not name:
         raise UsageError("name the dataset: pass dataset=NAME, dataset_id=ID or a schema")
     data = await anyio.to_thread.run_sync(_parquet, frame)
@@ -260,10 +260,13 @@ async def upload_dataframe_async(
             rng=random.Random(),
         )
 
-        async def record(_: str | None) -> None:
+        async def record(_: str | None, ready: bool) -> None:
             """No manifest for a single DataFrame: the content-hash file_id is the resume."""
 
-        gate = DatasetGate(name or "", dataset_id, record=record)
+        # with a contract, created by id with its schema (a repeat is harmless); without
+        # one, by the first part, as the guide does
+        locked = contract.locked_schema() if contract else None
+        gate = DatasetGate(name or "", dataset_id, record=record, schema=locked)
         if dataset_id is None:
             await gate.adopt_existing(sender)
         for piece_id, source in pieces:

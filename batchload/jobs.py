@@ -93,9 +93,15 @@ class PreparedJob:
     skipped: tuple[SourceFile, ...]
     record: DatasetRecord | None
     owners: Mapping[str, str] = field(default_factory=dict)
+    """file_id -> source path for every id the manifest holds for this dataset, and the
+    ids this run plans for its files."""
+    recorded: Mapping[str, str] = field(default_factory=dict)
     """file_id -> source path for every id the manifest holds for this dataset."""
     forget: tuple[tuple[str, str, int], ...] = ()
     """Rows of files that are gone and whose ids a new file takes over."""
+    taken_over: Mapping[str, str] = field(default_factory=dict)
+    """file_id -> the gone source it was sent from, for the ids a new file takes over: the
+    service holds them from this manifest, not from another source."""
     known_keys: tuple[tuple[str, bytes], ...] = ()
     """Unique-key hashes of the dataset's files that earlier runs sent and this run
     does not send again (skipped, or only to be re-hashed): the cross-file check

@@ -26,11 +26,22 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True)
 class DatasetReady:
-    """A dataset's id is known (and recorded in the manifest)."""
+    """A dataset's id is known (and recorded in the manifest): this run created it, or it
+    was there already, holding ``files`` files (when the service listed them)."""
 
     name: str
     dataset_id: str
     created: bool
+    files: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MissingOnService:
+    """Files the manifest has as done that the service does not list: sent again."""
+
+    name: str
+    dataset_id: str
+    files: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,15 @@ class FileSkipped:
     """Done in an earlier run and unchanged: not read, not sent."""
 
     path: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileConflict:
+    """Not sent: the service holds the file's id from another source (``reason`` says which)."""
+
+    path: str
+    file_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +113,9 @@ class FileFailed:
 Event = (
     RunStarted
     | DatasetReady
+    | MissingOnService
     | FileSkipped
+    | FileConflict
     | FileInvalid
     | Retrying
     | Throttled

@@ -20,7 +20,8 @@ class Problem:
     path: str
     dataset: str | None
     file_id: str | None
-    state: Literal["invalid", "failed"]
+    state: Literal["invalid", "failed", "conflict"]
+    """``conflict``: the service holds the file_id from another source (not sent)."""
     reason: str
     status: int | None = None
     details: tuple[str, ...] = ()
@@ -103,6 +104,12 @@ class RunSummary:
     """Done in an earlier run and unchanged: neither read nor sent."""
     invalid: int
     failed: int
+    conflicts: int = 0
+    """Files not sent because the service holds their file_id from another source."""
+    resent: int = 0
+    """Files done in an earlier run that the service had lost: sent again."""
+    found_on_service: int = 0
+    """Files not sent because the service holds them already (same file_id and sha256)."""
     bytes_sent: int
     """Bytes of the files and parts delivered (before base64)."""
     request_bytes: int
@@ -124,7 +131,7 @@ class RunSummary:
         """0 all done; 1 some invalid, failed or missing; the error's code if stopped."""
         if self.error is not None:
             return self.error.exit_code
-        if self.invalid or self.failed or any(not r.ok for r in self.reconcile):
+        if self.invalid or self.failed or self.conflicts or any(not r.ok for r in self.reconcile):
             return EXIT_INCOMPLETE
         return EXIT_OK
 
@@ -138,6 +145,9 @@ class RunSummary:
             "skipped": self.skipped,
             "invalid": self.invalid,
             "failed": self.failed,
+            "conflicts": self.conflicts,
+            "resent": self.resent,
+            "found_on_service": self.found_on_service,
             "bytes_sent": self.bytes_sent,
             "request_bytes": self.request_bytes,
             "seconds": round(self.seconds, 3),

@@ -4,9 +4,11 @@ A backfill of ``files`` small CSV files was interrupted after ``done`` of them: 
 manifest holds a done row for each (with the receipt, hashes and sizes a real run
 records) and the dataset's id. Re-running the same upload first *prepares*: it
 discovers the file set (one ``stat`` a file), reads the manifest in one query and
-decides per file, from size and mtime alone, that it is done. That preparation is
-the whole cost of skipping; this times it (median of ``repeats`` runs) and checks
-that exactly ``done`` files are skipped and the rest are left to send. No network.
+decides per file, from size and mtime alone, that it is done; then it lists the
+dataset's files on the service (the real local server, holding the ``done`` files) and
+checks that none of the skipped ones is missing there. Preparation and the listing are
+the whole cost of skipping; this times them together (median of ``repeats`` runs) and
+checks that exactly ``done`` files are skipped and the rest are left to send.
 
 Run: ``uv run python -m benchmarks.resume [--quick]`` (prints JSON). ``run(...)``
 returns the numbers as a dict for the harness.
@@ -25,17 +27,14 @@ from typing import Any
 
 from benchmarks.data import SCHEMA, frame
 
-ENDPOINT = "http://127.0.0.1:9"  # recorded in the manifest; nothing is sent
 DATASET_ID = "0123456789abcdef0123456789abcdef"
+TOKEN = "resume-benchmark-token"
 TARGET_FILES_PER_S = 20_000
+STORE_THREADS = 16  # commits are grouped: many at once share their fsyncs
 
 
-def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
-    """``files`` tiny valid CSV files and a manifest in which the first ``done`` are done."""
-    from batchload.state.fileids import DEFAULT_TEMPLATE
-    from batchload.state.manifest import Manifest
-    from batchload.state.records import DatasetRecord, FileRecord
-
+def write_files(directory: Path, files: int) -> list[Path]:
+    """``files`` tiny valid CSV files under ``directory/data`` (kept when already there)."""
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
     text = frame(0, 2).write_csv()
@@ -45,6 +44,16 @@ def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
         if not path.exists():
             path.write_text(text.replace("T00000", f"R{i:05d}").replace("T00001", f"S{i:05d}"))
         paths.append(path.resolve())
+    return paths
+
+
+def build(directory: Path, files: int, done: int, endpoint: str) -> tuple[list[Path], Path]:
+    """``files`` tiny valid CSV files and a manifest in which the first ``done`` are done."""
+    from batchload.state.fileids import DEFAULT_TEMPLATE
+    from batchload.state.manifest import Manifest
+    from batchload.state.records import DatasetRecord, FileRecord
+
+    paths = write_files(directory, files)
     manifest_path = directory / "manifest.sqlite"
     manifest_path.unlink(missing_ok=True)
     records = []
@@ -88,7 +97,7 @@ def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
             name="equity_signals",
             dataset_id=DATASET_ID,
             state="ready",
-            endpoint=ENDPOINT,
+            endpoint=endpoint,
             contract=str(SCHEMA),
             file_id_template=DEFAULT_TEMPLATE,
         )
@@ -96,29 +105,91 @@ def build(directory: Path, files: int, done: int) -> tuple[list[Path], Path]:
     return paths, manifest_path
 
 
+def store(data_dir: Path, paths: list[Path]) -> None:
+    """The service's side: the dataset holding ``paths`` (stored before the server starts)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batchload.contract.model import load_contract
+    from batchload.server.parse import canonical_schema
+    from batchload.server.store import FileRecord as Stored
+    from batchload.server.store import NewDataset, Store, utc_now
+
+    schema = canonical_schema(load_contract(SCHEMA).locked_schema())
+    service = Store(data_dir)
+    service.create_dataset(NewDataset(id=DATASET_ID, name="equity_signals", schema=schema))
+
+    def put(path: Path) -> None:
+        staged = service.stage(path.read_bytes())
+        file = Stored(
+            dataset_id=DATASET_ID,
+            file_id=path.stem,
+            rows=2,
+            bytes=staged.bytes,
+            sha256=staged.sha256,
+            file_format="csv",
+            received_at=utc_now(),
+        )
+        service.commit_file(file, staged, schema=schema)
+
+    with ThreadPoolExecutor(STORE_THREADS) as pool:
+        list(pool.map(put, paths))
+    service.close()
+
+
+def resume_once(job: Any, manifest_path: Path, endpoint: str) -> tuple[float, Any]:
+    """One resume's skip decision: prepare, then the start-of-run listing; (seconds, job)."""
+    import anyio
+
+    from batchload.config import ClientConfig, Secret
+    from batchload.pipeline.listing import Listed, decide
+    from batchload.pipeline.prepare import prepare
+    from batchload.protocol import max_request_bytes
+    from batchload.send.datasets import list_files, reader
+    from batchload.send.transport import IngestionClient
+    from batchload.state.manifest import Manifest
+
+    limit = max_request_bytes(5)
+    config = ClientConfig(endpoint=endpoint, token=Secret(TOKEN))
+
+    async def listing() -> Listed:
+        async with IngestionClient(config) as client:
+            files = await list_files(reader(client), DATASET_ID)
+        return Listed(
+            name="equity_signals", dataset_id=DATASET_ID, files={f.file_id: f for f in files}
+        )
+
+    with Manifest.open(manifest_path) as manifest:
+        start = time.perf_counter()
+        prepared = prepare([job], manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
+        listed = anyio.run(listing)
+        (decided,) = decide(
+            prepared,
+            {"equity_signals": listed},
+            manifest=manifest,
+            on_existing="fail",
+            max_request_bytes=limit,
+        ).prepared
+        return time.perf_counter() - start, decided
+
+
 def run(files: int = 10_000, done: int = 9_000, repeats: int = 5) -> dict[str, Any]:
     """Time the skip decision for ``done`` of ``files``; see the module docstring."""
     from batchload.jobs import UploadJob
-    from batchload.pipeline.prepare import prepare
-    from batchload.protocol import max_request_bytes
-    from batchload.state.manifest import Manifest
+    from batchload.server.process import ServerProcess
 
     with tempfile.TemporaryDirectory(prefix="batchload-resume-") as tmp:
-        _, manifest_path = build(Path(tmp), files, done)
-        job = UploadJob(files=(str(Path(tmp) / "data" / "*.csv"),), schema=SCHEMA)
-        times = []
-        skipped = to_send = 0
-        for _ in range(repeats):
-            with Manifest.open(manifest_path) as manifest:
-                start = time.perf_counter()
-                (prepared,) = prepare(
-                    [job],
-                    manifest=manifest,
-                    endpoint=ENDPOINT,
-                    max_request_bytes=max_request_bytes(5),
-                )
-                times.append(time.perf_counter() - start)
-            skipped, to_send = len(prepared.skipped), len(prepared.work)
+        server = ServerProcess(data_dir=Path(tmp) / "server", tokens=(TOKEN,))
+        paths = write_files(Path(tmp), files)
+        store(server.data_dir, paths[:done])
+        with server:
+            _, manifest_path = build(Path(tmp), files, done, server.url)
+            job = UploadJob(files=(str(Path(tmp) / "data" / "*.csv"),), schema=SCHEMA)
+            times = []
+            skipped = to_send = 0
+            for _ in range(repeats):
+                seconds, prepared = resume_once(job, manifest_path, server.url)
+                times.append(seconds)
+                skipped, to_send = len(prepared.skipped), len(prepared.work)
     if (skipped, to_send) != (done, files - done):
         raise AssertionError(
             f"expected {done} skipped and {files - done} to send, got {skipped}, {to_send}"

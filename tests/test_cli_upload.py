@@ -201,7 +201,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(
 
 def seed_holding_the_uploads_after_the_creation() -> int:
     """A ``--seed`` under which the server answers a run's first two ingestion requests
-    (the dataset lookup and the creation) at once and the next eight a minute late."""
+    (the dataset lookup and its PUT) at once and the next eight a minute late."""
     wanted = [False] * 2 + [True] * 8
     for seed in range(100_000):
         draws = random.Random(f"{seed}:spike")  # the server's spike generator
@@ -215,9 +215,10 @@ def test_killed_midway_then_resumed(
 ) -> None:
     """Killed with uploads stored but unanswered; resumed, every file is there once.
 
-    The server holds its answers to the uploads after the creation (seeded spikes), so
-    however slowly this runs the kill finds exactly one file finished, the one that
-    created the dataset, and two sent whose answers never came: those are sent again.
+    The server holds its answers to the uploads after the dataset's creation (seeded
+    spikes), so however slowly this runs the kill finds no file finished and two sent
+    whose answers never came. The resumed run's listing finds those two stored with
+    our sha256: they are recorded as there, not sent again.
     """
     seed = seed_holding_the_uploads_after_the_creation()
     spikes = ["--spike-rate", str(SPIKE_RATE), "--spike-ms", "60000", "--seed", str(seed)]
@@ -245,19 +246,23 @@ def test_killed_midway_then_resumed(
         if line.startswith("created dataset"):
             break
     manifest = tmp_path / "m.sqlite"
-    wait_until(lambda: manifest_finished(manifest) == 1, what="the creating file finished")
-    wait_until(lambda: manifest_states(manifest)["sent"] == 2, what="two uploads held")
+    wait_until(lambda: manifest_states(manifest)["sent"] == 2, what="two uploads sent")
+    log = server.stderr_path
+    assert log is not None
+    wait_until(  # the server stored both, and holds its answers
+        lambda: log.read_text().count("delaying the answer") == 2, what="two uploads held"
+    )
     child.send_signal(signal.SIGKILL)  # no clean-up
     assert child.wait() == -signal.SIGKILL  # killed, not finished
     child.stderr.close()
-    assert manifest_finished(manifest) == 1  # nothing was answered meanwhile
+    assert manifest_finished(manifest) == 0  # nothing was answered meanwhile
 
     server.knobs = []  # the held answers die with the old process; what it stored stays
     server.kill()
     server.start()
     result = cli(*args[3:], "--json", cwd=tmp_path, token=token, check=0)
     summary = json.loads(result.stdout)
-    assert (summary["uploaded"], summary["skipped"]) == (23, 1)
+    assert (summary["uploaded"], summary["found_on_service"]) == (22, 2)
     view = ServerView(server.url, token)
     assert len(view.datasets()) == 1
     files = view.files(summary["dataset_id"])

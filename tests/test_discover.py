@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchload.errors import UsageError
-from batchload.read.discover import discover, file_format_of
+from batchload.read.discover import _glob, discover, file_format_of
 
 
 @pytest.fixture
@@ -80,3 +80,25 @@ def test_file_format_of() -> None:
     assert file_format_of("x.CSV.ZST") == "csv"
     assert file_format_of("x.json.gz") is None
     assert file_format_of("x.gz") is None
+
+
+def test_recursive_glob_does_not_follow_directory_links_into_loops(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.csv").write_text("x\n")
+    (data / "sub" / "b.csv").write_text("x\n")
+    (data / "sub" / "up").symlink_to(data)  # a loop: data/sub/up/sub/up/...
+    (data / "again").symlink_to(data)  # and another beside it
+    found = discover([str(data / "**" / "*.csv")])
+    assert [f.path for f in found.files] == [data / "a.csv", data / "sub" / "b.csv"]
+
+
+def test_recursive_glob_matches_as_glob_does_on_a_plain_tree(tree: Path) -> None:
+    import glob
+
+    (tree / ".hidden").mkdir()
+    (tree / ".hidden" / "h.csv").write_text("x\n")
+    for pattern in ("**/*.csv", "**", "*/**/*.parquet", "**/.hidden/*.csv"):
+        full = str(tree / pattern)
+        expected = sorted(glob.glob(full, recursive=True))
+        assert sorted(_glob(full)) == expected, pattern

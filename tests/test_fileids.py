@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchload.errors import UsageError
-from batchload.state.fileids import FileIdTemplate, check_unique
+from batchload.state.fileids import MAX_FIELD_CHARS, FileIdTemplate, check_unique
 
 SHA = "0123456789abcdef" * 4
 
@@ -51,9 +51,38 @@ def test_bad_templates_are_refused(template: str, message: str) -> None:
         FileIdTemplate(template)
 
 
-def test_too_long_an_id_is_refused() -> None:
+def test_a_long_name_keeps_its_start_and_a_hash_of_the_whole() -> None:
+    one = FileIdTemplate().render(stem="x" * 200, name="", sha256=None, part=None)
+    other = FileIdTemplate().render(stem="x" * 199 + "y", name="", sha256=None, part=None)
+    assert len(one) == len(other) == MAX_FIELD_CHARS
+    assert one.startswith("x" * 90) and one != other  # still unique, and stable:
+    assert one == FileIdTemplate().render(stem="x" * 200, name="", sha256=None, part=None)
+    part = FileIdTemplate().render(stem="x" * 200, name="", sha256=None, part=3)
+    assert part == f"{one}.part-0003"
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("café", "cafe"),
+        ("with spaces", "with_spaces"),
+        ("caf\udce9", "caf"),  # a byte that is not UTF-8, as Python names it
+        ("-leading", "leading"),
+        ("Zürich Ölpreis", "Zurich_Olpreis"),
+    ],
+)
+def test_names_become_stable_ids(stem: str, expected: str) -> None:
+    assert FileIdTemplate().render(stem=stem, name="", sha256=None, part=None) == expected
+
+
+def test_a_name_without_id_characters_is_refused_with_a_reason() -> None:
+    with pytest.raises(UsageError, match="has no letter or digit a file_id can hold"):
+        FileIdTemplate().render(stem="日本", name="日本.csv", sha256=None, part=None)
+
+
+def test_too_long_a_template_is_refused() -> None:
     with pytest.raises(UsageError, match="not a valid id"):
-        FileIdTemplate().render(stem="x" * 200, name="", sha256=None, part=None)
+        FileIdTemplate("{stem}" + "y" * 130).render(stem="x", name="", sha256=None, part=None)
 
 
 def test_needs_hash() -> None:

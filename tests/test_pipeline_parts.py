@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchload.check.spool import SPOOL_PREFIX
+from batchload.check.spool import LOCK_NAME, SPOOL_PREFIX
 from batchload.errors import AuthError
 from batchload.progress import DatasetReady, Event, FileDone
 from batchload.server.process import ServerProcess
@@ -161,7 +161,8 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
         if isinstance(event, DatasetReady | FileDone):
             [spool] = spools(temp)
             # the first part is in, the others wait on disk; each goes once it is done
-            seen["waiting" if isinstance(event, DatasetReady) else "done"] = sorted(spool.iterdir())
+            parts = sorted(p for p in spool.iterdir() if p.name != LOCK_NAME)
+            seen["waiting" if isinstance(event, DatasetReady) else "done"] = parts
 
     summary = run(server, token, [job(big)], tmp_path / "m.sqlite", max_request_mb=0.03, sink=sink)
 
@@ -191,7 +192,8 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
 def test_a_resumed_split_file_sends_no_part_twice(
     server_factory: Callable[..., ServerProcess], token: str, tmp_path: Path
 ) -> None:
-    server = server_factory(tokens=(token, "observer-token"))
+    # a service without the PUT create: the first part creates the dataset
+    server = server_factory("--no-dataset-put", tokens=(token, "observer-token"))
     big = make_big(tmp_path / "data")
     manifest = tmp_path / "m.sqlite"
 

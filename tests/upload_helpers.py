@@ -69,9 +69,12 @@ class ServerView:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def get(self, path: str) -> Any:
-        """GET through the server's own faults: 503 and 429 are asked again."""
+        """GET through the server's own faults: 503, 429 and dropped answers are asked again."""
         for _ in range(100):
-            response = self.session.get(self.url + path, timeout=30)
+            try:
+                response = self.session.get(self.url + path, timeout=30)
+            except requests.ConnectionError:  # --drop-rate drops answers to reads too
+                continue
             if response.status_code not in (429, 503):
                 response.raise_for_status()
                 return response.json()

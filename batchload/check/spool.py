@@ -5,8 +5,11 @@
   it like any file (re-hashed on the way). Memory holds no file's frame nor its parts,
   whatever the files' size or number.
 - The directory is the run's own (``tempfile``), made when the first part is written
-  and removed with everything in it when the run ends, however it ends (but for a
-  SIGKILL); a part's file goes as soon as the part is done.
+  and removed with everything in it when the run ends, however it ends; a part's file
+  goes as soon as the part is done. A run killed outright (SIGKILL, power loss) leaves
+  it behind: each spool holds a lock on its ``owner.lock`` for as long as its process
+  lives, so the next run's :func:`sweep_dead` takes the lock of a dead run's spool and
+  removes it, and leaves a live run's alone.
 - A compressed CSV is decompressed here (:meth:`PartSpool.decompressed`), streamed and
   hashed, and its text is sent as the CSV it is.
 - Nothing is lost with it: a part is cut again from its source file, identically,
@@ -15,8 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -34,9 +40,43 @@ from batchload.read.content import HASH_CHUNK_BYTES, DiskSource, MemorySource
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["PartSpool"]
+__all__ = ["PartSpool", "sweep_dead"]
 
 SPOOL_PREFIX = "batchload-parts-"
+_MAKING_PREFIX = "batchload-making-"  # not swept: a spool being made, not yet locked
+LOCK_NAME = "owner.lock"
+
+
+def sweep_dead(base: Path | None = None) -> list[Path]:
+    """Remove the spools that dead runs left under ``base`` (default the system's temporary
+    directory); returns them. A live run's spool is locked and stays."""
+    root = Path(base or tempfile.gettempdir())
+    removed = []
+    for directory in sorted(root.glob(f"{SPOOL_PREFIX}*")):
+        try:
+            # no lock file: a batchload from before the lock made it, perhaps running still
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+        except OSError:
+            continue  # not ours to judge
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its run is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
+def _locked_directory(base: Path | None) -> tuple[Path, int]:
+    """A new spool directory, locked by this process before it takes its swept name."""
+    making = Path(tempfile.mkdtemp(prefix=_MAKING_PREFIX, dir=base))
+    fd = os.open(making / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: never held by another
+    directory = making.with_name(SPOOL_PREFIX + making.name.removeprefix(_MAKING_PREFIX))
+    making.rename(directory)
+    return directory, fd
 
 
 class PartSpool:
@@ -46,6 +86,7 @@ class PartSpool:
     def __init__(self, base: Path | None = None) -> None:
         self.base = base
         self._directory: Path | None = None
+        self._lock_fd: int | None = None
         self._closed = False
         self._lock = threading.Lock()  # parts are written from the check threads
         self._names = itertools.count(1)
@@ -69,7 +110,7 @@ class PartSpool:
                 # a check abandoned by a cancelled run may still be cutting: no new dir
                 raise OSError("the run's spool was removed")
             if self._directory is None:
-                self._directory = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self.base))
+                self._directory, self._lock_fd = _locked_directory(self.base)
             return self._directory
 
     def close(self) -> None:
@@ -77,8 +118,12 @@ class PartSpool:
         with self._lock:
             self._closed = True
             directory, self._directory = self._directory, None
+            fd, self._lock_fd = self._lock_fd, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def writer(self, schema: pa.Schema | None, *, source: Path) -> PartWriter:
         """What writes the parts of ``source`` into the spool, for a PartCutter: each part

@@ -23,21 +23,22 @@ from batchload.cli.common import (
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
     from batchload.send.datasets import DatasetInfo, FileInfo
-    from batchload.send.transport import IngestionClient
+    from batchload.send.sender import Sender
 
 T = TypeVar("T")
 MAX_SHOWN = 10
 
 
-def _with_client(config: ClientConfig, work: Callable[[IngestionClient], Awaitable[T]]) -> T:
-    """Run ``work`` with a client of ``config`` in a fresh event loop."""
+def _with_client(config: ClientConfig, work: Callable[[Sender], Awaitable[T]]) -> T:
+    """Run ``work`` with a client of ``config`` (its calls retried) in a fresh event loop."""
     import anyio
 
+    from batchload.send.datasets import reader
     from batchload.send.transport import IngestionClient
 
     async def main() -> T:
         async with IngestionClient(config) as client:
-            return await work(client)
+            return await work(reader(client))
 
     return anyio.run(main, backend="asyncio")
 
@@ -112,8 +113,8 @@ def ls(target: str | None, as_json: bool, **connection: Any) -> None:
 def _ls_datasets(config: ClientConfig, pattern: str | None, *, as_json: bool) -> None:
     from batchload.send.datasets import list_datasets
 
-    async def datasets(client: IngestionClient) -> list[DatasetInfo]:
-        return await list_datasets(client, pattern)
+    async def datasets(sender: Sender) -> list[DatasetInfo]:
+        return await list_datasets(sender, pattern)
 
     found = _with_client(config, datasets)
     if as_json:
@@ -127,9 +128,9 @@ def _ls_datasets(config: ClientConfig, pattern: str | None, *, as_json: bool) ->
 def _ls_files(config: ClientConfig, key: str, pattern: str | None, *, as_json: bool) -> None:
     from batchload.send.datasets import find_dataset, list_files
 
-    async def files(client: IngestionClient) -> tuple[DatasetInfo, list[FileInfo]]:
-        dataset = await find_dataset(client, key)
-        return dataset, await list_files(client, dataset.id, pattern)
+    async def files(sender: Sender) -> tuple[DatasetInfo, list[FileInfo]]:
+        dataset = await find_dataset(sender, key)
+        return dataset, await list_files(sender, dataset.id, pattern)
 
     dataset, found = _with_client(config, files)
     if as_json:
@@ -187,9 +188,9 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
 
     config = connection_config(**connection)
 
-    async def matching(client: IngestionClient) -> tuple[DatasetInfo, list[str]]:
-        dataset = await find_dataset(client, key)
-        return dataset, [f.file_id for f in await list_files(client, dataset.id, pattern)]
+    async def matching(sender: Sender) -> tuple[DatasetInfo, list[str]]:
+        dataset = await find_dataset(sender, key)
+        return dataset, [f.file_id for f in await list_files(sender, dataset.id, pattern)]
 
     dataset, matched = _with_client(config, matching)
     if not matched:
@@ -217,8 +218,8 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
         out.info("nothing deleted")
         sys.exit(1)
 
-    async def delete(client: IngestionClient) -> Deleted:
-        return await delete_files(client, dataset.id, matched)
+    async def delete(sender: Sender) -> Deleted:
+        return await delete_files(sender, dataset.id, matched)
 
     result = _with_client(config, delete)
     if as_json:

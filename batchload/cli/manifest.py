@@ -154,6 +154,7 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     import anyio
 
     from batchload.pipeline.reconcile import reconcile as compare
+    from batchload.send.datasets import reader
     from batchload.send.transport import IngestionClient
     from batchload.state.manifest import Manifest
 
@@ -170,7 +171,7 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
 
         async def check() -> Any:
             async with IngestionClient(config) as client:
-                return await compare(client, opened)
+                return await compare(reader(client), opened)
 
         results = anyio.run(check, backend="asyncio")
     if as_json:

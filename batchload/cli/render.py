@@ -16,8 +16,10 @@ from typing import Any, TextIO
 from batchload.progress import (
     DatasetReady,
     Event,
+    FileConflict,
     FileFailed,
     FileInvalid,
+    MissingOnService,
     Tally,
     Throttled,
 )
@@ -30,6 +32,15 @@ def _notice(event: Event) -> str | None:
     match event:
         case DatasetReady(created=True):
             return f"created dataset {event.name} (id {event.dataset_id})"
+        case DatasetReady(files=int()):
+            return f"adding to dataset {event.name} (id {event.dataset_id}, {event.files} files)"
+        case MissingOnService():
+            return (
+                f"dataset {event.name} (id {event.dataset_id}) lacks {event.files} file(s) "
+                "that the manifest has as done: sending them again"
+            )
+        case FileConflict():
+            return event.reason
         case FileInvalid():
             # A verdict's reason may already say "invalid: "; say it once.
             return f"invalid: {event.path}: {event.reason.removeprefix('invalid: ')}"

@@ -72,7 +72,8 @@ Faults apply to /ingestion/... requests only; --seed makes their counts repeat.
     "--drop-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of uploads stored, then the connection closed without an answer.",
+    help="Share of successful requests (uploads, creates, listings, deletes) carried out, "
+    "then the connection closed without an answer.",
 )
 @click.option(
     "--rate-limit",
@@ -88,6 +89,17 @@ Faults apply to /ingestion/... requests only; --seed makes their counts repeat.
 )
 @click.option(
     "--spike-ms", type=click.FloatRange(min=0), default=0.0, help="Length of a latency spike."
+)
+@click.option(
+    "--create-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Delay before a dataset create is stored (a client that gives up finds nothing yet).",
+)
+@click.option(
+    "--no-dataset-put",
+    is_flag=True,
+    help="Refuse PUT /ingestion/datasets/{id} (405), as a service with only the guide's calls.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the fault knobs.")
 @click.option(
@@ -115,6 +127,8 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
     rate_limit: float,
     spike_rate: float,
     spike_ms: float,
+    create_delay_ms: float,
+    no_dataset_put: bool,
     seed: int,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -147,6 +161,7 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
         workers=workers or max(4, 2 * cpu_count()),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        dataset_put=not no_dataset_put,
         faults=FaultSettings(
             latency_ms=latency_ms,
             fail_rate=fail_rate,
@@ -154,6 +169,7 @@ def serve(  # noqa: PLR0917  (click passes each option as an argument)
             rate_limit=rate_limit,
             spike_rate=spike_rate,
             spike_ms=spike_ms,
+            create_delay_ms=create_delay_ms,
             seed=seed,
         ),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -30,6 +30,7 @@ from batchload.summary import drift_line
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
     from batchload.jobs import UploadJob
+    from batchload.pipeline.listing import OnExisting
     from batchload.summary import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,6 +71,14 @@ def run_options(fn: F) -> F:
                 default=None,
                 help="Retries per request after a transient failure (timeouts, 429, 5xx). "
                 f"Default: {DEFAULT_RETRIES}.",
+            ),
+            click.option(
+                "--on-existing",
+                type=click.Choice(["fail", "skip", "replace"]),
+                default="fail",
+                show_default=True,
+                help="A file_id the dataset holds from another source: fail (a conflict, "
+                "nothing sent), skip it, or replace it. Same bytes are never sent again.",
             ),
             click.option(
                 "--dry-run",
@@ -186,6 +195,7 @@ def _execute(
     manifest_path: Path | None,
     max_request_mb: float | None,
     retries: int | None,
+    on_existing: str,
     dry_run: bool,
     no_validate: bool,
     as_json: bool,
@@ -211,6 +221,7 @@ def _execute(
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
         dry_run=dry_run,
         validate=not no_validate,
+        on_existing=cast("OnExisting", on_existing),
         retry=RetryPolicy(attempts=1 + (DEFAULT_RETRIES if retries is None else retries)),
     )
     path = manifest_path or default_manifest or _default_manifest(jobs[0])
@@ -239,6 +250,16 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.2f} MiB"
 
 
+def _on_service(summary: RunSummary) -> str:
+    """What the start-of-run listing changed, for the summary line."""
+    said = [
+        f"{summary.conflicts} conflict(s)" if summary.conflicts else "",
+        f"re-sent {summary.resent} files missing on the service" if summary.resent else "",
+        f"{summary.found_on_service} already on the service" if summary.found_on_service else "",
+    ]
+    return "".join(f", {s}" for s in said if s)
+
+
 def _report(summary: RunSummary, out: Output) -> None:
     """The human summary, on stderr."""
     names = ", ".join(f"{name} ({i or 'not created'})" for name, i in summary.datasets.items())
@@ -262,11 +283,14 @@ def _report(summary: RunSummary, out: Output) -> None:
         click.echo(  # the final summary: printed even with --quiet
             f"uploaded {summary.uploaded} file(s){parts}, {_mib(summary.bytes_sent)}, to {names} "
             f"in {summary.seconds:.1f}s; {summary.skipped} skipped, {summary.invalid} invalid, "
-            f"{summary.failed} failed",
+            f"{summary.failed} failed{_on_service(summary)}",
             err=True,
         )
     for problem in summary.problems[:MAX_LINES_SHOWN]:  # errors: printed even with --quiet
-        click.echo(f"  {problem.state}: {problem.path}: {problem.reason}", err=True)
+        if problem.state == "conflict":  # the reason says it all, both sources included
+            click.echo(f"  {problem.reason}", err=True)
+        else:
+            click.echo(f"  {problem.state}: {problem.path}: {problem.reason}", err=True)
         if len(problem.details) > 1:  # as validate shows them: the reason only counts them
             for detail in problem.details[:MAX_DETAILS_SHOWN]:
                 click.echo(f"      {detail}", err=True)

@@ -30,7 +30,7 @@ from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.read.frames import has_null_columns
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import Manifest
-from batchload.state.records import DatasetRecord, ResumeRow, resume_decision
+from batchload.state.records import DatasetRecord, FileRecord, Resume, ResumeRow, resume_decision
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract
@@ -88,7 +88,8 @@ def _prepare(
         _check_record(record, job, name, endpoint, template)
         index = manifest.resume_index(name) if manifest else {}
         indexes[name] = index
-        owners = {r.file_id: r.source_path for rs in index.values() for r in rs if r.file_id}
+        recorded = {r.file_id: r.source_path for rs in index.values() for r in rs if r.file_id}
+        owners = dict(recorded)
         if (other := by_name.get(name)) is not None:
             _check_same_dataset(other, job, contract, template, name)
             owners.update(other.owners)
@@ -104,6 +105,7 @@ def _prepare(
             owners=owners,
             max_request_bytes=max_request_bytes,
         )
+        item = replace(item, recorded=recorded)
         sent_before = [str(w.source.path) for w in item.work if str(w.source.path) in index]
         if manifest is not None and sent_before:  # full rows only for files to work on
             full = manifest.rows_for(name, sent_before)
@@ -174,8 +176,9 @@ def _plan_job(
     work: list[Work] = []
     skipped: list[SourceFile] = []
     forget: list[tuple[str, str, int]] = []
+    taken_over: dict[str, str] = {}
     convert = contract.convert_options()
-    ids = {s.path: _file_id(template, s, None) for s in file_set.files}
+    ids = {s.path: file_id_for(template, s, None) for s in file_set.files}
     check_unique((i, str(p)) for p, i in ids.items() if i is not None)
     for source in file_set.files:
         path = str(source.path)
@@ -191,22 +194,24 @@ def _plan_job(
                         "--manifest for a new dataset",
                     )
                 forget += [(name, owner, r.part) for r in index.get(owner, [])]
+                taken_over.update((r.file_id, owner) for r in index.get(owner, []) if r.file_id)
             owners[file_id] = path
         decision = resume_decision(index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns)
         if decision == "done":
             skipped.append(source)
             continue
-        envelope = Envelope(
-            file_id=file_id or _file_id(template, source, _SHA_PLACEHOLDER) or _SHA_PLACEHOLDER,
-            file_format=source.file_format,
-            name=name,
-            convert_options=convert if source.file_format == "csv" else None,
+        work.append(
+            make_work(
+                job_index,
+                source,
+                file_id,
+                decision,
+                name=name,
+                template=template,
+                convert=convert,
+                max_request_bytes=max_request_bytes,
+            )
         )
-        split = envelope.request_bytes(source.size) > max_request_bytes
-        as_parquet = source.file_format in SENT_AS_PARQUET or (
-            source.file_format == "parquet" and has_null_columns(source.path)
-        )
-        work.append(Work(job_index, source, file_id, decision, (), split, as_parquet))
     return PreparedJob(
         index=job_index,
         job=job,
@@ -219,10 +224,37 @@ def _plan_job(
         record=record,
         owners=owners,
         forget=tuple(forget),
+        taken_over=taken_over,
     )
 
 
-def _file_id(template: FileIdTemplate, source: SourceFile, sha256: str | None) -> str | None:
+def make_work(
+    job_index: int,
+    source: SourceFile,
+    file_id: str | None,
+    decision: Resume,
+    *,
+    name: str,
+    template: FileIdTemplate,
+    convert: Mapping[str, object],
+    max_request_bytes: int,
+    previous: tuple[FileRecord, ...] = (),
+) -> Work:
+    """One file's work: whether it is split is decided from its size alone."""
+    envelope = Envelope(
+        file_id=file_id or file_id_for(template, source, _SHA_PLACEHOLDER) or _SHA_PLACEHOLDER,
+        file_format=source.file_format,
+        name=name,
+        convert_options=convert if source.file_format == "csv" else None,
+    )
+    split = envelope.request_bytes(source.size) > max_request_bytes
+    as_parquet = source.file_format in SENT_AS_PARQUET or (
+        source.file_format == "parquet" and has_null_columns(source.path)
+    )
+    return Work(job_index, source, file_id, decision, previous, split, as_parquet)
+
+
+def file_id_for(template: FileIdTemplate, source: SourceFile, sha256: str | None) -> str | None:
     """The file's id; None while it depends on the content, or when the file's name
     cannot make a valid one: checking then refuses that file, and the run goes on."""
     if template.needs_hash and sha256 is None:

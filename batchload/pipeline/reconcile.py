@@ -3,18 +3,21 @@
 For each dataset of the manifest: files *missing* on the service (done here, absent
 there: data that did not land) and *unexpected* ones (there, unknown here: sent by
 something else, or by a run with another manifest). Run after every upload and as
-``batchload reconcile --manifest PATH``.
+``batchload reconcile --manifest PATH``. Listings are retried as uploads are (a flaky
+service must not report files as missing); only a listing that still fails after
+every retry is reported, as an error, not as missing files.
 """
 
 from __future__ import annotations
 
 from batchload.errors import AuthError, ServiceError
-from batchload.send.transport import IngestionClient
+from batchload.send.datasets import list_files
+from batchload.send.sender import Sender
 from batchload.state.manifest import Manifest
 from batchload.summary import Reconciliation
 
 
-async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconciliation, ...]:
+async def reconcile(sender: Sender, manifest: Manifest) -> tuple[Reconciliation, ...]:
     """Compare each dataset's done files in the manifest with the files the service lists."""
     results = []
     for dataset in manifest.datasets():
@@ -24,7 +27,7 @@ async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconc
         done = {r.file_id for r in rows if r.state == "done" and r.file_id}
         known = {r.file_id for r in rows if r.file_id}
         try:
-            listed = await client.list_files(dataset.dataset_id)
+            listed = await list_files(sender, dataset.dataset_id)
         except AuthError:
             raise
         except ServiceError as exc:
@@ -38,7 +41,7 @@ async def reconcile(client: IngestionClient, manifest: Manifest) -> tuple[Reconc
                 )
             )
             continue
-        on_server = {str(i) for i in listed["ids"]}
+        on_server = {f.file_id for f in listed}
         results.append(
             Reconciliation(
                 dataset=dataset.name,

@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -32,16 +31,26 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchload.check.checker import check_bytes, check_group, cut_file, groups
 from batchload.check.crossfile import UniqueKeys
-from batchload.check.spool import PartSpool
+from batchload.check.spool import PartSpool, sweep_dead
 from batchload.config import ClientConfig, cpu_count
 from batchload.contract.model import diff_locked
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
 from batchload.jobs import PreparedJob, UploadJob, Work
 from batchload.pipeline.dryrun import dry_run
+from batchload.pipeline.listing import ON_EXISTING, Listed, OnExisting, decide
 from batchload.pipeline.prepare import ignored_files, prepare
 from batchload.pipeline.reconcile import reconcile
-from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
+from batchload.progress import (
+    DatasetReady,
+    FileConflict,
+    FileSkipped,
+    MissingOnService,
+    RunStarted,
+    Sink,
+    null_sink,
+)
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
+from batchload.send.datasets import list_files
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
@@ -49,9 +58,6 @@ from batchload.send.uploader import Ready, Uploader
 from batchload.state.manifest import Manifest
 from batchload.state.records import Changes, DatasetRecord
 from batchload.summary import Problem, Reconciliation, RunSummary
-
-if TYPE_CHECKING:
-    from batchload.check.crossfile import UniqueKeys
 
 MEMORY_BUDGET_MB = 256.0
 """Files being checked count what :func:`~batchload.check.checker.check_bytes` says against it
@@ -80,12 +86,17 @@ class RunOptions:
     """False: send files without validating them (the service still parses them); only a
     file to be split is read, to cut its parts. For trusted files, and to measure what
     validation costs."""
+    on_existing: OnExisting = "fail"
+    """What to do with a file_id the service holds from another source (see
+    :mod:`batchload.pipeline.listing`): ``fail`` (a conflict), ``skip`` or ``replace``."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if not self.max_request_mb > 0:
             raise UsageError("--max-request-mb must be positive")
+        if self.on_existing not in ON_EXISTING:
+            raise UsageError(f"--on-existing must be one of {', '.join(ON_EXISTING)}")
 
 
 async def run_upload(
@@ -129,9 +140,7 @@ async def run_upload(
 
 def _open_manifest(path: Path, dry_run: bool) -> Manifest | None:
     """The run's manifest; a dry run only reads one that exists."""
-    if dry_run:
-        return Manifest.open(path) if path.is_file() else None
-    return Manifest.open(path)
+    return None if dry_run and not path.is_file() else Manifest.open(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +182,7 @@ class _Run:
         self.gates: dict[str, DatasetGate] = {}
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
+        self.found = self.kept = self.resent = 0
         self._writer: ObjectSendStream[_Op] | None = None
         self._keys: dict[str, UniqueKeys] = {}
 
@@ -189,6 +199,13 @@ class _Run:
         forget = [row for job in self.prepared for row in job.forget]
         if forget:
             self.manifest.write([], forget=forget)
+        await anyio.to_thread.run_sync(sweep_dead)  # what runs killed outright left
+        with PartSpool.temporary() as spool:
+            return await self._execute(started, spool)
+
+    def _start(self) -> None:
+        """Say what the run will do, now that the service's listing has been taken in."""
+        self.skipped = sum(len(p.skipped) for p in self.prepared)
         works = [w for job in self.prepared for w in job.work]
         self.sink(
             RunStarted(
@@ -201,13 +218,10 @@ class _Run:
         for job in self.prepared:
             for source in job.skipped:
                 self.sink(FileSkipped(str(source.path)))
-        with PartSpool.temporary() as spool:
-            return await self._execute(started, spool)
 
     async def _execute(self, started: float, spool: PartSpool) -> RunSummary:
         error: BatchloadError | None = None
         reconciled: tuple[Reconciliation, ...] = ()
-        works = [w for job in self.prepared for w in job.work]
         async with IngestionClient(self.config, max_connections=self.options.concurrency) as client:
             pacer = Pacer(AimdLimit(self.options.concurrency))
             sender = Sender(
@@ -217,47 +231,102 @@ class _Run:
                 sink=self.sink,
                 rng=random.Random(self.options.seed),
             )
-            owners = {(j.name, fid): src for j in self.prepared for fid, src in j.owners.items()}
-            largest = max((w.source.size for w in works if w.split), default=0)
-            uploader = Uploader(
-                sender=sender,
-                gates=self.gates,
-                write=self.write,
-                sink=self.sink,
-                owners=owners,
-                max_request_bytes=self.limit,
-                budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
-                recut=cut_file,
-                spool=spool,
-            )
+            uploader: Uploader | None = None
             try:
-                await self._open_datasets(sender)
-                if works:
+                await self._take_in(await self._open_datasets(sender))
+                self._start()
+                uploader = self._uploader(sender, spool)
+                if any(job.work for job in self.prepared):
                     await self._pipeline(uploader)
             except Exception as exc:
                 error = _run_stopper(exc)
             if error is None and self.options.reconcile:
                 try:
-                    reconciled = await reconcile(client, self.manifest)
+                    reconciled = await reconcile(sender, self.manifest)
                 except BatchloadError as exc:
                     error = exc
         return self._summary(started, uploader, error, reconciled)
 
-    async def _open_datasets(self, sender: Sender) -> None:
-        """Give every dataset a gate: with its id when it exists, else created by a file."""
+    def _uploader(self, sender: Sender, spool: PartSpool) -> Uploader:
+        works = [w for job in self.prepared for w in job.work]
+        owners = {(j.name, fid): src for j in self.prepared for fid, src in j.owners.items()}
+        largest = max((w.source.size for w in works if w.split), default=0)
+        return Uploader(
+            sender=sender,
+            gates=self.gates,
+            write=self.write,
+            sink=self.sink,
+            owners=owners,
+            max_request_bytes=self.limit,
+            budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
+            recut=cut_file,
+            spool=spool,
+        )
+
+    async def _open_datasets(self, sender: Sender) -> dict[str, Listed]:
+        """Give every dataset a gate, and list the files of those that exist (once each).
+
+        An id given (``--dataset-id``) or recorded as ready is checked against the service.
+        A dataset the manifest does not know is looked up by name and added to when there;
+        else its first file creates it. One whose create was interrupted keeps the id it
+        was given: creating it again is harmless.
+        """
+        listed: dict[str, Listed] = {}
         for job in self.prepared:
             if job.name in self.gates:
                 continue
             record = job.record
-            dataset_id = job.job.dataset_id or (record.dataset_id if record else None)
-            gate = DatasetGate(job.name, dataset_id, record=self._recorder(job))
-            if dataset_id is None:
+            ready = record.dataset_id if record and record.state == "ready" else None
+            planned = record.dataset_id if record and record.state == "creating" else None
+            gate = DatasetGate(
+                job.name,
+                job.job.dataset_id or ready,
+                record=self._recorder(job),
+                schema=job.contract.locked_schema(),
+                planned_id=planned,
+            )
+            self.gates[job.name] = gate
+            if gate.dataset_id is None and planned is None:
                 await gate.adopt_existing(sender)  # an earlier run (or another tool) made it
             if gate.dataset_id is not None:
                 await self._check_locked(sender, job, gate.dataset_id)
-                self.manifest.save_dataset(self._dataset_record(job, gate.dataset_id))
-                self.sink(DatasetReady(job.name, gate.dataset_id, created=False))
-            self.gates[job.name] = gate
+                files = await list_files(sender, gate.dataset_id)
+                listed[job.name] = Listed(
+                    name=job.name,
+                    dataset_id=gate.dataset_id,
+                    files={f.file_id: f for f in files},
+                )
+                self.manifest.save_dataset(self._dataset_record(job, gate.dataset_id, ready=True))
+                self.sink(DatasetReady(job.name, gate.dataset_id, created=False, files=len(files)))
+        return listed
+
+    async def _take_in(self, listed: dict[str, Listed]) -> None:
+        """Decide from the service's listing what to send, re-send, record or refuse."""
+        if not listed:
+            return
+        decided = await anyio.to_thread.run_sync(
+            functools.partial(
+                decide,
+                self.prepared,
+                listed,
+                manifest=self.manifest,
+                on_existing=self.options.on_existing,
+                max_request_bytes=self.limit,
+            ),
+            limiter=self.db,
+        )
+        self.prepared = decided.prepared
+        if decided.found:
+            self.manifest.write(list(decided.found))
+        self.found = decided.found_files
+        self.kept = len(decided.kept)
+        self.resent = sum(decided.resent.values())
+        self.problems += decided.conflicts
+        for problem in decided.conflicts:
+            self.sink(FileConflict(problem.path, problem.file_id or "", problem.reason))
+        for name, count in decided.resent.items():
+            if count:
+                self.sink(MissingOnService(name, listed[name].dataset_id, count))
 
     async def _check_locked(self, sender: Sender, job: PreparedJob, dataset_id: str) -> None:
         try:
@@ -282,22 +351,22 @@ class _Run:
                 hint="fix the contract (batchload schema diff shows every difference)",
             )
 
-    def _dataset_record(self, job: PreparedJob, dataset_id: str | None) -> DatasetRecord:
+    def _dataset_record(
+        self, job: PreparedJob, dataset_id: str | None, *, ready: bool
+    ) -> DatasetRecord:
         return DatasetRecord(
             name=job.name,
             dataset_id=dataset_id,
-            state="ready" if dataset_id else "creating",
+            state="ready" if ready else "creating",
             endpoint=self.config.endpoint,
             contract=str(job.job.schema),
             file_id_template=job.template.text,
         )
 
-    def _recorder(self, job: PreparedJob) -> Callable[[str | None], Awaitable[None]]:
-        async def record(dataset_id: str | None) -> None:
-            changes = Changes(datasets=(self._dataset_record(job, dataset_id),))
+    def _recorder(self, job: PreparedJob) -> Callable[[str | None, bool], Awaitable[None]]:
+        async def record(dataset_id: str | None, ready: bool) -> None:
+            changes = Changes(datasets=(self._dataset_record(job, dataset_id, ready=ready),))
             await self.write(changes, wait=True)
-            if dataset_id is not None:
-                self.sink(DatasetReady(job.name, dataset_id, created=True))
 
         return record
 
@@ -422,24 +491,27 @@ class _Run:
     def _summary(
         self,
         started: float,
-        uploader: Uploader,
+        uploader: Uploader | None,
         error: BatchloadError | None,
         reconciled: tuple[Reconciliation, ...],
     ) -> RunSummary:
         datasets = {name: gate.dataset_id for name, gate in self.gates.items()}
         for job in self.prepared:
             datasets.setdefault(job.name, job.job.dataset_id)
-        problems = tuple(self.problems + uploader.problems)
+        problems = tuple(self.problems + (uploader.problems if uploader else []))
         return RunSummary(
             dataset_id=next(iter(datasets.values()), None),
             datasets=datasets,
-            uploaded=uploader.uploaded,
-            parts_uploaded=uploader.parts_uploaded,
-            skipped=self.skipped + uploader.unchanged,
+            uploaded=uploader.uploaded if uploader else 0,
+            parts_uploaded=uploader.parts_uploaded if uploader else 0,
+            skipped=self.skipped + self.found + self.kept + (uploader.unchanged if uploader else 0),
             invalid=sum(1 for p in problems if p.state == "invalid"),
             failed=sum(1 for p in problems if p.state == "failed"),
-            bytes_sent=uploader.bytes_sent,
-            request_bytes=uploader.request_bytes,
+            conflicts=sum(1 for p in problems if p.state == "conflict"),
+            resent=self.resent,
+            found_on_service=self.found,
+            bytes_sent=uploader.bytes_sent if uploader else 0,
+            request_bytes=uploader.request_bytes if uploader else 0,
             seconds=time.monotonic() - started,
             manifest=str(self.manifest.path),
             problems=problems,

@@ -7,11 +7,14 @@ A glob only selects: the files with unknown extensions it happens to match are
 listed with its reason (never dropped silently); directories are passed over.
 Compressed CSVs (``.csv.gz``, ``.csv.zst``, ``.csv.bz2``) are CSV files. Files
 are identified by their real path, so ``a.csv``, ``./a.csv`` and a symlink to it are
-one file. Nothing here reads a file's content; only ``stat`` is called.
+one file. Nothing here reads a file's content; only ``stat`` is called. A ``**`` goes
+down real directories only, never through a symbolic link to a directory, so a link
+that loops back (``data/again -> ..``) cannot make a glob endless.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import stat
@@ -171,7 +174,7 @@ def discover(
             else:
                 rejected.setdefault(text, Rejected(path=text, reason=result))
             continue
-        matches = glob.glob(full, recursive=True)
+        matches = _glob(full)
         if not matches:
             unmatched.append(text)
         for match in matches:
@@ -193,6 +196,58 @@ def discover(
             hint="check the paths; quote globs ('data/*.csv') so that batchload expands them",
         )
     return file_set
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` follows no directory links."""
+    if "**" not in pattern:
+        return glob.glob(pattern)
+    head, *parts = pattern.split(os.sep)
+    return list(dict.fromkeys(_matches(head or os.sep, parts)))
+
+
+def _matches(directory: str, parts: list[str]) -> Iterable[str]:
+    """Paths under ``directory`` matching the components ``parts`` (glob's rules for hidden
+    names: a wildcard matches a leading ``.`` only when the pattern starts with one)."""
+    if not parts:
+        yield directory
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**" and not rest:  # everything below, as glob lists it
+        yield os.path.join(directory, "")
+        yield from _below(directory)
+    elif part == "**":
+        yield from _matches(directory, rest)  # zero directories
+        for entry in _entries(directory):
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                yield from _matches(entry.path, parts)
+    elif glob.has_magic(part):
+        for entry in _entries(directory):
+            if fnmatch.fnmatchcase(entry.name, part) and (
+                part.startswith(".") or not entry.name.startswith(".")
+            ):
+                yield from _matches(entry.path, rest)
+    else:
+        path = os.path.join(directory, part)
+        if os.path.lexists(path):
+            yield from _matches(path, rest)
+
+
+def _below(directory: str) -> Iterable[str]:
+    """Every entry under ``directory`` but hidden ones, through real directories only."""
+    for entry in _entries(directory):
+        if not entry.name.startswith("."):
+            yield entry.path
+            if entry.is_dir(follow_symlinks=False):
+                yield from _below(entry.path)
+
+
+def _entries(directory: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError:  # not a directory, gone, or not readable: nothing matches below it
+        return []
 
 
 def _nothing_found(file_set: FileSet) -> str:

@@ -6,8 +6,10 @@ or its name (when only one dataset has it), PATTERN a file_id or a glob over fil
 used (``GET /ingestion/datasets/``, ``GET .../{id}/files``, ``DELETE .../files/{file_id}``);
 rows, bytes and times are shown when the service gives them (the local server does).
 
-Listing is not retried: a person or a script runs it again. Deleting is retried on
-transient faults (a delete is idempotent: a file already gone counts as deleted).
+Every call goes through a :class:`~batchload.send.sender.Sender`, so listings, look-ups
+and deletes are retried like uploads (429 with Retry-After, 5xx, dropped answers,
+timeouts): a flaky service must not make a listing say that files are missing. A
+delete is idempotent: a file already gone counts as deleted.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from batchload.send.sender import Sender
 from batchload.send.transport import IngestionClient
 
 DELETE_CONCURRENCY = 8
-DELETE_RETRY = RetryPolicy(attempts=5, base_delay_s=0.5, max_delay_s=5.0)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -114,9 +115,22 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def list_datasets(client: IngestionClient, pattern: str | None = None) -> list[DatasetInfo]:
+def reader(
+    client: IngestionClient,
+    *,
+    policy: RetryPolicy | None = None,
+    concurrency: int = DELETE_CONCURRENCY,
+) -> Sender:
+    """A Sender for calls made outside an upload run (``ls``, ``rm``, ``reconcile``), under
+    ``policy`` (default: the one uploads use)."""
+    return Sender(
+        client, policy=policy or RetryPolicy(), pacer=Pacer(AimdLimit(concurrency)), sink=null_sink
+    )
+
+
+async def list_datasets(sender: Sender, pattern: str | None = None) -> list[DatasetInfo]:
     """Every dataset, or those whose id or name matches the glob ``pattern``."""
-    found = [DatasetInfo.from_json(item) for item in await client.list_datasets()]
+    found = [DatasetInfo.from_json(item) for item in await sender.call(sender.client.list_datasets)]
     if pattern is None:
         return found
     return [
@@ -126,9 +140,9 @@ async def list_datasets(client: IngestionClient, pattern: str | None = None) -> 
     ]
 
 
-async def find_dataset(client: IngestionClient, key: str) -> DatasetInfo:
+async def find_dataset(sender: Sender, key: str) -> DatasetInfo:
     """The dataset whose id is ``key``, else the one dataset named ``key``."""
-    found = await list_datasets(client)
+    found = await list_datasets(sender)
     for dataset in found:
         if dataset.id == key:
             return dataset
@@ -141,16 +155,14 @@ async def find_dataset(client: IngestionClient, key: str) -> DatasetInfo:
             f"{len(named)} datasets are named {key!r} (ids {ids})", hint="name it by its id"
         )
     raise UsageError(
-        f"no dataset with id or name {key!r} at {client.endpoint}",
+        f"no dataset with id or name {key!r} at {sender.client.endpoint}",
         hint="`batchload ls` lists the datasets",
     )
 
 
-async def list_files(
-    client: IngestionClient, dataset_id: str, pattern: str | None = None
-) -> list[FileInfo]:
+async def list_files(sender: Sender, dataset_id: str, pattern: str | None = None) -> list[FileInfo]:
     """The dataset's files sorted by file_id; only those matching ``pattern`` when given."""
-    answer = await client.list_files(dataset_id)
+    answer = await sender.call(functools.partial(sender.client.list_files, dataset_id))
     details = {str(f.get("file_id")): f for f in answer.get("files") or [] if isinstance(f, dict)}
     files = []
     for file_id in sorted({str(i) for i in answer["ids"]}):
@@ -179,19 +191,18 @@ class Deleted:
 
 
 async def delete_files(
-    client: IngestionClient,
+    sender: Sender,
     dataset_id: str,
     file_ids: Sequence[str],
     *,
     concurrency: int = DELETE_CONCURRENCY,
-    policy: RetryPolicy = DELETE_RETRY,
 ) -> Deleted:
     """Delete ``file_ids`` from the dataset, ``concurrency`` at a time, retrying faults.
 
     A file that is already gone (404) counts as deleted. A refused token stops
     everything (it raises); any other failure is recorded for that file.
     """
-    sender = Sender(client, policy=policy, pacer=Pacer(AimdLimit(concurrency)), sink=null_sink)
+    client = sender.client
     deleted: list[str] = []
     failed: list[tuple[str, str]] = []
 

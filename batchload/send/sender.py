@@ -5,12 +5,13 @@
   An endpoint that has never answered in this run is not retried (see
   :class:`~batchload.send.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
   A 429 pauses every request and lowers concurrency; successes raise it again.
-- :class:`DatasetGate` holds a dataset's id. When it is not known yet, the first
-  file to arrive creates the dataset (``POST /ingestion/datasets``) while every other
-  file waits; the new id is recorded (by the ``record`` callback, which commits it
-  to the manifest) before anyone sends. Creating is not idempotent, so after an
-  ambiguous failure (no answer, a 5xx) the gate looks the name up before trying
-  again, and adopts the dataset if the first attempt did create it.
+- :class:`DatasetGate` holds a dataset's id. When the dataset does not exist yet, the
+  first file to arrive creates it while every other file waits: with
+  ``PUT /ingestion/datasets/{id}`` under an id chosen and recorded (by the ``record``
+  callback, which commits it to the manifest) before the request, so that creating
+  is idempotent by construction. Only where the service refuses that call does the
+  first file create it (``POST /ingestion/datasets``, not idempotent): after an
+  ambiguous failure the gate looks the name up before trying again.
 
 Nothing here knows about the manifest or progress rendering: attempts and waits are
 reported through callbacks.
@@ -19,13 +20,14 @@ reported through callbacks.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 
 from batchload.errors import ServiceError, TransientError, UsageError
-from batchload.progress import Event, Retrying, Sink, Throttled
+from batchload.progress import DatasetReady, Event, Retrying, Sink, Throttled
 from batchload.send.retry import Pacer, RetryPolicy
 from batchload.send.transport import IngestionClient
 
@@ -95,18 +97,47 @@ class Sender:
         await anyio.sleep(delay_s)
 
 
-RecordId = Callable[[str | None], Awaitable[None]]
-"""Commit a dataset's state: ``None`` = creation starts, an id = the dataset exists."""
+RecordId = Callable[[str | None, bool], Awaitable[None]]
+"""Commit a dataset's state: ``(id, False)`` = creation starts (with the id it will have,
+or None when the service chooses it); ``(id, True)`` = the dataset exists."""
+
+#: A service that answers these to ``PUT /ingestion/datasets/{id}`` cannot create a dataset
+#: by id: fall back to the guide's create with the first file.
+NO_PUT_CREATE = frozenset({404, 405, 501})
+
+
+def new_dataset_id() -> str:
+    """An id the client chooses for a dataset it creates (random: never another's)."""
+    return uuid.uuid4().hex
 
 
 class DatasetGate:
-    """A dataset's id, and the one creation of it when it does not exist yet."""
+    """A dataset's id, and the one creation of it when it does not exist yet.
 
-    def __init__(self, name: str, dataset_id: str | None, *, record: RecordId) -> None:
+    Created with ``PUT /ingestion/datasets/{id}`` and the contract's schema, under an id
+    chosen here and committed to the manifest before the request: a repeat (a retry, a
+    resumed run) finds the dataset there and is harmless, however slow the first create
+    was. Only a service that refuses the PUT (404, 405, 501) gets the guide's create
+    with the first file, whose repeat is not harmless: after an ambiguous failure the
+    name is looked up before trying again.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dataset_id: str | None,
+        *,
+        record: RecordId,
+        schema: list[dict[str, str]] | None,
+        planned_id: str | None = None,
+    ) -> None:
         self.name = name
         self.dataset_id = dataset_id
+        self.planned_id = planned_id
+        """The id a create (interrupted, or not started) will give the dataset."""
         self.created = False
         self._record = record
+        self._schema = schema
         self._lock = anyio.Lock()
 
     async def send(
@@ -117,30 +148,60 @@ class DatasetGate:
         label: tuple[str, str],
         on_attempt: OnAttempt = _no_attempt_report,
     ) -> dict[str, Any]:
-        """Send one file: create the dataset with it, or add it once the id is known.
+        """Send one file: create the dataset first if need be, then add the file.
 
         ``make_body(name)`` builds a fresh body; ``name`` is the dataset's name when
-        the body creates the dataset, else None.
+        the body creates the dataset (the guide's create), else None.
         """
         if self.dataset_id is None:
             async with self._lock:  # the others wait here while the first one creates
-                if self.dataset_id is None:
-                    return await self._create(sender, make_body, label, on_attempt)
+                if self.dataset_id is None and await self._put_create(sender, label) is None:
+                    return await self._create_with_file(sender, make_body, label, on_attempt)
         dataset_id = self.dataset_id
+        assert dataset_id is not None
         return await sender.call(
             lambda: sender.client.put_file(dataset_id, make_body(None)),
             label=label,
             on_attempt=on_attempt,
         )
 
-    async def _create(
+    async def _put_create(self, sender: Sender, label: tuple[str, str]) -> str | None:
+        """Create the dataset under the planned id; None when the service cannot (or there
+        is no schema to create it with: the first file's then makes it)."""
+        if self._schema is None:
+            await self._record(None, False)
+            return None
+        schema = self._schema
+        dataset_id = self.planned_id or new_dataset_id()
+        self.planned_id = dataset_id
+        await self._record(dataset_id, False)  # the id is durable before the request
+        try:
+            answer = await sender.call(
+                lambda: sender.client.create_dataset_with_schema(
+                    dataset_id, name=self.name, schema=schema
+                ),
+                label=label,
+            )
+        except ServiceError as exc:
+            if exc.status in NO_PUT_CREATE and not isinstance(exc, TransientError):
+                await self._record(None, False)
+                return None
+            raise
+        named = answer.get("name")
+        if isinstance(named, str) and named != self.name:
+            raise ServiceError(
+                f"dataset id {dataset_id} is taken by dataset {named!r}, not {self.name!r}"
+            )
+        await self._adopt(dataset_id, sender=sender)
+        return dataset_id
+
+    async def _create_with_file(
         self,
         sender: Sender,
         make_body: Callable[[str | None], Any],
         label: tuple[str, str],
         on_attempt: OnAttempt,
     ) -> dict[str, Any]:
-        await self._record(None)  # "creating" is durable before the first POST
         attempt = 0
         while True:
             attempt += 1
@@ -151,8 +212,8 @@ class DatasetGate:
             except TransientError as exc:
                 if exc.status != 429:  # no answer or a 5xx: it may have been created
                     found = await self.lookup(sender)
-                    if found is not None:
-                        await self._adopt(found)  # then send this file to it, as any other
+                    if found is not None:  # our create landed: send this file to it
+                        await self._adopt(found, sender=sender)
                         return await self.send(
                             sender, make_body, label=label, on_attempt=on_attempt
                         )
@@ -162,13 +223,16 @@ class DatasetGate:
             dataset_id = receipt.get("id")
             if not isinstance(dataset_id, str) or not dataset_id:
                 raise ServiceError("creating the dataset gave an answer without an 'id'")
-            self.created = True
-            await self._adopt(dataset_id)
+            await self._adopt(dataset_id, sender=sender)
             return receipt
 
-    async def _adopt(self, dataset_id: str) -> None:
-        await self._record(dataset_id)
+    async def _adopt(self, dataset_id: str, *, sender: Sender | None = None) -> None:
+        """Record the dataset as there; with ``sender``, this gate created it (and says so)."""
+        await self._record(dataset_id, True)
         self.dataset_id = dataset_id
+        if sender is not None:
+            self.created = True
+            sender.emit(DatasetReady(self.name, dataset_id, created=True))
 
     async def lookup(self, sender: Sender) -> str | None:
         """The id of the one dataset with this gate's name, None if there is none."""
@@ -181,11 +245,13 @@ class DatasetGate:
             )
         return ids[0] if ids else None
 
-    async def adopt_existing(self, sender: Sender) -> None:
-        """Resume an interrupted creation: take the dataset if the last run made it."""
+    async def adopt_existing(self, sender: Sender) -> bool:
+        """Take the dataset with this name if the service has one (made by an earlier run
+        or by another tool); True when it did."""
         found = await self.lookup(sender)
         if found is not None:
             await self._adopt(found)
+        return found is not None
 
 
 def check_receipt(receipt: Mapping[str, Any], sha256: str) -> None:

@@ -12,9 +12,11 @@
 - A ``413`` halves the request limit for the rest of the run and the file is cut
   again into smaller parts, read again from its source one part at a time (a part
   that fitted before is re-sent under its same file_id, an overwrite).
-- Once every part of a file is done, rows an earlier run left that the new cut does
-  not have (a file that was whole and is now split, or had more parts) are deleted
-  from the service and the manifest, so no stale rows stay behind. The file's
+- Once every part of a file is done, what the source had on the service before and
+  no longer has is deleted from the service and the manifest: rows an earlier run
+  left that the new cut does not have (a file that was whole and is now split, or had
+  more parts), and file_ids an earlier content gave (a ``{sha8}`` template). The
+  dataset mirrors its sources. The file's
   unique-key hashes are committed with its done rows, in the same transaction.
 - Permanent refusals and exhausted retries fail the file and the run goes on; a
   refused token, an unreachable service or an ambiguous dataset stop the run.
@@ -431,17 +433,21 @@ class Uploader:
         keep = {r.part for r in rows}
         known = {r.part: r for r in checked.work.previous} | dict(touched)
         stale = [r for part, r in sorted(known.items()) if part not in keep]
-        gate = self.gates[job.name]
-        for old in stale:
-            if old.file_id and old.state in ("done", "sent") and gate.dataset_id:
-                delete = functools.partial(
-                    self.sender.client.delete_file, gate.dataset_id, old.file_id
-                )
-                try:
-                    await self.sender.call(delete)
-                except ServiceError as exc:
-                    if exc.status != 404 or isinstance(exc, UnreachableError):
-                        raise
+        # what the source had on the service before and no longer has: the parts of an
+        # older cut, and ids an earlier content gave ({sha8}); gone once the new file landed
+        now = {r.file_id for r in rows}
+        sent = [*checked.work.previous, *stale]
+        gone = {r.file_id for r in sent if r.state in ("done", "sent") and r.file_id} - now
+        dataset_id = self.gates[job.name].dataset_id
+        for file_id in sorted(gone):
+            if dataset_id is None:
+                break
+            delete = functools.partial(self.sender.client.delete_file, dataset_id, file_id)
+            try:
+                await self.sender.call(delete)
+            except ServiceError as exc:
+                if exc.status != 404 or isinstance(exc, UnreachableError):
+                    raise
         forget = tuple((job.name, r.source_path, r.part) for r in stale)
         path, size = str(checked.work.source.path), checked.work.source.size
         keys: tuple[FileKeys, ...] = ()

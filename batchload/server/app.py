@@ -5,7 +5,8 @@ Requests pass three middlewares, outermost first:
 - errors: every refusal becomes ``{"error": {"code", "message", "details"}}``;
 - auth: ``/ingestion/...`` and ``/admin/...`` need an accepted bearer token (401);
 - faults: ``/ingestion/...`` only: rate limit (429), fail rate (503), drop rate,
-  latency and latency spikes (see :mod:`batchload.server.faults`).
+  latency and latency spikes (see :mod:`batchload.server.faults`); the slow create is
+  in the two create handlers, before anything is stored.
 
 The event loop only moves bytes: a body is read into one preallocated buffer (the
 413 limit enforced while reading, so a huge declared length is refused before any
@@ -72,7 +73,6 @@ class ServerState:
 
 
 STATE = web.AppKey("batchload_server_state", ServerState)
-_STORED = "batchload_stored_a_file"  # request key: this request stored a file (drop-rate)
 
 
 def make_app(settings: ServerSettings, store: Store) -> web.Application:
@@ -99,7 +99,7 @@ def make_app(settings: ServerSettings, store: Store) -> web.Application:
         ("POST", datasets, create_from_file),
         ("POST", datasets + "/", create_from_file),
         ("GET", dataset, get_dataset),
-        ("PUT", dataset, put_dataset),
+        *([("PUT", dataset, put_dataset)] if settings.dataset_put else []),
         ("DELETE", dataset, delete_dataset),
         ("GET", dataset + "/files", list_files),
         ("PUT", dataset + "/files", add_file),
@@ -190,8 +190,8 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         if faults.should_fail():
             raise ApiError(503, "unavailable", "injected failure (--fail-rate); try again")
         response = await handler(request)
-        if request.get(_STORED) and faults.should_drop():
-            log.info("dropping the connection after storing (--drop-rate)")
+        if response.status < 400 and faults.should_drop():
+            log.info("dropping the connection after answering (--drop-rate)")
             if request.transport is not None:
                 request.transport.abort()
     except ApiError as exc:
@@ -313,11 +313,10 @@ async def get_dataset(request: web.Request) -> web.Response:
 async def create_from_file(request: web.Request) -> web.Response:
     """``POST /ingestion/datasets``: a new dataset from its first file."""
     state = request.app[STATE]
+    body = await read_body(request)
+    await _slow_create(state)
     # The body is not kept here: ingest frees it as soon as the file is decoded.
-    dataset, file = await ingest.create_from_file(
-        state.store, state.ingest_pool, await read_body(request)
-    )
-    request[_STORED] = True
+    dataset, file = await ingest.create_from_file(state.store, state.ingest_pool, body)
     answer = {**file.to_json(), "name": dataset.name, "schema": schema_to_json(dataset.schema)}
     return web.json_response(answer, status=201)
 
@@ -332,7 +331,6 @@ async def add_file(request: web.Request) -> web.Response:
     file, overwritten = await ingest.add_file(
         state.store, state.ingest_pool, dataset_id, locked, await read_body(request)
     )
-    request[_STORED] = True
     answer = {**file.to_json(), "overwritten": overwritten}
     return web.json_response(answer, status=200 if overwritten else 201)
 
@@ -341,10 +339,18 @@ async def put_dataset(request: web.Request) -> web.Response:
     """``PUT /ingestion/datasets/{id}``: create with an explicit schema (201; 200 if same)."""
     state = request.app[STATE]
     dataset_id = _path_id(request, "id")
-    record, created = await ingest.create_dataset(
-        state.store, state.ingest_pool, dataset_id, await read_body(request)
-    )
+    body = await read_body(request)
+    if await state.meta(state.store.locked_schema, dataset_id) is None:  # a create, not a repeat
+        await _slow_create(state)
+    record, created = await ingest.create_dataset(state.store, state.ingest_pool, dataset_id, body)
     return web.json_response(record.to_json(), status=201 if created else 200)
+
+
+async def _slow_create(state: ServerState) -> None:
+    """``--create-delay-ms``: wait before a create is stored (an injected delay)."""
+    if delay_s := state.faults.create_delay_s:
+        log.info("delaying a create by %g ms before storing it", delay_s * 1000)
+        await asyncio.sleep(delay_s)
 
 
 async def list_files(request: web.Request) -> web.Response:

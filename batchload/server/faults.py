@@ -5,8 +5,13 @@
   ``spike_ms`` later still (after any upload was stored): latency spikes that outlast
   a client's timeout, so the client sees no answer to a request that did succeed.
 - ``fail_rate``: that share of ingestion requests gets ``503`` before anything is stored.
-- ``drop_rate``: that share of successful file uploads is stored, then the connection is
-  closed without an answer (the ambiguous failure a client must survive).
+- ``drop_rate``: that share of successful ingestion requests (uploads, creates, listings,
+  look-ups, deletes) is carried out, then the connection is closed without an answer
+  (the ambiguous failure a client must survive, on reads as on writes).
+- ``create_delay_ms``: creating a dataset (``POST`` with a first file, or ``PUT`` with a
+  schema of an id not there yet) waits this long *before* it is stored, so a client that
+  gave up waiting finds nothing by name yet: the slow create that makes a careless
+  client create twice. A repeated ``PUT`` of an id that exists answers at once.
 - ``rate_limit``: requests per second (token bucket, burst of one second's worth);
   beyond it ``429`` with ``Retry-After`` in whole seconds.
 
@@ -34,14 +39,17 @@ class FaultSettings:
     rate_limit: float = 0.0  # requests per second; 0 = unlimited
     spike_rate: float = 0.0
     spike_ms: float = 0.0
+    create_delay_ms: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "spike_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.latency_ms < 0 or self.rate_limit < 0 or self.spike_ms < 0:
-            raise ValueError("latency_ms, spike_ms and rate_limit must not be negative")
+        if min(self.latency_ms, self.rate_limit, self.spike_ms, self.create_delay_ms) < 0:
+            raise ValueError(
+                "latency_ms, spike_ms, create_delay_ms and rate_limit must not be negative"
+            )
 
     def describe(self) -> str:
         """One log line's worth: the knobs that are on."""
@@ -53,6 +61,7 @@ class FaultSettings:
             f"spikes of {self.spike_ms:g} ms on {self.spike_rate:g}"
             if self.spike_rate and self.spike_ms
             else "",
+            f"creates delayed {self.create_delay_ms:g} ms" if self.create_delay_ms else "",
         ]
         active = ", ".join(k for k in knobs if k)
         return f"faults: {active} (seed {self.seed})" if active else "faults: none"
@@ -76,6 +85,10 @@ class Faults:
     @property
     def latency_s(self) -> float:
         return self.settings.latency_ms / 1000.0
+
+    @property
+    def create_delay_s(self) -> float:
+        return self.settings.create_delay_ms / 1000.0
 
     def retry_after_s(self) -> int | None:
         """None if this request is within the rate limit, else whole seconds to wait."""

@@ -28,6 +28,9 @@ class ServerSettings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     workers: int = 4  # threads decoding, parsing and storing uploads
     faults: FaultSettings = field(default_factory=FaultSettings)
+    dataset_put: bool = True
+    """Serve ``PUT /ingestion/datasets/{id}`` (off: 405, as a service with only the guide's
+    calls would answer, so that a client's fallback can be tried)."""
     tls_cert: Path | None = None  # PEM certificate chain: serve https
     tls_key: Path | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -19,12 +20,13 @@ _INT_COLUMNS = frozenset(
 
 def export(manifest: Manifest, fmt: str, out: Path) -> int:
     """Write every file row to ``out`` as csv, json or parquet; returns the row count."""
-    """Write every file row to ``out`` as csv, json or parquet; returns the row count."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use csv, json or parquet")
     rows = [r.to_dict() for r in manifest.rows()]
     for row in rows:
         row["receipt"] = json.dumps(row["receipt"], sort_keys=True) if row["receipt"] else None
+        # a name that is not UTF-8 shows its odd bytes as \xNN (text cannot hold them)
+        row["source_path"] = os.fsencode(row["source_path"]).decode("utf-8", "backslashreplace")
     schema = {name: (pl.Int64 if name in _INT_COLUMNS else pl.String) for name in FILE_COLUMNS}
     frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     if fmt == "csv":

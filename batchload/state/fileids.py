@@ -2,17 +2,25 @@
 
 Fields: ``{stem}`` (file name without extension), ``{name}`` (with it), ``{sha8}``
 (first 8 hex digits of the file's sha256) and ``{part}`` (``part-0001`` for a part,
-empty for a whole file). Characters a file_id cannot hold that come from a file
-name are replaced by ``_``; a template whose own text cannot make a valid id is
-refused. A part's id is the template's id plus ``.part-0001`` unless the template
-places ``{part}`` itself. Two files that map to one file_id are refused before
-anything is sent.
+empty for a whole file). A template whose own text cannot make a valid id is refused.
+
+A file name becomes id text the same way on every run (:func:`id_text`): accents are
+dropped (``café`` -> ``cafe``), every run of other characters a file_id cannot hold
+(spaces, other scripts, bytes that are not UTF-8) becomes one ``_``, an id's leading
+(and a whole file's trailing) ``.``, ``_`` and ``-`` go, and a name longer than
+``MAX_FIELD_CHARS`` keeps its start and ends with ``-`` and 8 hex digits of its sha256,
+so it stays unique. A part's
+id is the template's id plus ``.part-0001`` unless the template places ``{part}``
+itself. Two files that map to one file_id are refused before anything is sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import string
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +30,8 @@ from batchload.protocol import is_valid_id
 DEFAULT_TEMPLATE = "{stem}"
 FIELDS = frozenset({"stem", "name", "sha8", "part"})
 MAX_ID_CHARS = 128
+MAX_FIELD_CHARS = 100
+"""Longest id text a name gives, so a template's own text and ``.part-0001`` still fit."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_COLLISIONS_SHOWN = 3
 
@@ -73,8 +83,8 @@ class FileIdTemplate:
         if self.needs_hash and not sha256:
             raise ValueError("this template needs the file's sha256")
         values = {
-            "stem": _safe(stem),
-            "name": _safe(name),
+            "stem": id_text(stem),
+            "name": id_text(name),
             "sha8": (sha256 or "")[:8],
             "part": part_label(part) if part else "",
         }
@@ -84,6 +94,11 @@ class FileIdTemplate:
         elif not part:
             file_id = file_id.rstrip("._-")  # an empty {part} leaves no dangling separator
         file_id = file_id.lstrip("._-")
+        if not file_id:
+            raise UsageError(
+                f"file name {name!r} has no letter or digit a file_id can hold",
+                hint="rename the file, or use a --file-id template such as '{stem}-{sha8}'",
+            )
         if len(file_id) > MAX_ID_CHARS or not is_valid_id(file_id):
             raise UsageError(
                 f"file_id {file_id!r} (from {name!r}) is not a valid id",
@@ -93,8 +108,14 @@ class FileIdTemplate:
         return file_id
 
 
-def _safe(value: str) -> str:
-    return _UNSAFE.sub("_", value)
+def id_text(value: str) -> str:
+    """A file name (or stem) as file_id text: stable, and only of characters an id holds."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
+    text = _UNSAFE.sub("_", bare)
+    if len(text) <= MAX_FIELD_CHARS:
+        return text
+    digest = hashlib.sha256(os.fsencode(value)).hexdigest()[:8]
+    return f"{text[: MAX_FIELD_CHARS - 9].rstrip('._-')}-{digest}"
 
 
 def check_unique(assignments: Iterable[tuple[str, str]]) -> None:

@@ -28,12 +28,17 @@ gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
           PK (dataset, source_path, part), UNIQUE (dataset, file_id))
     file_keys(dataset, source_path, scheme, hashes BLOB; PK (dataset, source_path))
 
+A source path that is not UTF-8 (a file name in another encoding) is stored as its
+bytes, a BLOB, which never equals any text: paths stay exact and distinct, and such a
+name never stops a run (``_stored_path`` / ``_source_path``).
+
 The token is never written here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -118,8 +123,26 @@ _UPSERT = (
 )
 
 
+def _stored_path(path: str) -> str | bytes:
+    """A source path as the manifest keeps it: its text, or its bytes when it is not UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return os.fsencode(path)
+    return path
+
+
+def _source_path(value: str | bytes) -> str:
+    """The path :func:`_stored_path` stored, as Python names it again."""
+    return value if isinstance(value, str) else os.fsdecode(value)
+
+
+_PATH_AT = _WRITTEN.index("source_path")
+
+
 def _file_row(record: FileRecord, stamp: str) -> tuple[Any, ...]:
     values = [getattr(record, c) for c in _WRITTEN]
+    values[_PATH_AT] = _stored_path(values[_PATH_AT])
     receipt_at = _WRITTEN.index("receipt")
     if values[receipt_at] is not None:
         values[receipt_at] = json.dumps(values[receipt_at], sort_keys=True, default=str)
@@ -128,6 +151,7 @@ def _file_row(record: FileRecord, stamp: str) -> tuple[Any, ...]:
 
 def _record(row: sqlite3.Row) -> FileRecord:
     data = dict(row)
+    data["source_path"] = _source_path(data["source_path"])
     if data["receipt"]:
         data["receipt"] = json.loads(data["receipt"])
     return FileRecord(**data)
@@ -236,6 +260,8 @@ class Manifest:
         index: dict[str, list[ResumeRow]] = {}
         for values in cursor:
             row = ResumeRow._make(values)
+            if type(values[0]) is bytes:  # a name that is not UTF-8
+                row = row._replace(source_path=_source_path(values[0]))
             index.setdefault(row.source_path, []).append(row)
         return index
 
@@ -252,13 +278,13 @@ class Manifest:
             "SELECT source_path, hashes FROM file_keys WHERE dataset = ? AND scheme = ?",
             (dataset, scheme),
         )
-        return dict(cursor.fetchall())
+        return {_source_path(path): hashes for path, hashes in cursor}
 
     def rows_for(self, dataset: str, paths: Sequence[str]) -> dict[str, list[FileRecord]]:
         """Full rows of some source paths of a dataset, grouped by path."""
         grouped: dict[str, list[FileRecord]] = {}
         for start in range(0, len(paths), _IN_CHUNK):
-            chunk = paths[start : start + _IN_CHUNK]
+            chunk = [_stored_path(p) for p in paths[start : start + _IN_CHUNK]]
             marks = ", ".join("?" for _ in chunk)
             query = (
                 f"SELECT * FROM files WHERE dataset = ? AND source_path IN ({marks}) "
@@ -287,20 +313,21 @@ class Manifest:
         upsert ``records`` in order, drop the key hashes of a source left with no row,
         then store or delete ``keys``."""
         stamp = now_iso()
-        forget = list(forget)
+        forgotten = [(d, _stored_path(p), part) for d, p, part in forget]
         with self._transaction():
             for dataset in datasets:
                 self._save_dataset(dataset, stamp)
-            if forget:
+            if forgotten:
                 self._db.executemany(
-                    "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?", forget
+                    "DELETE FROM files WHERE dataset = ? AND source_path = ? AND part = ?",
+                    forgotten,
                 )
             self._db.executemany(_UPSERT, [_file_row(r, stamp) for r in records])
-            if forget:  # a source left with no row has no keys either
+            if forgotten:  # a source left with no row has no keys either
                 self._db.executemany(
                     "DELETE FROM file_keys WHERE dataset = ? AND source_path = ? AND NOT EXISTS "
                     "(SELECT 1 FROM files WHERE dataset = ? AND source_path = ?)",
-                    [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forget)],
+                    [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forgotten)],
                 )
             if keys:
                 self._db.executemany(
@@ -308,14 +335,14 @@ class Manifest:
                     "VALUES (?, ?, ?, ?) ON CONFLICT (dataset, source_path) DO UPDATE SET "
                     "scheme = excluded.scheme, hashes = excluded.hashes",
                     (  # one file's hashes read at a time, when they were left on disk
-                        (k.dataset, k.source_path, k.scheme, k.blob())
+                        (k.dataset, _stored_path(k.source_path), k.scheme, k.blob())
                         for k in keys
                         if k.hashes is not None
                     ),
                 )
                 self._db.executemany(
                     "DELETE FROM file_keys WHERE dataset = ? AND source_path = ?",
-                    [(k.dataset, k.source_path) for k in keys if k.hashes is None],
+                    [(k.dataset, _stored_path(k.source_path)) for k in keys if k.hashes is None],
                 )
 
     def apply(self, changes: Sequence[Changes]) -> None:

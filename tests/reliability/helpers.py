@@ -181,7 +181,7 @@ def injected_faults(server: ServerProcess) -> Counter[str]:
         {
             "503": statuses["503"],
             "429": statuses["429"],
-            "dropped": text.count("dropping the connection after storing"),
+            "dropped": text.count("dropping the connection after answering"),
             "spiked": text.count("(--spike-rate)"),
         }
     )
@@ -246,6 +246,7 @@ def reconcile(manifest: Path, *, endpoint: str, token: str) -> tuple[Any, ...]:
 
     from batchload.config import ClientConfig, Secret
     from batchload.pipeline.run import reconcile as compare
+    from batchload.send.datasets import reader
     from batchload.send.transport import IngestionClient
     from batchload.state.manifest import Manifest
 
@@ -254,7 +255,7 @@ def reconcile(manifest: Path, *, endpoint: str, token: str) -> tuple[Any, ...]:
     async def check() -> tuple[Any, ...]:
         with Manifest.open(manifest, create=False) as opened:
             async with IngestionClient(config) as client:
-                return await compare(client, opened)
+                return await compare(reader(client), opened)
 
     return anyio.run(check)
 

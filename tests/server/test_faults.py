@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -62,11 +63,21 @@ def test_faults_spare_healthz_and_admin(server_factory: Factory) -> None:
     assert api.post("/admin/revoke").status_code == 200
 
 
+def _answered(api: Api, method: str, path: str, **kwargs: object) -> requests.Response:
+    """Ask again while the connection is dropped (--drop-rate): for the test's own calls."""
+    for _ in range(50):
+        try:
+            return api.request(method, path, **kwargs)
+        except requests.ConnectionError:
+            continue
+    raise AssertionError("every answer was dropped")
+
+
 def test_drop_rate_stores_then_closes_without_answering(server_factory: Factory) -> None:
     runs = []
     for name in ("first", "second"):
         api = _start(server_factory, "--drop-rate", "0.3", "--seed", "3", name=name)
-        assert api.put(f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA}).status_code == 201
+        _answered(api, "PUT", f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA})
         dropped = []
         for i in range(60):
             try:
@@ -77,20 +88,59 @@ def test_drop_rate_stores_then_closes_without_answering(server_factory: Factory)
             assert response.status_code == 201
         assert 6 <= len(dropped) <= 35  # 18 expected
         # Dropped uploads were stored all the same: the failure is ambiguous.
-        assert api.file_ids("d") == [f"f{i:02d}" for i in range(60)]
+        listing = _answered(api, "GET", f"{DATASETS}/d/files")
+        assert listing.json()["ids"] == [f"f{i:02d}" for i in range(60)]
         runs.append(dropped)
     assert runs[0] == runs[1]
 
 
-def test_drop_rate_never_drops_a_refused_upload(server_factory: Factory) -> None:
-    api = _start(server_factory, "--drop-rate", "1")
-    api.put(f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA})
+def test_drop_rate_drops_answers_to_reads_too(server_factory: Factory) -> None:
+    api = _start(server_factory, "--drop-rate", "0.3", "--seed", "5")
+    dropped = 0
+    for _ in range(40):
+        try:
+            assert api.get(DATASETS).status_code == 200
+        except requests.ConnectionError:
+            dropped += 1
+    assert 4 <= dropped <= 24  # 12 expected
+
+
+def test_drop_rate_never_drops_a_refusal(server_factory: Factory) -> None:
+    server = server_factory("--drop-rate", "1", tokens=(TOKEN,))
+    api = Api(server.url, TOKEN)
+    with pytest.raises(requests.ConnectionError):  # created, answer dropped
+        api.put(f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA})
     for _ in range(5):
         assert_error(api.add("d", b"a\n1\n", file_id="f"), 422, "schema_mismatch")
         assert_error(api.post(DATASETS, json=file_body(CSV)), 400, "bad_request")
+        assert_error(api.get(f"{DATASETS}/nope/files"), 404, "not_found")
     with pytest.raises(requests.ConnectionError):
         api.add("d", CSV, file_id="stored")
-    assert api.file_ids("d") == ["stored"]
+    server.stop()
+    plain = Api(server_factory(tokens=(TOKEN,)).url, TOKEN)  # same data, no faults
+    assert plain.file_ids("d") == ["stored"]
+
+
+def test_create_delay_holds_a_create_before_storing_it(server_factory: Factory) -> None:
+    api = _start(server_factory, "--create-delay-ms", "1500")
+    with pytest.raises(requests.Timeout):  # the client gives up before the create is stored
+        api.session.put(
+            api.url + f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA}, timeout=0.2
+        )
+    assert api.get(DATASETS).json() == []  # a look-up by name finds nothing yet
+    deadline = time.monotonic() + 30
+    while not api.get(DATASETS).json():  # then it lands
+        assert time.monotonic() < deadline, "the delayed create never landed"
+        time.sleep(0.05)  # polling the server's state, not waiting for it blindly
+    assert [d["id"] for d in api.get(DATASETS).json()] == ["d"]
+
+
+def test_no_dataset_put_refuses_the_put_create(server_factory: Factory) -> None:
+    api = _start(server_factory, "--no-dataset-put")
+    assert_error(
+        api.put(f"{DATASETS}/d", json={"name": "d", "schema": SCHEMA}), 405, "method_not_allowed"
+    )
+    assert api.create(CSV)["name"] == "test-dataset"  # the guide's create still works
 
 
 def test_rate_limit_answers_429_with_retry_after(server_factory: Factory) -> None:
