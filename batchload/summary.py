@@ -82,6 +82,11 @@ class RunSummary:
     problems: tuple[Problem, ...] = ()
     plan: tuple[PlannedRequest, ...] = ()
     reconcile: tuple[Reconciliation, ...] = ()
+    by_others: int = 0
+    """Files of this run's plan that other processes sharing the manifest settled."""
+    lost: int = 0
+    """Files this process worked on whose claim another process took over (this process
+    was paused or cut off past its lease): their outcome is the other's."""
     stopped: str | None = None
     """Why the run stopped early (a refused token, an unreachable service)."""
     error: BatchloadError | None = field(default=None, compare=False, repr=False)
@@ -103,6 +108,8 @@ class RunSummary:
             "uploaded": self.uploaded,
             "parts_uploaded": self.parts_uploaded,
             "skipped": self.skipped,
+            "by_others": self.by_others,
+            "lost": self.lost,
             "invalid": self.invalid,
             "failed": self.failed,
             "bytes_sent": self.bytes_sent,

@@ -28,7 +28,7 @@ from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
 from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.state.fileids import FileIdTemplate, check_unique
-from batchload.state.manifest import Manifest
+from batchload.state.ledger import Ledger
 from batchload.state.records import DatasetRecord, ResumeRow, resume_decision
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ _SHA_PLACEHOLDER = "0" * 64
 def prepare(
     jobs: Sequence[UploadJob],
     *,
-    manifest: Manifest | None,
+    manifest: Ledger | None,
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
@@ -71,7 +71,7 @@ def _no_collection_pauses() -> Iterator[None]:
 
 def _prepare(
     jobs: Sequence[UploadJob],
-    manifest: Manifest | None,
+    manifest: Ledger | None,
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
@@ -119,7 +119,7 @@ def _prepare(
 
 def _with_known_keys(
     prepared: list[PreparedJob],
-    manifest: Manifest,
+    manifest: Ledger,
     indexes: Mapping[str, Mapping[str, list[ResumeRow]]],
 ) -> list[PreparedJob]:
     """Give each job the key hashes of its dataset's done files that it does not re-send.

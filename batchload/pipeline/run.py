@@ -11,6 +11,10 @@
 - The manifest is the truth: a dataset's id is committed before any file is sent to
   it, a file is ``sent`` before its request and ``done`` when the receipt is in.
   Re-sending overwrites (deterministic file_ids), so a crash costs at most a resend.
+- Several processes may run the same command on one manifest (a SQLite file, or a
+  PostgreSQL ledger across machines): each takes files from the ledger's queue as it
+  goes, under claims with leases (:mod:`batchload.pipeline.claims`), and writes a
+  file's state only while it holds the claim. ``--max-rps`` is one budget for all.
 - Per-file problems (invalid, refused, retries exhausted) fail that file and the run
   goes on; a refused token (401/403) or a service that stays unreachable stops the
   run cleanly: the writer drains what it was given, and the summary says why.
@@ -30,24 +34,34 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check.checker import check_bytes, check_group, cut_file, groups
+from batchload.check.checker import check_bytes, check_group, cut_file
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
 from batchload.contract.model import diff_locked
-from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
+from batchload.errors import (
+    AuthError,
+    BatchloadError,
+    ClaimLost,
+    ConfigError,
+    ServiceError,
+    UsageError,
+)
 from batchload.jobs import PreparedJob, UploadJob, Work
+from batchload.pipeline.claims import Claims
 from batchload.pipeline.dryrun import dry_run
 from batchload.pipeline.prepare import prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
+from batchload.send.ratebudget import RateBudget
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
-from batchload.state.manifest import Manifest
+from batchload.state.ledger import DEFAULT_LEASE_S, Ledger, new_owner
 from batchload.state.records import Changes, DatasetRecord
+from batchload.state.stores import exists, open_ledger
 from batchload.summary import Problem, Reconciliation, RunSummary
 
 if TYPE_CHECKING:
@@ -80,10 +94,20 @@ class RunOptions:
     """False: send files without validating them (the service still parses them); only a
     file to be split is read, to cut its parts. For trusted files, and to measure what
     validation costs."""
+    lease_s: float = DEFAULT_LEASE_S
+    """How long this process's claims outlive its last heartbeat (then another process
+    sharing the manifest takes its files over)."""
+    max_rps: float | None = None
+    """Most requests a second, over every process sharing the manifest; None: no budget
+    (each process's adaptive concurrency alone)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
+        if not self.lease_s > 0:
+            raise UsageError("--lease-s must be positive")
+        if self.max_rps is not None and not self.max_rps > 0:
+            raise UsageError("--max-rps must be positive")
         if not self.max_request_mb > 0:
             raise UsageError("--max-request-mb must be positive")
 
@@ -92,16 +116,26 @@ async def run_upload(
     jobs: Sequence[UploadJob],
     *,
     config: ClientConfig | None,
-    manifest_path: Path,
+    manifest_path: Path | str,
     options: RunOptions | None = None,
     sink: Sink = null_sink,
 ) -> RunSummary:
-    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run."""
+    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run.
+
+    ``manifest_path``: a SQLite file, or a ``postgresql://`` URL.
+    """
     options = options or RunOptions()
     started = time.monotonic()
     limit = max_request_bytes(options.max_request_mb)
-    manifest = _open_manifest(manifest_path, options.dry_run)
+    manifest = await anyio.to_thread.run_sync(_open_manifest, manifest_path, options.dry_run)
+    claims: Claims | None = None
     try:
+        if manifest is not None and not options.dry_run:
+            # registered before prepare reads the manifest: what others settle after
+            # this moment, this process's plan cannot know (see Ledger.enqueue)
+            owner = new_owner()
+            since = await anyio.to_thread.run_sync(manifest.register, owner)
+            claims = Claims(manifest, owner=owner, since=since, lease_s=options.lease_s)
         endpoint = config.endpoint if config else None
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
@@ -111,27 +145,36 @@ async def run_upload(
                 prepared,
                 validate=options.validate,
                 workers=options.workers or cpu_count(),
-                manifest_path=manifest_path,
+                manifest_path=manifest.location if manifest else str(manifest_path),
                 started=started,
                 limit=limit,
             )
         if config is None:
             raise ConfigError("an upload needs an endpoint and a token")
-        assert manifest is not None
+        assert manifest is not None and claims is not None
         run = _Run(
-            prepared, config=config, manifest=manifest, options=options, sink=sink, limit=limit
+            prepared,
+            config=config,
+            manifest=manifest,
+            claims=claims,
+            options=options,
+            sink=sink,
+            limit=limit,
         )
         return await run.execute(started)
     finally:
-        if manifest is not None:
-            manifest.close()
+        with anyio.CancelScope(shield=True):
+            if claims is not None:  # what it still holds goes back to the queue at once
+                await claims.call(claims.ledger.unregister, claims.owner)
+            if manifest is not None:
+                manifest.close()
 
 
-def _open_manifest(path: Path, dry_run: bool) -> Manifest | None:
+def _open_manifest(location: Path | str, dry_run: bool) -> Ledger | None:
     """The run's manifest; a dry run only reads one that exists."""
     if dry_run:
-        return Manifest.open(path) if path.is_file() else None
-    return Manifest.open(path)
+        return open_ledger(location) if exists(location) else None
+    return open_ledger(location)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +199,8 @@ class _Run:
         prepared: list[PreparedJob],
         *,
         config: ClientConfig,
-        manifest: Manifest,
+        manifest: Ledger,
+        claims: Claims,
         options: RunOptions,
         sink: Sink,
         limit: int,
@@ -164,12 +208,12 @@ class _Run:
         self.prepared = prepared
         self.config = config
         self.manifest = manifest
+        self.claims = claims
         self.options = options
         self.sink = sink
         self.limit = limit
         self.workers = options.workers or cpu_count()
         self.cpu = anyio.CapacityLimiter(self.workers)
-        self.db = anyio.CapacityLimiter(1)
         self.gates: dict[str, DatasetGate] = {}
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
@@ -208,7 +252,14 @@ class _Run:
         error: BatchloadError | None = None
         reconciled: tuple[Reconciliation, ...] = ()
         works = [w for job in self.prepared for w in job.work]
-        async with IngestionClient(self.config, max_connections=self.options.concurrency) as client:
+        budget = None
+        if self.options.max_rps is not None:
+            budget = RateBudget(
+                self.manifest, self.options.max_rps, name=f"requests to {self.config.endpoint}"
+            )
+        async with IngestionClient(
+            self.config, max_connections=self.options.concurrency, budget=budget
+        ) as client:
             pacer = Pacer(AimdLimit(self.options.concurrency))
             sender = Sender(
                 client,
@@ -231,9 +282,13 @@ class _Run:
                 spool=spool,
             )
             try:
-                await self._open_datasets(sender)
-                if works:
-                    await self._pipeline(uploader)
+                async with anyio.create_task_group() as heartbeat:
+                    heartbeat.start_soon(self.claims.heartbeat)
+                    await self.claims.enqueue(self.prepared)
+                    await self._open_datasets(sender)
+                    if works:
+                        await self._pipeline(uploader)
+                    heartbeat.cancel_scope.cancel()
             except Exception as exc:
                 error = _run_stopper(exc)
             if error is None and self.options.reconcile:
@@ -250,7 +305,12 @@ class _Run:
                 continue
             record = job.record
             dataset_id = job.job.dataset_id or (record.dataset_id if record else None)
-            gate = DatasetGate(job.name, dataset_id, record=self._recorder(job))
+            gate = DatasetGate(
+                job.name,
+                dataset_id,
+                record=self._recorder(job),
+                shared=functools.partial(self.claims.creating, job.name),
+            )
             if dataset_id is None:
                 await gate.adopt_existing(sender)  # an earlier run (or another tool) made it
             if gate.dataset_id is not None:
@@ -338,7 +398,7 @@ class _Run:
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
             for job in self.prepared:
-                for works in groups(job.work):
+                async for works in self.claims.groups(job):
                     await send.send(_Group(job.index, works))
 
     async def _check_loop(
@@ -384,7 +444,11 @@ class _Run:
             await uploader.budget.release(held - keep)
             held = keep
             for outcome in outcomes:
-                item = await uploader.accept(job, outcome, held)
+                try:
+                    item = await uploader.accept(job, outcome, held)
+                except ClaimLost:
+                    uploader.lost += 1
+                    continue
                 if item is not None:
                     await ready.send(item)
                     held = 0  # the upload task releases it
@@ -393,14 +457,22 @@ class _Run:
                 await uploader.budget.release(held)
 
     async def write(self, changes: Changes, *, wait: bool = False) -> None:
-        """Hand changes to the writer; with ``wait``, return once they are committed."""
+        """Hand changes to the writer; with ``wait``, return once they are committed.
+
+        Raises :class:`ClaimLost` for a file another process took over: before the
+        changes are handed on when that is known already, after the commit (``wait``)
+        when the ledger refused them.
+        """
+        self.claims.check(changes)
         if self._writer is None:  # before the pipeline starts (dataset checks): write now
-            await anyio.to_thread.run_sync(self.manifest.apply, [changes], limiter=self.db)
-            return
-        op = _Op(changes, anyio.Event() if wait else None)
-        await self._writer.send(op)
-        if op.done is not None:
+            await self.claims.call(self.claims.apply, [changes])
+        else:
+            op = _Op(changes, anyio.Event() if wait else None)
+            await self._writer.send(op)
+            if op.done is None:
+                return
             await op.done.wait()
+        self.claims.check(changes)
 
     async def _write_loop(self, ops: MemoryObjectReceiveStream[_Op]) -> None:
         async with ops:
@@ -411,8 +483,7 @@ class _Run:
                         batch.append(ops.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                changes = [o.changes for o in batch]
-                await anyio.to_thread.run_sync(self.manifest.apply, changes, limiter=self.db)
+                await self.claims.call(self.claims.apply, [o.changes for o in batch])
                 for done in batch:
                     if done.done is not None:
                         done.done.set()
@@ -436,12 +507,14 @@ class _Run:
             uploaded=uploader.uploaded,
             parts_uploaded=uploader.parts_uploaded,
             skipped=self.skipped + uploader.unchanged,
+            by_others=self.claims.by_others,
+            lost=uploader.lost,
             invalid=sum(1 for p in problems if p.state == "invalid"),
             failed=sum(1 for p in problems if p.state == "failed"),
             bytes_sent=uploader.bytes_sent,
             request_bytes=uploader.request_bytes,
             seconds=time.monotonic() - started,
-            manifest=str(self.manifest.path),
+            manifest=self.manifest.location,
             problems=problems,
             reconcile=reconciled,
             stopped=str(error) if error else None,

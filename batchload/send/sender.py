@@ -10,7 +10,9 @@
   file waits; the new id is recorded (by the ``record`` callback, which commits it
   to the manifest) before anyone sends. Creating is not idempotent, so after an
   ambiguous failure (no answer, a 5xx) the gate looks the name up before trying
-  again, and adopts the dataset if the first attempt did create it.
+  again, and adopts the dataset if the first attempt did create it. Processes sharing
+  a ledger create it one at a time (``shared``, a lock in the ledger that yields the
+  id when another process made it meanwhile).
 
 Nothing here knows about the manifest or progress rendering: attempts and waits are
 reported through callbacks.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import anyio
@@ -28,6 +31,7 @@ from batchload.errors import ServiceError, TransientError, UsageError
 from batchload.progress import Event, Retrying, Sink, Throttled
 from batchload.send.retry import Pacer, RetryPolicy
 from batchload.send.transport import IngestionClient
+from batchload.state.records import DatasetRecord
 
 T = TypeVar("T")
 OnAttempt = Callable[[int], Awaitable[None]]
@@ -97,16 +101,27 @@ class Sender:
 
 RecordId = Callable[[str | None], Awaitable[None]]
 """Commit a dataset's state: ``None`` = creation starts, an id = the dataset exists."""
+SharedCreation = Callable[[], AbstractAsyncContextManager[DatasetRecord | None]]
+"""Held while this process creates a dataset; yields the ledger's record of it as
+another process may have left it (created, or begun to)."""
 
 
 class DatasetGate:
     """A dataset's id, and the one creation of it when it does not exist yet."""
 
-    def __init__(self, name: str, dataset_id: str | None, *, record: RecordId) -> None:
+    def __init__(
+        self,
+        name: str,
+        dataset_id: str | None,
+        *,
+        record: RecordId,
+        shared: SharedCreation | None = None,
+    ) -> None:
         self.name = name
         self.dataset_id = dataset_id
         self.created = False
         self._record = record
+        self._shared = shared
         self._lock = anyio.Lock()
 
     async def send(
@@ -124,8 +139,16 @@ class DatasetGate:
         """
         if self.dataset_id is None:
             async with self._lock:  # the others wait here while the first one creates
-                if self.dataset_id is None:
+                if self.dataset_id is None and self._shared is None:
                     return await self._create(sender, make_body, label, on_attempt)
+                if self.dataset_id is None and self._shared is not None:
+                    async with self._shared() as record:
+                        found = record.dataset_id if record else None
+                        if found is None and record is not None and record.state == "creating":
+                            found = await self.lookup(sender)  # begun by a process now gone
+                        if found is None:
+                            return await self._create(sender, make_body, label, on_attempt)
+                        self.dataset_id = found
         dataset_id = self.dataset_id
         return await sender.call(
             lambda: sender.client.put_file(dataset_id, make_body(None)),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream
@@ -35,6 +35,7 @@ from batchload.check.spool import PartSpool
 from batchload.contract.model import arrow_schema
 from batchload.errors import (
     AuthError,
+    ClaimLost,
     ConfigError,
     FileProblem,
     PayloadTooLarge,
@@ -62,7 +63,14 @@ MIN_REQUEST_BYTES = 1024
 #: Errors that end the whole run, not one file.
 RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
 
-Write = Callable[[Changes], Awaitable[None]]
+
+class Write(Protocol):
+    """Hands changes to the manifest's writer; with ``wait``, returns once committed
+    (raising :class:`ClaimLost` if the ledger refused them)."""
+
+    def __call__(self, changes: Changes, *, wait: bool = False) -> Awaitable[None]: ...
+
+
 Cut = Callable[[int], Iterator[Part]]
 Recut = Callable[[PreparedJob, Checked, int], Iterator[Part]]
 """Cuts a checked file's parts again for a byte budget: the check stage's own cutter,
@@ -105,7 +113,7 @@ class Uploader:
         self.budget = ByteBudget(budget_bytes)
         self.spool = spool
         self.problems: list[Problem] = []
-        self.uploaded = self.parts_uploaded = self.unchanged = 0
+        self.uploaded = self.parts_uploaded = self.unchanged = self.lost = 0
         self.bytes_sent = self.request_bytes = 0
 
     # --- intake: what checking found ---------------------------------------------------
@@ -169,6 +177,8 @@ class Uploader:
                 await self._converted(job, checked, checked.frame)
         except RUN_STOPPERS:
             raise
+        except ClaimLost:
+            self.lost += 1  # another process took it over: its outcome is theirs to record
         except (ServiceError, FileProblem) as exc:
             status = exc.status if isinstance(exc, ServiceError) else None
             self.problems.append(
@@ -382,6 +392,8 @@ class Uploader:
             raise
         except (AuthError, UsageError):
             raise  # the run stops; the row stays "sent" and a resume sends it again
+        except ClaimLost:
+            raise  # another process holds the file now: nothing of it is ours to write
         except Exception as exc:
             status = exc.status if isinstance(exc, ServiceError) else None
             failed = replace(
@@ -441,7 +453,8 @@ class Uploader:
             keys = (checked.keys,)
         elif checked.work.previous:  # sent unvalidated: what an earlier run stored is stale
             keys = (FileKeys(dataset=job.name, source_path=path, scheme="", hashes=None),)
-        await self.write(Changes(records=tuple(rows), forget=forget, keys=keys))
+        # waited for: a file counts as uploaded here only if its claim was still ours
+        await self.write(Changes(records=tuple(rows), forget=forget, keys=keys), wait=True)
         self.uploaded += 1
         parts = len(rows) if rows[0].part else 0
         self.sink(FileDone(path, rows[0].file_id or "", size, parts))

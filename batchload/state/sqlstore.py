@@ -428,16 +428,22 @@ class SqlLedger:
             )
         return tuple(path for _, path in sorted(rows))
 
-    def pending(self, dataset: str, owner: str) -> Pending:
-        """Unfinished files of ``dataset`` that ``owner`` does not hold, and the first moment
-        one of them may be taken over."""
+    def pending(self, dataset: str, owner: str, *, paths: Sequence[str] | None = None) -> Pending:
+        """Unfinished files of ``dataset`` (of ``paths`` only, if given) that ``owner`` does
+        not hold, and the first moment one of them may be taken over."""
+        count, expiry = 0, None
         with self._read() as db:
-            count, expiry = db.query(
-                "SELECT COUNT(*), MIN(lease_until) FROM claims WHERE dataset = ? "
-                "AND outcome IS NULL AND (owner IS NULL OR owner <> ?)",
-                (dataset, owner),
-            )[0]
-        return Pending(int(count), None if expiry is None else float(expiry))
+            for chunk in [None] if paths is None else list(_chunks(paths)):
+                where = "" if chunk is None else f" AND source_path IN ({_marks(chunk)})"
+                found, first = db.query(
+                    "SELECT COUNT(*), MIN(lease_until) FROM claims WHERE dataset = ? "
+                    f"AND outcome IS NULL AND (owner IS NULL OR owner <> ?){where}",
+                    (dataset, owner, *(chunk or ())),
+                )[0]
+                count += int(found)
+                if first is not None:
+                    expiry = float(first) if expiry is None else min(expiry, float(first))
+        return Pending(count, expiry)
 
     def renew(self, owner: str, lease_s: float) -> int:
         """The heartbeat: extend every lease ``owner`` holds; returns the number of claims."""
