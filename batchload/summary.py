@@ -84,6 +84,8 @@ class RunSummary:
     reconcile: tuple[Reconciliation, ...] = ()
     by_others: int = 0
     """Files of this run's plan that other processes sharing the manifest settled."""
+    owner: str | None = None
+    """This process's name in the manifest's ledger (host:pid:suffix)."""
     lost: int = 0
     """Files this process worked on whose claim another process took over (this process
     was paused or cut off past its lease): their outcome is the other's."""
@@ -110,6 +112,7 @@ class RunSummary:
             "skipped": self.skipped,
             "by_others": self.by_others,
             "lost": self.lost,
+            "owner": self.owner,
             "invalid": self.invalid,
             "failed": self.failed,
             "bytes_sent": self.bytes_sent,

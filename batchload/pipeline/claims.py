@@ -6,6 +6,9 @@
   once. Each claim has a lease that a heartbeat task renews (:meth:`Claims.heartbeat`);
   a process that dies stops renewing, and after the lease another one takes its
   files over.
+- A process holds at most two batches of files it has not finished (claimed ahead of
+  its checks and uploads), so that the others find work too: it claims the next
+  batch when a batch's worth is done (:meth:`Claims.finished_with`).
 - A process that finds only files held by live others waits until the first of their
   leases could run out and asks again, rather than finishing early: the run is done
   for it when the queue has nothing unfinished left. Files another process settled
@@ -54,6 +57,9 @@ class Claims:
         self.lease_s = lease_s
         self.limiter = anyio.CapacityLimiter(1)
         """One ledger call at a time from this process (its writer shares it)."""
+        self.held = 0
+        """Files claimed and not yet finished with (checked and sent, or refused)."""
+        self._freed = anyio.Event()
         self.lost: set[tuple[str, str]] = set()
         self.by_others = 0
         """Files of this process's plan that other processes settled in this run."""
@@ -80,6 +86,9 @@ class Claims:
         foreign: set[str] = set()
         claimed: set[str] = set()
         while True:
+            while self.held > CLAIM_BATCH:  # two batches in hand: wait for room
+                self._freed = anyio.Event()
+                await self._freed.wait()
             paths = await self.call(
                 self.ledger.claim, job.name, self.owner, limit=CLAIM_BATCH, lease_s=self.lease_s
             )
@@ -88,6 +97,7 @@ class Claims:
                 foreign.update(others)
                 await self.call(self.ledger.release, job.name, self.owner, others)
             if mine:
+                self.held += len(mine)
                 claimed.update(str(w.source.path) for w in mine)
                 for group in groups(mine):
                     yield group
@@ -99,6 +109,11 @@ class Claims:
                 break
             await anyio.sleep(await self._wait_s(pending.next_expiry_s))
         self.by_others += len(by_path) - len(claimed)
+
+    def finished_with(self, files: int = 1) -> None:
+        """This process is done with ``files`` claimed files: room for more."""
+        self.held -= files
+        self._freed.set()
 
     async def _wait_s(self, next_expiry_s: float | None) -> float:
         if next_expiry_s is None:

@@ -280,6 +280,7 @@ class _Run:
                 budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
                 recut=cut_file,
                 spool=spool,
+                finished=self.claims.finished_with,
             )
             try:
                 async with anyio.create_task_group() as heartbeat:
@@ -448,10 +449,12 @@ class _Run:
                     item = await uploader.accept(job, outcome, held)
                 except ClaimLost:
                     uploader.lost += 1
+                    item = None
+                if item is None:  # its outcome is recorded: the file is finished with
+                    self.claims.finished_with()
                     continue
-                if item is not None:
-                    await ready.send(item)
-                    held = 0  # the upload task releases it
+                await ready.send(item)
+                held = 0  # the upload task releases it
         finally:
             with anyio.CancelScope(shield=True):
                 await uploader.budget.release(held)
@@ -509,6 +512,7 @@ class _Run:
             skipped=self.skipped + uploader.unchanged,
             by_others=self.claims.by_others,
             lost=uploader.lost,
+            owner=self.claims.owner,
             invalid=sum(1 for p in problems if p.state == "invalid"),
             failed=sum(1 for p in problems if p.state == "failed"),
             bytes_sent=uploader.bytes_sent,

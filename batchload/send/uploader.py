@@ -102,8 +102,11 @@ class Uploader:
         budget_bytes: int,
         recut: Recut,
         spool: PartSpool | None = None,
+        finished: Callable[[], None] = lambda: None,
     ) -> None:
         self.sender = sender
+        self.finished = finished
+        """Told when a file is finished with (sent, failed or refused)."""
         self.recut = recut
         self.gates = gates
         self.write = write
@@ -159,6 +162,7 @@ class Uploader:
                 try:
                     await self._one(item)
                 finally:
+                    self.finished()
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)
                 # a split file's frame must not stay alive while this task waits for the next
