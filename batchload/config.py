@@ -17,6 +17,7 @@ from batchload.errors import ConfigError
 TOKEN_ENV = "SIGTECH_PLATFORM_TOKEN"
 ENDPOINT_ENV = "BATCHLOAD_ENDPOINT"
 SERVER_TOKENS_ENV = "BATCHLOAD_SERVER_TOKENS"
+MANIFEST_ENV = "BATCHLOAD_MANIFEST"
 DEFAULT_ENDPOINT = "https://api.sigtech.com"
 DEFAULT_TIMEOUT_S = 300.0
 """Longest silence while waiting for an answer (the service parses the file first)."""
@@ -115,6 +116,11 @@ def client_config(
         verify_tls=not insecure,
         timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
     )
+
+
+def resolve_manifest(flag: str | Path | None) -> str | Path | None:
+    """``--manifest``, else ``BATCHLOAD_MANIFEST`` (a path, or a ``postgresql://`` URL)."""
+    return flag or os.environ.get(MANIFEST_ENV, "").strip() or None
 
 
 def server_tokens(flags: tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -11,12 +11,14 @@
     │   ├── TransientError              exit 4  worth retrying: 408, 429, 5xx, a dropped connection
     │   │   └── UnreachableError        exit 4  no answer at all (connection refused, DNS, timeout)
     │   └── PayloadTooLarge             exit 4  413: the request body is over the service's limit
+    ├── LedgerError                     exit 4  the shared ledger (PostgreSQL) cannot be reached
     ├── FileProblem                     exit 1  one file cannot be read or sent (the run goes on)
     │   ├── UnreadableFile                      the bytes cannot be parsed in their format
-    │   └── FileChanged                         the file changed on disk during the run
+    │   ├── FileChanged                         the file changed on disk during the run
+    │   └── ClaimLost                           its lease ran out: another process took the file
     └── RunIncomplete                   exit 1  some files were invalid or failed
 
-Third-party errors (polars, pandera, aiohttp, sqlite3) are translated into this tree
+Third-party errors (polars, pandera, aiohttp, sqlite3, psycopg) are translated into this tree
 once, at the stage that uses the library, with ``raise ... from``.
 """
 
@@ -121,6 +123,12 @@ class PayloadTooLarge(ServiceError):
     """413: the request body is over the service's limit; a smaller part may pass."""
 
 
+class LedgerError(BatchloadError):
+    """The ledger's database cannot be reached or refused a query; the run stops."""
+
+    exit_code = EXIT_SERVICE
+
+
 class FileProblem(BatchloadError):
     """One file cannot be used; it gets a verdict and the rest of the run goes on."""
 
@@ -135,6 +143,11 @@ class UnreadableFile(FileProblem):
 
 class FileChanged(FileProblem):
     """The file's content changed between hashing and sending."""
+
+
+class ClaimLost(FileProblem):
+    """This process's claim on a file ran out and another process took the file over:
+    its outcome is that process's to record, not this one's."""
 
 
 class RunIncomplete(BatchloadError):

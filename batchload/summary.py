@@ -122,6 +122,13 @@ class RunSummary:
     reconcile: tuple[Reconciliation, ...] = ()
     ignored: tuple[tuple[str, str], ...] = ()
     """Files a glob matched that batchload does not read: (path, reason)."""
+    by_others: int = 0
+    """Files of this run's plan that other processes sharing the manifest settled."""
+    owner: str | None = None
+    """This process's name in the manifest's ledger (host:pid:suffix)."""
+    lost: int = 0
+    """Files this process worked on whose claim another process took over (this process
+    was paused or cut off past its lease): their outcome is the other's."""
     stopped: str | None = None
     """Why the run stopped early (a refused token, an unreachable service)."""
     error: BatchloadError | None = field(default=None, compare=False, repr=False)
@@ -143,6 +150,9 @@ class RunSummary:
             "uploaded": self.uploaded,
             "parts_uploaded": self.parts_uploaded,
             "skipped": self.skipped,
+            "by_others": self.by_others,
+            "lost": self.lost,
+            "owner": self.owner,
             "invalid": self.invalid,
             "failed": self.failed,
             "conflicts": self.conflicts,

@@ -5,8 +5,9 @@ Only click and the standard library are imported at the top.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,8 +19,13 @@ from batchload.cli.common import (
     print_json,
 )
 
+if TYPE_CHECKING:
+    from batchload.state.ledger import WorkerRow
+
 MAX_FAILURES_SHOWN = 20
-manifest_argument = click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+STALE_S = 10.0
+"""A running process not heard from for this long is shown as silent (paused, cut off)."""
+manifest_argument = click.argument("path", metavar="PATH|URL")
 
 
 @click.group()
@@ -29,6 +35,7 @@ def manifest() -> None:
     \b
     Examples:
       batchload manifest show .batchload/manifests/equity_signals.sqlite
+      batchload manifest show postgresql://batchload@db.internal/backfill
       batchload manifest export .batchload/manifests/equity_signals.sqlite --format csv -o run.csv
     """
 
@@ -36,23 +43,37 @@ def manifest() -> None:
 @manifest.command()
 @manifest_argument
 @json_option
-def show(path: Path, as_json: bool) -> None:
-    """Show datasets, counts per state and the failures recorded in a manifest.
+def show(path: str, as_json: bool) -> None:
+    """Show datasets, counts per state, the processes sharing it and the failures recorded.
+
+    PATH|URL is a SQLite manifest or a postgresql:// ledger (its password is never shown).
 
     \b
     Example:
       batchload manifest show .batchload/manifests/equity_signals.sqlite
     """
-    from batchload.state.manifest import Manifest
+    from batchload.state.stores import open_ledger
 
-    with Manifest.open(path, create=False) as opened:
+    with open_ledger(path, create=False) as opened:
+        where = opened.location
         datasets = opened.datasets()
         counts = opened.counts()
         problems = [r for r in opened.rows() if r.state in ("invalid", "failed")]
+        progress = opened.progress()
     if as_json:
         print_json(
             {
-                "manifest": str(path),
+                "manifest": where,
+                "queue": {
+                    "done": progress.done,
+                    "failed": progress.failed,
+                    "in_flight": progress.in_flight,
+                    "left": progress.left,
+                },
+                "processes": [
+                    {**asdict(w), "files_per_s": _rate(w.done, w, progress.now)}
+                    for w in progress.workers
+                ],
                 "datasets": [
                     {
                         "name": d.name,
@@ -80,11 +101,24 @@ def show(path: Path, as_json: bool) -> None:
         )
         return
     out = output()
-    click.echo(f"manifest {path}")
+    click.echo(f"manifest {where}")
     for d in datasets:
         states = ", ".join(f"{n} {s}" for s, n in counts.get(d.name, {}).items() if n)
         click.echo(f"  {d.name}: id {d.dataset_id or '-'} ({d.state}) at {d.endpoint}")
         click.echo(f"    rows: {states or 'none'}")
+    if progress.workers:
+        click.echo(
+            f"  files: {progress.done} done, {progress.failed} failed, "
+            f"{progress.in_flight} in flight, {progress.left} left"
+        )
+        for w in progress.workers[-MAX_FAILURES_SHOWN:]:
+            state = "finished" if w.finished_at is not None else "running"
+            if w.finished_at is None and progress.now - w.seen_at > STALE_S:
+                state = f"silent for {progress.now - w.seen_at:.0f}s"
+            click.echo(
+                f"    {w.owner}: {w.done} done, {w.failed} failed, {w.in_flight} in flight, "
+                f"{_rate(w.done, w, progress.now):.1f} files/s ({state})"
+            )
     for r in problems[:MAX_FAILURES_SHOWN]:
         part = f" part {r.part}" if r.part else ""
         click.echo(f"  {r.state}: {r.source_path}{part}: {r.last_error}")
@@ -108,7 +142,7 @@ def show(path: Path, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write (default: the manifest's name with the format's extension).",
 )
-def export(path: Path, fmt: str, out_path: Path | None) -> None:
+def export(path: str, fmt: str, out_path: Path | None) -> None:
     """Export every row of a manifest as csv, json or parquet.
 
     \b
@@ -116,10 +150,13 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
       batchload manifest export .batchload/manifests/equity_signals.sqlite --format parquet
     """
     from batchload.state.export import export
-    from batchload.state.manifest import Manifest
+    from batchload.state.ledger import is_url
+    from batchload.state.stores import open_ledger
 
-    target = out_path or path.with_suffix(f".{fmt}")
-    with Manifest.open(path, create=False) as opened:
+    if out_path is None and is_url(path):
+        raise click.UsageError("a postgresql:// manifest needs -o/--output")
+    target = out_path or Path(path).with_suffix(f".{fmt}")
+    with open_ledger(path, create=False) as opened:
         count = export(opened, fmt, target)
     output().info(f"wrote {count} row(s) to {target}")
 
@@ -129,13 +166,13 @@ def export(path: Path, fmt: str, out_path: Path | None) -> None:
     "--manifest",
     "path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The manifest of the run(s) to check.",
+    metavar="PATH|URL",
+    help="The manifest of the run(s) to check: a SQLite file or a postgresql:// URL.",
 )
 @connection_options
 @json_option
 def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
-    path: Path,
+    path: str,
     endpoint: str | None,
     token_file: Path | None,
     ca_bundle: Path | None,
@@ -156,9 +193,10 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
     from batchload.pipeline.reconcile import reconcile as compare
     from batchload.send.datasets import reader
     from batchload.send.transport import IngestionClient
-    from batchload.state.manifest import Manifest
+    from batchload.state.stores import open_ledger
 
-    with Manifest.open(path, create=False) as opened:
+    with open_ledger(path, create=False) as opened:
+        where = opened.location
         endpoints = {d.endpoint for d in opened.datasets()}
         chosen = endpoint or (endpoints.pop() if len(endpoints) == 1 else None)
         config = connection_config(
@@ -175,9 +213,7 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
 
         results = anyio.run(check, backend="asyncio")
     if as_json:
-        from dataclasses import asdict
-
-        print_json({"manifest": str(path), "reconcile": [asdict(r) for r in results]})
+        print_json({"manifest": where, "reconcile": [asdict(r) for r in results]})
     else:
         for r in results:
             status = "ok" if r.ok else "NOT OK"
@@ -192,3 +228,9 @@ def reconcile(  # noqa: PLR0917  (click passes each option as an argument)
             for file_id in r.unexpected[:MAX_FAILURES_SHOWN]:
                 click.echo(f"  unexpected: {file_id}")
     click.get_current_context().exit(0 if all(r.ok for r in results) else 1)
+
+
+def _rate(done: int, worker: WorkerRow, now: float) -> float:
+    """Files a second a process settled, over its life so far."""
+    end = worker.finished_at if worker.finished_at is not None else now
+    return done / max(end - worker.started_at, 1e-3)

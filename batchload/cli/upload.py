@@ -54,9 +54,27 @@ def run_options(fn: F) -> F:
             click.option(
                 "--manifest",
                 "manifest_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="The run's SQLite manifest (resume with the same one). "
-                "Default: .batchload/manifests/<dataset>.sqlite.",
+                metavar="PATH|URL",
+                help="The run's manifest (resume with the same one): a SQLite file, or "
+                "postgresql://USER@HOST:PORT/DB to share the run between machines. Every "
+                "process started on one manifest takes its share of the files. Default: "
+                "$BATCHLOAD_MANIFEST, else .batchload/manifests/<dataset>.sqlite.",
+            ),
+            click.option(
+                "--max-rps",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                metavar="N",
+                help="Most requests a second, over every process sharing the manifest "
+                "(evenly spaced; a 429 lowers it for all). Default: no budget.",
+            ),
+            click.option(
+                "--lease-s",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                metavar="SECONDS",
+                help="How long a process's claims on files outlive it: then another process "
+                "on the manifest takes them over. Default: 60.",
             ),
             click.option(
                 "--max-request-mb",
@@ -192,8 +210,10 @@ def _execute(
     insecure: bool,
     timeout_s: float | None,
     concurrency: int | None,
-    manifest_path: Path | None,
+    manifest_path: str | Path | None,
     max_request_mb: float | None,
+    max_rps: float | None,
+    lease_s: float | None,
     retries: int | None,
     on_existing: str,
     dry_run: bool,
@@ -203,8 +223,10 @@ def _execute(
     import anyio
 
     from batchload.cli.render import progress_sink
+    from batchload.config import resolve_manifest
     from batchload.pipeline.run import RunOptions, run_upload
     from batchload.send.retry import RetryPolicy
+    from batchload.state.ledger import DEFAULT_LEASE_S
 
     out = output()
     config: ClientConfig | None = None
@@ -223,8 +245,10 @@ def _execute(
         validate=not no_validate,
         on_existing=cast("OnExisting", on_existing),
         retry=RetryPolicy(attempts=1 + (DEFAULT_RETRIES if retries is None else retries)),
+        max_rps=max_rps,
+        lease_s=lease_s or DEFAULT_LEASE_S,
     )
-    path = manifest_path or default_manifest or _default_manifest(jobs[0])
+    path = resolve_manifest(manifest_path) or default_manifest or _default_manifest(jobs[0])
     with progress_sink(quiet=out.quiet or dry_run) as sink:
         summary = anyio.run(
             lambda: run_upload(jobs, config=config, manifest_path=path, options=options, sink=sink),
@@ -286,6 +310,17 @@ def _report(summary: RunSummary, out: Output) -> None:
             f"{summary.failed} failed{_on_service(summary)}",
             err=True,
         )
+        if summary.by_others or summary.lost:
+            click.echo(
+                f"{summary.by_others} file(s) settled by other processes on the manifest"
+                + (
+                    f"; {summary.lost} taken over by another process after this one's lease "
+                    "ran out (their outcome is recorded by it)"
+                    if summary.lost
+                    else ""
+                ),
+                err=True,
+            )
     for problem in summary.problems[:MAX_LINES_SHOWN]:  # errors: printed even with --quiet
         if problem.state == "conflict":  # the reason says it all, both sources included
             click.echo(f"  {problem.reason}", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,7 +21,7 @@ async def dry_run(
     *,
     validate: bool,
     workers: int,
-    manifest_path: Path,
+    manifest_path: str,
     started: float,
     limit: int,
 ) -> RunSummary:
@@ -52,7 +51,7 @@ async def dry_run(
         bytes_sent=0,
         request_bytes=sum(p.request_bytes for p in plan),
         seconds=time.monotonic() - started,
-        manifest=str(manifest_path),
+        manifest=manifest_path,
         dry_run=True,
         problems=all_problems,
         ignored=ignored_files(prepared),

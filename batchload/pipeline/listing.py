@@ -32,7 +32,7 @@ from batchload.jobs import PreparedJob, Work
 from batchload.pipeline.prepare import file_id_for, make_work
 from batchload.read.content import fingerprint_file
 from batchload.send.datasets import FileInfo
-from batchload.state.manifest import Manifest
+from batchload.state.ledger import Ledger
 from batchload.state.records import FileRecord, resume_decision
 from batchload.summary import Problem
 
@@ -56,10 +56,9 @@ class Decided:
     prepared: list[PreparedJob]
     resent: Mapping[str, int]
     """Dataset name -> files done in the manifest, missing on the service, sent again."""
-    found: tuple[FileRecord, ...] = ()
-    """Done rows of files the service holds already with the same sha256: not sent."""
-    found_files: int = 0
-    """How many files those rows are (a split file has a row per part)."""
+    found: int = 0
+    """Files the service holds already with the same sha256: their work only records
+    them (the ``rehash`` of a done file), under the run's claims, and sends nothing."""
     kept: tuple[str, ...] = ()
     """Source paths not sent because the service holds their id (``--on-existing skip``)."""
     conflicts: tuple[Problem, ...] = ()
@@ -69,7 +68,7 @@ def decide(
     prepared: Sequence[PreparedJob],
     listed: Mapping[str, Listed],
     *,
-    manifest: Manifest,
+    manifest: Ledger,
     on_existing: OnExisting,
     max_request_bytes: int,
 ) -> Decided:
@@ -77,8 +76,7 @@ def decide(
     files that meet another source's file_id): run it in a thread."""
     jobs: list[PreparedJob] = []
     resent: dict[str, int] = {}
-    found: list[FileRecord] = []
-    found_files = 0
+    found = 0
     kept: list[str] = []
     conflicts: list[Problem] = []
     for job in prepared:
@@ -86,15 +84,15 @@ def decide(
         if state is None:  # not created yet: nothing there to meet
             jobs.append(job)
             continue
-        judge = _Judge(job, state, on_existing)
+        judge = _Judge(job, state, on_existing, manifest)
         work: list[Work] = []
         for item in job.work:
             verdict = judge.work(item)
             if isinstance(verdict, Work):
                 work.append(verdict)
-            elif isinstance(verdict, tuple):
-                found.extend(verdict)
-                found_files += 1
+            elif isinstance(verdict, tuple):  # there already: confirm the bytes, record
+                work.append(replace(item, previous=verdict, decision="rehash"))
+                found += 1
             elif isinstance(verdict, Problem):
                 conflicts.append(verdict)
             else:
@@ -126,8 +124,7 @@ def decide(
     return Decided(
         prepared=jobs,
         resent=resent,
-        found=tuple(found),
-        found_files=found_files,
+        found=found,
         kept=tuple(kept),
         conflicts=tuple(conflicts),
     )
@@ -136,8 +133,11 @@ def decide(
 class _Judge:
     """Decisions for one job against its dataset's listing."""
 
-    def __init__(self, job: PreparedJob, state: Listed, on_existing: OnExisting) -> None:
+    def __init__(
+        self, job: PreparedJob, state: Listed, on_existing: OnExisting, manifest: Ledger
+    ) -> None:
         self.job = job
+        self.manifest = manifest
         self.state = state
         self.on_existing = on_existing
         self.resent = 0
@@ -193,15 +193,16 @@ class _Judge:
             if decision == "done":  # every row landed, and the file is as it was sent
                 return settled
             item = replace(item, previous=settled, decision=decision)
-        if item.file_id is None or self.on_existing == "replace":
+        file_id = item.file_id
+        if file_id is None or self.on_existing == "replace":
             return item
-        ours = {r.file_id for r in item.previous if r.state in ("done", "sent")}
         path = str(item.source.path)
-        theirs = [
-            file_id
-            for file_id in self._family(item.file_id)
-            if file_id not in ours and self.job.taken_over.get(file_id) is None
-        ]
+        theirs = self._theirs(file_id, item.previous)
+        if theirs:  # another process sharing the manifest may have sent it since it was read
+            fresh = tuple(self.manifest.rows_for(self.job.name, [path]).get(path, ()))
+            if fresh != item.previous:
+                item = replace(item, previous=fresh)
+                theirs = self._theirs(file_id, fresh)
         if not theirs:
             return item
         if theirs == [item.file_id] and (row := self._same_bytes(item)) is not None:
@@ -222,6 +223,15 @@ class _Judge:
                 "Use --on-existing skip|replace to decide."
             ),
         )
+
+    def _theirs(self, file_id: str, rows: tuple[FileRecord, ...]) -> list[str]:
+        """The listed ids of the file (its own, its parts') that ``rows`` did not send."""
+        ours = {r.file_id for r in rows if r.state in ("done", "sent")}
+        return [
+            listed
+            for listed in self._family(file_id)
+            if listed not in ours and self.job.taken_over.get(listed) is None
+        ]
 
     def _family(self, file_id: str) -> list[str]:
         """The listed ids of a file: its own, and those of its parts."""

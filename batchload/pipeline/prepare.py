@@ -29,7 +29,7 @@ from batchload.protocol import Envelope
 from batchload.read.discover import FileSet, SourceFile, discover
 from batchload.read.frames import has_null_columns
 from batchload.state.fileids import FileIdTemplate, check_unique
-from batchload.state.manifest import Manifest
+from batchload.state.ledger import Ledger
 from batchload.state.records import DatasetRecord, FileRecord, Resume, ResumeRow, resume_decision
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ _SHA_PLACEHOLDER = "0" * 64
 def prepare(
     jobs: Sequence[UploadJob],
     *,
-    manifest: Manifest | None,
+    manifest: Ledger | None,
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
@@ -72,7 +72,7 @@ def _no_collection_pauses() -> Iterator[None]:
 
 def _prepare(
     jobs: Sequence[UploadJob],
-    manifest: Manifest | None,
+    manifest: Ledger | None,
     endpoint: str | None,
     max_request_bytes: int,
 ) -> list[PreparedJob]:
@@ -122,7 +122,7 @@ def _prepare(
 
 def _with_known_keys(
     prepared: list[PreparedJob],
-    manifest: Manifest,
+    manifest: Ledger,
     indexes: Mapping[str, Mapping[str, list[ResumeRow]]],
 ) -> list[PreparedJob]:
     """Give each job the key hashes of its dataset's done files that it does not re-send.

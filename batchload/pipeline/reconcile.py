@@ -13,11 +13,11 @@ from __future__ import annotations
 from batchload.errors import AuthError, ServiceError
 from batchload.send.datasets import list_files
 from batchload.send.sender import Sender
-from batchload.state.manifest import Manifest
+from batchload.state.ledger import Ledger
 from batchload.summary import Reconciliation
 
 
-async def reconcile(sender: Sender, manifest: Manifest) -> tuple[Reconciliation, ...]:
+async def reconcile(sender: Sender, manifest: Ledger) -> tuple[Reconciliation, ...]:
     """Compare each dataset's done files in the manifest with the files the service lists."""
     results = []
     for dataset in manifest.datasets():

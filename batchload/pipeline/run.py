@@ -11,6 +11,10 @@
 - The manifest is the truth: a dataset's id is committed before any file is sent to
   it, a file is ``sent`` before its request and ``done`` when the receipt is in.
   Re-sending overwrites (deterministic file_ids), so a crash costs at most a resend.
+- Several processes may run the same command on one manifest (a SQLite file, or a
+  PostgreSQL ledger across machines): each takes files from the ledger's queue as it
+  goes, under claims with leases (:mod:`batchload.pipeline.claims`), and writes a
+  file's state only while it holds the claim. ``--max-rps`` is one budget for all.
 - Per-file problems (invalid, refused, retries exhausted) fail that file and the run
   goes on; a refused token (401/403) or a service that stays unreachable stops the
   run cleanly: the writer drains what it was given, and the summary says why.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,19 +33,25 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchload.check.checker import check_bytes, check_group, cut_file, groups
+from batchload.check.checker import check_bytes, check_group, cut_file
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool, sweep_dead
 from batchload.config import ClientConfig, cpu_count
-from batchload.contract.model import diff_locked
-from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
+from batchload.errors import (
+    AuthError,
+    BatchloadError,
+    ClaimLost,
+    ConfigError,
+    UsageError,
+)
 from batchload.jobs import PreparedJob, UploadJob, Work
+from batchload.pipeline.claims import Claims
 from batchload.pipeline.dryrun import dry_run
 from batchload.pipeline.listing import ON_EXISTING, Listed, OnExisting, decide
+from batchload.pipeline.opening import open_datasets
 from batchload.pipeline.prepare import ignored_files, prepare
 from batchload.pipeline.reconcile import reconcile
 from batchload.progress import (
-    DatasetReady,
     FileConflict,
     FileSkipped,
     MissingOnService,
@@ -50,13 +60,14 @@ from batchload.progress import (
     null_sink,
 )
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
-from batchload.send.datasets import list_files
+from batchload.send.ratebudget import RateBudget
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
-from batchload.state.manifest import Manifest
-from batchload.state.records import Changes, DatasetRecord
+from batchload.state.ledger import DEFAULT_LEASE_S, Ledger, new_owner
+from batchload.state.records import Changes
+from batchload.state.stores import exists, open_ledger
 from batchload.summary import Problem, Reconciliation, RunSummary
 
 MEMORY_BUDGET_MB = 256.0
@@ -89,10 +100,20 @@ class RunOptions:
     on_existing: OnExisting = "fail"
     """What to do with a file_id the service holds from another source (see
     :mod:`batchload.pipeline.listing`): ``fail`` (a conflict), ``skip`` or ``replace``."""
+    lease_s: float = DEFAULT_LEASE_S
+    """How long this process's claims outlive its last heartbeat (then another process
+    sharing the manifest takes its files over)."""
+    max_rps: float | None = None
+    """Most requests a second, over every process sharing the manifest; None: no budget
+    (each process's adaptive concurrency alone)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
+        if not self.lease_s > 0:
+            raise UsageError("--lease-s must be positive")
+        if self.max_rps is not None and not self.max_rps > 0:
+            raise UsageError("--max-rps must be positive")
         if not self.max_request_mb > 0:
             raise UsageError("--max-request-mb must be positive")
         if self.on_existing not in ON_EXISTING:
@@ -103,16 +124,26 @@ async def run_upload(
     jobs: Sequence[UploadJob],
     *,
     config: ClientConfig | None,
-    manifest_path: Path,
+    manifest_path: Path | str,
     options: RunOptions | None = None,
     sink: Sink = null_sink,
 ) -> RunSummary:
-    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run."""
+    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run.
+
+    ``manifest_path``: a SQLite file, or a ``postgresql://`` URL.
+    """
     options = options or RunOptions()
     started = time.monotonic()
     limit = max_request_bytes(options.max_request_mb)
-    manifest = _open_manifest(manifest_path, options.dry_run)
+    manifest = await anyio.to_thread.run_sync(_open_manifest, manifest_path, options.dry_run)
+    claims: Claims | None = None
     try:
+        if manifest is not None and not options.dry_run:
+            # registered before prepare reads the manifest: what others settle after
+            # this moment, this process's plan cannot know (see Ledger.enqueue)
+            owner = new_owner()
+            since = await anyio.to_thread.run_sync(manifest.register, owner)
+            claims = Claims(manifest, owner=owner, since=since, lease_s=options.lease_s)
         endpoint = config.endpoint if config else None
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
@@ -122,25 +153,34 @@ async def run_upload(
                 prepared,
                 validate=options.validate,
                 workers=options.workers or cpu_count(),
-                manifest_path=manifest_path,
+                manifest_path=manifest.location if manifest else str(manifest_path),
                 started=started,
                 limit=limit,
             )
         if config is None:
             raise ConfigError("an upload needs an endpoint and a token")
-        assert manifest is not None
+        assert manifest is not None and claims is not None
         run = _Run(
-            prepared, config=config, manifest=manifest, options=options, sink=sink, limit=limit
+            prepared,
+            config=config,
+            manifest=manifest,
+            claims=claims,
+            options=options,
+            sink=sink,
+            limit=limit,
         )
         return await run.execute(started)
     finally:
-        if manifest is not None:
-            manifest.close()
+        with anyio.CancelScope(shield=True):
+            if claims is not None:  # what it still holds goes back to the queue at once
+                await claims.call(claims.ledger.unregister, claims.owner)
+            if manifest is not None:
+                manifest.close()
 
 
-def _open_manifest(path: Path, dry_run: bool) -> Manifest | None:
+def _open_manifest(location: Path | str, dry_run: bool) -> Ledger | None:
     """The run's manifest; a dry run only reads one that exists."""
-    return None if dry_run and not path.is_file() else Manifest.open(path)
+    return open_ledger(location) if exists(location) or not dry_run else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +205,8 @@ class _Run:
         prepared: list[PreparedJob],
         *,
         config: ClientConfig,
-        manifest: Manifest,
+        manifest: Ledger,
+        claims: Claims,
         options: RunOptions,
         sink: Sink,
         limit: int,
@@ -173,12 +214,12 @@ class _Run:
         self.prepared = prepared
         self.config = config
         self.manifest = manifest
+        self.claims = claims
         self.options = options
         self.sink = sink
         self.limit = limit
         self.workers = options.workers or cpu_count()
         self.cpu = anyio.CapacityLimiter(self.workers)
-        self.db = anyio.CapacityLimiter(1)
         self.gates: dict[str, DatasetGate] = {}
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
@@ -222,7 +263,14 @@ class _Run:
     async def _execute(self, started: float, spool: PartSpool) -> RunSummary:
         error: BatchloadError | None = None
         reconciled: tuple[Reconciliation, ...] = ()
-        async with IngestionClient(self.config, max_connections=self.options.concurrency) as client:
+        budget = None
+        if self.options.max_rps is not None:
+            budget = RateBudget(
+                self.manifest, self.options.max_rps, name=f"requests to {self.config.endpoint}"
+            )
+        async with IngestionClient(
+            self.config, max_connections=self.options.concurrency, budget=budget
+        ) as client:
             pacer = Pacer(AimdLimit(self.options.concurrency))
             sender = Sender(
                 client,
@@ -233,11 +281,24 @@ class _Run:
             )
             uploader: Uploader | None = None
             try:
-                await self._take_in(await self._open_datasets(sender))
-                self._start()
-                uploader = self._uploader(sender, spool)
-                if any(job.work for job in self.prepared):
-                    await self._pipeline(uploader)
+                async with anyio.create_task_group() as heartbeat:
+                    heartbeat.start_soon(self.claims.heartbeat)
+                    self.gates, listed = await open_datasets(
+                        self.prepared,
+                        sender=sender,
+                        endpoint=self.config.endpoint,
+                        manifest=self.manifest,
+                        shared=self.claims.creating,
+                        write=self.write,
+                        sink=self.sink,
+                    )
+                    await self._take_in(listed)
+                    self._start()
+                    await self.claims.enqueue(self.prepared)  # what the listing left to do
+                    uploader = self._uploader(sender, spool)
+                    if any(job.work for job in self.prepared):
+                        await self._pipeline(uploader)
+                    heartbeat.cancel_scope.cancel()
             except Exception as exc:
                 error = _run_stopper(exc)
             if error is None and self.options.reconcile:
@@ -261,44 +322,8 @@ class _Run:
             budget_bytes=max(int(self.options.memory_budget_mb * MIB), largest),
             recut=cut_file,
             spool=spool,
+            finished=self.claims.finished_with,
         )
-
-    async def _open_datasets(self, sender: Sender) -> dict[str, Listed]:
-        """Give every dataset a gate, and list the files of those that exist (once each).
-
-        An id given (``--dataset-id``) or recorded as ready is checked against the service.
-        A dataset the manifest does not know is looked up by name and added to when there;
-        else its first file creates it. One whose create was interrupted keeps the id it
-        was given: creating it again is harmless.
-        """
-        listed: dict[str, Listed] = {}
-        for job in self.prepared:
-            if job.name in self.gates:
-                continue
-            record = job.record
-            ready = record.dataset_id if record and record.state == "ready" else None
-            planned = record.dataset_id if record and record.state == "creating" else None
-            gate = DatasetGate(
-                job.name,
-                job.job.dataset_id or ready,
-                record=self._recorder(job),
-                schema=job.contract.locked_schema(),
-                planned_id=planned,
-            )
-            self.gates[job.name] = gate
-            if gate.dataset_id is None and planned is None:
-                await gate.adopt_existing(sender)  # an earlier run (or another tool) made it
-            if gate.dataset_id is not None:
-                await self._check_locked(sender, job, gate.dataset_id)
-                files = await list_files(sender, gate.dataset_id)
-                listed[job.name] = Listed(
-                    name=job.name,
-                    dataset_id=gate.dataset_id,
-                    files={f.file_id: f for f in files},
-                )
-                self.manifest.save_dataset(self._dataset_record(job, gate.dataset_id, ready=True))
-                self.sink(DatasetReady(job.name, gate.dataset_id, created=False, files=len(files)))
-        return listed
 
     async def _take_in(self, listed: dict[str, Listed]) -> None:
         """Decide from the service's listing what to send, re-send, record or refuse."""
@@ -313,12 +338,10 @@ class _Run:
                 on_existing=self.options.on_existing,
                 max_request_bytes=self.limit,
             ),
-            limiter=self.db,
+            limiter=self.claims.limiter,
         )
         self.prepared = decided.prepared
-        if decided.found:
-            self.manifest.write(list(decided.found))
-        self.found = decided.found_files
+        self.found = decided.found
         self.kept = len(decided.kept)
         self.resent = sum(decided.resent.values())
         self.problems += decided.conflicts
@@ -327,48 +350,6 @@ class _Run:
         for name, count in decided.resent.items():
             if count:
                 self.sink(MissingOnService(name, listed[name].dataset_id, count))
-
-    async def _check_locked(self, sender: Sender, job: PreparedJob, dataset_id: str) -> None:
-        try:
-            answer = await sender.call(lambda: sender.client.get_dataset(dataset_id))
-        except AuthError:
-            raise
-        except ServiceError as exc:
-            if exc.status in (404, 405, 501):  # the service cannot say: go on, it will check
-                return
-            raise
-        if answer is None:
-            raise UsageError(
-                f"dataset {dataset_id} ({job.name}) does not exist at {self.config.endpoint}",
-                hint="check --dataset-id, or use a new --manifest if it was deleted",
-            )
-        locked = answer.get("schema")
-        if isinstance(locked, list) and (differences := diff_locked(job.contract, locked)):
-            shown = "; ".join(str(d) for d in differences[:5])
-            raise UsageError(
-                f"contract {job.job.schema} does not match the locked schema of dataset "
-                f"{dataset_id}: {shown}",
-                hint="fix the contract (batchload schema diff shows every difference)",
-            )
-
-    def _dataset_record(
-        self, job: PreparedJob, dataset_id: str | None, *, ready: bool
-    ) -> DatasetRecord:
-        return DatasetRecord(
-            name=job.name,
-            dataset_id=dataset_id,
-            state="ready" if ready else "creating",
-            endpoint=self.config.endpoint,
-            contract=str(job.job.schema),
-            file_id_template=job.template.text,
-        )
-
-    def _recorder(self, job: PreparedJob) -> Callable[[str | None, bool], Awaitable[None]]:
-        async def record(dataset_id: str | None, ready: bool) -> None:
-            changes = Changes(datasets=(self._dataset_record(job, dataset_id, ready=ready),))
-            await self.write(changes, wait=True)
-
-        return record
 
     def keys(self, job: PreparedJob) -> UniqueKeys:
         """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
@@ -407,7 +388,7 @@ class _Run:
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
             for job in self.prepared:
-                for works in groups(job.work):
+                async for works in self.claims.groups(job):
                     await send.send(_Group(job.index, works))
 
     async def _check_loop(
@@ -453,23 +434,37 @@ class _Run:
             await uploader.budget.release(held - keep)
             held = keep
             for outcome in outcomes:
-                item = await uploader.accept(job, outcome, held)
-                if item is not None:
-                    await ready.send(item)
-                    held = 0  # the upload task releases it
+                try:
+                    item = await uploader.accept(job, outcome, held)
+                except ClaimLost:
+                    uploader.lost += 1
+                    item = None
+                if item is None:  # its outcome is recorded: the file is finished with
+                    self.claims.finished_with()
+                    continue
+                await ready.send(item)
+                held = 0  # the upload task releases it
         finally:
             with anyio.CancelScope(shield=True):
                 await uploader.budget.release(held)
 
     async def write(self, changes: Changes, *, wait: bool = False) -> None:
-        """Hand changes to the writer; with ``wait``, return once they are committed."""
+        """Hand changes to the writer; with ``wait``, return once they are committed.
+
+        Raises :class:`ClaimLost` for a file another process took over: before the
+        changes are handed on when that is known already, after the commit (``wait``)
+        when the ledger refused them.
+        """
+        self.claims.check(changes)
         if self._writer is None:  # before the pipeline starts (dataset checks): write now
-            await anyio.to_thread.run_sync(self.manifest.apply, [changes], limiter=self.db)
-            return
-        op = _Op(changes, anyio.Event() if wait else None)
-        await self._writer.send(op)
-        if op.done is not None:
+            await self.claims.call(self.claims.apply, [changes])
+        else:
+            op = _Op(changes, anyio.Event() if wait else None)
+            await self._writer.send(op)
+            if op.done is None:
+                return
             await op.done.wait()
+        self.claims.check(changes)
 
     async def _write_loop(self, ops: MemoryObjectReceiveStream[_Op]) -> None:
         async with ops:
@@ -480,8 +475,7 @@ class _Run:
                         batch.append(ops.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                changes = [o.changes for o in batch]
-                await anyio.to_thread.run_sync(self.manifest.apply, changes, limiter=self.db)
+                await self.claims.call(self.claims.apply, [o.changes for o in batch])
                 for done in batch:
                     if done.done is not None:
                         done.done.set()
@@ -504,7 +498,10 @@ class _Run:
             datasets=datasets,
             uploaded=uploader.uploaded if uploader else 0,
             parts_uploaded=uploader.parts_uploaded if uploader else 0,
-            skipped=self.skipped + self.found + self.kept + (uploader.unchanged if uploader else 0),
+            skipped=self.skipped + self.kept + (uploader.unchanged if uploader else 0),
+            by_others=self.claims.by_others,
+            lost=uploader.lost if uploader else 0,
+            owner=self.claims.owner,
             invalid=sum(1 for p in problems if p.state == "invalid"),
             failed=sum(1 for p in problems if p.state == "failed"),
             conflicts=sum(1 for p in problems if p.state == "conflict"),
@@ -513,7 +510,7 @@ class _Run:
             bytes_sent=uploader.bytes_sent if uploader else 0,
             request_bytes=uploader.request_bytes if uploader else 0,
             seconds=time.monotonic() - started,
-            manifest=str(self.manifest.path),
+            manifest=self.manifest.location,
             problems=problems,
             ignored=ignored_files(self.prepared),
             reconcile=reconciled,

@@ -11,7 +11,10 @@
   callback, which commits it to the manifest) before the request, so that creating
   is idempotent by construction. Only where the service refuses that call does the
   first file create it (``POST /ingestion/datasets``, not idempotent): after an
-  ambiguous failure the gate looks the name up before trying again.
+  ambiguous failure the gate looks the name up before trying again. Processes sharing
+  a ledger create it one at a time (``shared``, a lock in the ledger that yields the
+  dataset's record as another process left it: made, or begun under an id that a PUT
+  can finish).
 
 Nothing here knows about the manifest or progress rendering: attempts and waits are
 reported through callbacks.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import anyio
@@ -30,6 +34,7 @@ from batchload.errors import ServiceError, TransientError, UsageError
 from batchload.progress import DatasetReady, Event, Retrying, Sink, Throttled
 from batchload.send.retry import Pacer, RetryPolicy
 from batchload.send.transport import IngestionClient
+from batchload.state.records import DatasetRecord
 
 T = TypeVar("T")
 OnAttempt = Callable[[int], Awaitable[None]]
@@ -111,15 +116,21 @@ def new_dataset_id() -> str:
     return uuid.uuid4().hex
 
 
+SharedCreation = Callable[[], AbstractAsyncContextManager[DatasetRecord | None]]
+"""Held while this process creates a dataset; yields the ledger's record of it as
+another process may have left it (created, or begun to)."""
+
+
 class DatasetGate:
     """A dataset's id, and the one creation of it when it does not exist yet.
 
     Created with ``PUT /ingestion/datasets/{id}`` and the contract's schema, under an id
     chosen here and committed to the manifest before the request: a repeat (a retry, a
-    resumed run) finds the dataset there and is harmless, however slow the first create
-    was. Only a service that refuses the PUT (404, 405, 501) gets the guide's create
-    with the first file, whose repeat is not harmless: after an ambiguous failure the
-    name is looked up before trying again.
+    resumed run, another process finishing what a dead one began) finds the dataset
+    there and is harmless, however slow the first create was. Only a service that
+    refuses the PUT (404, 405, 501) gets the guide's create with the first file, whose
+    repeat is not harmless: after an ambiguous failure the name is looked up before
+    trying again.
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class DatasetGate:
         record: RecordId,
         schema: list[dict[str, str]] | None,
         planned_id: str | None = None,
+        shared: SharedCreation | None = None,
     ) -> None:
         self.name = name
         self.dataset_id = dataset_id
@@ -138,6 +150,7 @@ class DatasetGate:
         self.created = False
         self._record = record
         self._schema = schema
+        self._shared = shared
         self._lock = anyio.Lock()
 
     async def send(
@@ -155,8 +168,10 @@ class DatasetGate:
         """
         if self.dataset_id is None:
             async with self._lock:  # the others wait here while the first one creates
-                if self.dataset_id is None and await self._put_create(sender, label) is None:
-                    return await self._create_with_file(sender, make_body, label, on_attempt)
+                if self.dataset_id is None:
+                    receipt = await self._create(sender, make_body, label, on_attempt)
+                    if receipt is not None:  # this file made the dataset
+                        return receipt
         dataset_id = self.dataset_id
         assert dataset_id is not None
         return await sender.call(
@@ -164,6 +179,40 @@ class DatasetGate:
             label=label,
             on_attempt=on_attempt,
         )
+
+    async def _create(
+        self,
+        sender: Sender,
+        make_body: Callable[[str | None], Any],
+        label: tuple[str, str],
+        on_attempt: OnAttempt,
+    ) -> dict[str, Any] | None:
+        """Make the dataset (or take it from the process that made it); the file's receipt
+        when the file itself created it."""
+        if self._shared is None:
+            return await self._put_or_post(sender, make_body, label, on_attempt)
+        async with self._shared() as record:  # one process at a time, across machines
+            if record is not None and record.dataset_id and record.state == "ready":
+                await self._adopt(record.dataset_id)  # another process made it
+                return None
+            if record is not None and record.state == "creating":
+                if record.dataset_id:  # begun under this id: the PUT finishes it
+                    self.planned_id = record.dataset_id
+                elif (found := await self.lookup(sender)) is not None:  # a POST, maybe landed
+                    await self._adopt(found)
+                    return None
+            return await self._put_or_post(sender, make_body, label, on_attempt)
+
+    async def _put_or_post(
+        self,
+        sender: Sender,
+        make_body: Callable[[str | None], Any],
+        label: tuple[str, str],
+        on_attempt: OnAttempt,
+    ) -> dict[str, Any] | None:
+        if await self._put_create(sender, label) is None:
+            return await self._create_with_file(sender, make_body, label, on_attempt)
+        return None
 
     async def _put_create(self, sender: Sender, label: tuple[str, str]) -> str | None:
         """Create the dataset under the planned id; None when the service cannot (or there

@@ -17,7 +17,9 @@ TLS verification           :class:`ConfigError` (point --ca-bundle at the right 
 What to retry is the pipeline's decision (see :mod:`batchload.send.retry`); the client
 only records the fact it needs, :attr:`IngestionClient.answered` (whether the
 service has answered any request yet), so that a wrong endpoint can fail at once
-while a service that answered and then went away is waited for. The token goes into
+while a service that answered and then went away is waited for. With a shared
+request budget (``--max-rps``, :mod:`batchload.send.ratebudget`), every request waits
+for its moment in it here, and every 429 is reported to it. The token goes into
 the Authorization header and nowhere else: no message, repr or log.
 """
 
@@ -43,6 +45,7 @@ from batchload.errors import (
 )
 from batchload.protocol import DATASETS_PATH
 from batchload.send.body import RequestBody
+from batchload.send.ratebudget import RateBudget
 from batchload.send.retry import parse_retry_after
 
 CONNECT_TIMEOUT_S = 30.0
@@ -64,8 +67,10 @@ class IngestionClient:
         *,
         max_connections: int = MAX_CONNECTIONS,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        budget: RateBudget | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget
         self.endpoint = config.endpoint.rstrip("/")
         self._max_connections = max_connections
         # sock_read: the longest silence while an answer is awaited (config.timeout_s).
@@ -200,6 +205,8 @@ class IngestionClient:
         elif json_body is not None:
             headers = {"Content-Type": "application/json"}
             data = json.dumps(json_body).encode("utf-8")
+        if self.budget is not None:
+            await self.budget.take()
         try:
             async with self._session.request(
                 method, self.endpoint + path, data=data, headers=headers
@@ -218,6 +225,8 @@ class IngestionClient:
             raise body.problem
         if 200 <= status < 300:
             return _json(raw) if raw else {}
+        if status == 429 and self.budget is not None:
+            await self.budget.throttled(parse_retry_after(retry_after))
         raise _status_error(what, status, _json(raw), parse_retry_after(retry_after))
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream
@@ -38,6 +38,7 @@ from batchload.check.spool import PartSpool
 from batchload.contract.model import arrow_schema
 from batchload.errors import (
     AuthError,
+    ClaimLost,
     ConfigError,
     FileProblem,
     PayloadTooLarge,
@@ -65,7 +66,14 @@ MIN_REQUEST_BYTES = 1024
 #: Errors that end the whole run, not one file.
 RUN_STOPPERS = (AuthError, UnreachableError, ConfigError, UsageError)
 
-Write = Callable[[Changes], Awaitable[None]]
+
+class Write(Protocol):
+    """Hands changes to the manifest's writer; with ``wait``, returns once committed
+    (raising :class:`ClaimLost` if the ledger refused them)."""
+
+    def __call__(self, changes: Changes, *, wait: bool = False) -> Awaitable[None]: ...
+
+
 Cut = Callable[[int], Iterator[Part]]
 Recut = Callable[[PreparedJob, Checked, int], Iterator[Part]]
 """Cuts a checked file's parts again for a byte budget: the check stage's own cutter,
@@ -97,8 +105,11 @@ class Uploader:
         budget_bytes: int,
         recut: Recut,
         spool: PartSpool | None = None,
+        finished: Callable[[], None] = lambda: None,
     ) -> None:
         self.sender = sender
+        self.finished = finished
+        """Told when a file is finished with (sent, failed or refused)."""
         self.recut = recut
         self.gates = gates
         self.write = write
@@ -108,7 +119,7 @@ class Uploader:
         self.budget = ByteBudget(budget_bytes)
         self.spool = spool
         self.problems: list[Problem] = []
-        self.uploaded = self.parts_uploaded = self.unchanged = 0
+        self.uploaded = self.parts_uploaded = self.unchanged = self.lost = 0
         self.bytes_sent = self.request_bytes = 0
 
     # --- intake: what checking found ---------------------------------------------------
@@ -154,6 +165,7 @@ class Uploader:
                 try:
                     await self._one(item)
                 finally:
+                    self.finished()
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)
                 # a split file's frame must not stay alive while this task waits for the next
@@ -172,6 +184,8 @@ class Uploader:
                 await self._converted(job, checked, checked.frame)
         except RUN_STOPPERS:
             raise
+        except ClaimLost:
+            self.lost += 1  # another process took it over: its outcome is theirs to record
         except (ServiceError, FileProblem) as exc:
             status = exc.status if isinstance(exc, ServiceError) else None
             self.problems.append(
@@ -392,6 +406,8 @@ class Uploader:
             raise
         except (AuthError, UsageError):
             raise  # the run stops; the row stays "sent" and a resume sends it again
+        except ClaimLost:
+            raise  # another process holds the file now: nothing of it is ours to write
         except Exception as exc:
             status = exc.status if isinstance(exc, ServiceError) else None
             failed = replace(
@@ -455,7 +471,8 @@ class Uploader:
             keys = (checked.keys,)
         elif checked.work.previous:  # sent unvalidated: what an earlier run stored is stale
             keys = (FileKeys(dataset=job.name, source_path=path, scheme="", hashes=None),)
-        await self.write(Changes(records=tuple(rows), forget=forget, keys=keys))
+        # waited for: a file counts as uploaded here only if its claim was still ours
+        await self.write(Changes(records=tuple(rows), forget=forget, keys=keys), wait=True)
         self.uploaded += 1
         parts = len(rows) if rows[0].part else 0
         self.sink(FileDone(path, rows[0].file_id or "", size, parts))

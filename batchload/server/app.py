@@ -6,7 +6,9 @@ Requests pass three middlewares, outermost first:
 - auth: ``/ingestion/...`` and ``/admin/...`` need an accepted bearer token (401);
 - faults: ``/ingestion/...`` only: rate limit (429), fail rate (503), drop rate,
   latency and latency spikes (see :mod:`batchload.server.faults`); the slow create is
-  in the two create handlers, before anything is stored.
+  in the two create handlers, before anything is stored. Each ingestion request's
+  arrival time is kept (the last ``REQUEST_LOG_SIZE``) and listed by
+  ``GET /admin/requests``, so a test can measure a client's rate at the server.
 
 The event loop only moves bytes: a body is read into one preallocated buffer (the
 413 limit enforced while reading, so a huge declared length is refused before any
@@ -18,7 +20,9 @@ pool so that they never queue behind big uploads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ from batchload.server.settings import ServerSettings
 from batchload.server.store import DatasetNotFound, Store
 
 REVOKE_PATH = "/admin/revoke"
+REQUESTS_PATH = "/admin/requests"
+REQUEST_LOG_SIZE = 100_000
 _META_WORKERS = 2
 MIN_BODY_RATE_BPS = 16 * 1024
 """A body must arrive at this average rate (after --read-timeout-s of grace), so a client
@@ -66,6 +72,8 @@ class ServerState:
     faults: Faults
     ingest_pool: ThreadPoolExecutor
     meta_pool: ThreadPoolExecutor
+    arrivals: collections.deque[float]
+    """Epoch seconds at which each recent ingestion request arrived."""
 
     async def meta(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a metadata call on the small metadata pool."""
@@ -84,6 +92,7 @@ def make_app(settings: ServerSettings, store: Store) -> web.Application:
         faults=Faults(settings.faults),
         ingest_pool=ThreadPoolExecutor(settings.workers, thread_name_prefix="ingest"),
         meta_pool=ThreadPoolExecutor(_META_WORKERS, thread_name_prefix="meta"),
+        arrivals=collections.deque(maxlen=REQUEST_LOG_SIZE),
     )
     app = web.Application(
         middlewares=[error_middleware, auth_middleware, fault_middleware],
@@ -94,6 +103,7 @@ def make_app(settings: ServerSettings, store: Store) -> web.Application:
     for method, path, handler in [
         ("GET", HEALTH_PATH, health),
         ("POST", REVOKE_PATH, revoke),
+        ("GET", REQUESTS_PATH, list_requests),
         ("GET", datasets, list_datasets),
         ("GET", datasets + "/", list_datasets),
         ("POST", datasets, create_from_file),
@@ -177,6 +187,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Inject the configured faults into ingestion requests (never /healthz or /admin)."""
     if not request.path.startswith(DATASETS_PATH):
         return await handler(request)
+    request.app[STATE].arrivals.append(time.time())
     faults = request.app[STATE].faults
     try:
         if (retry_after := faults.retry_after_s()) is not None:
@@ -293,6 +304,11 @@ async def revoke(request: web.Request) -> web.Response:
     state.gate.revoke(token)
     log.info("a token was revoked")
     return web.json_response({"revoked": True})
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """``GET /admin/requests``: arrival times (epoch seconds) of recent ingestion requests."""
+    return web.json_response({"times": list(request.app[STATE].arrivals)})
 
 
 async def list_datasets(request: web.Request) -> web.Response:

@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 
 from batchload.errors import UsageError
-from batchload.state.manifest import FILE_COLUMNS, Manifest
+from batchload.state.ledger import Ledger
+from batchload.state.sqlstore import FILE_COLUMNS
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -18,7 +19,7 @@ _INT_COLUMNS = frozenset(
 )
 
 
-def export(manifest: Manifest, fmt: str, out: Path) -> int:
+def export(manifest: Ledger, fmt: str, out: Path) -> int:
     """Write every file row to ``out`` as csv, json or parquet; returns the row count."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use csv, json or parquet")

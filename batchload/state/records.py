@@ -58,6 +58,8 @@ class FileRecord:
     last_status: int | None = None
     last_error: str | None = None
     receipt: Mapping[str, Any] | None = None
+    owner: str | None = None
+    """The process that wrote the row (see :mod:`batchload.state.ledger`)."""
     created_at: str | None = None
     updated_at: str | None = None
     done_at: str | None = None
@@ -125,7 +127,7 @@ class FileKeys:
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """One batch of manifest changes, applied together by :meth:`Manifest.apply`."""
+    """One batch of manifest changes, applied together by :meth:`SqlLedger.apply`."""
 
     records: tuple[FileRecord, ...] = ()
     forget: tuple[tuple[str, str, int], ...] = ()

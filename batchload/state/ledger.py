@@ -1,0 +1,151 @@
+"""The ledger: what a manifest store offers, so that several processes can share one run.
+
+A store keeps the manifest (datasets, files, key hashes) and, beside it, what lets N
+processes split one run between them without a coordinator:
+
+- **claims**: every file a run has to work on is queued once (:meth:`Ledger.enqueue`);
+  a process takes a batch with :meth:`Ledger.claim` (owner + lease), keeps the lease
+  alive with :meth:`Ledger.renew` (its heartbeat), and every state change of a file is
+  written only while the process still owns its claim (:meth:`Ledger.apply` with an
+  owner: the rows of a file another process took over are refused, not written).
+  A killed process's leases run out and its files are claimed again by another.
+- **locks**: a named row with an owner and a lease (:meth:`Ledger.lock`), so that a
+  dataset is created by one process while the others wait for its id.
+- **a request budget** (:meth:`Ledger.grant`): GCRA over one row, so that all the
+  processes of a run together never send more than ``--max-rps`` requests a second.
+
+Two stores implement it: the SQLite manifest (:mod:`batchload.state.manifest`, one
+machine) and PostgreSQL (:mod:`batchload.state.postgres`, many). Times are seconds
+on the store's clock (:meth:`Ledger.clock`), so machines need not agree on the time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol
+
+from batchload.state.records import (
+    Changes,
+    DatasetRecord,
+    FileKeys,
+    FileRecord,
+    ResumeRow,
+)
+
+Outcome = Literal["done", "invalid", "failed"]
+
+DEFAULT_LEASE_S = 60.0
+"""How long a claim outlives its owner's last heartbeat: then another process takes it."""
+
+
+def new_owner() -> str:
+    """A name for this process in the ledger: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether a manifest location names a PostgreSQL ledger rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+_PASSWORD = re.compile(r"(?P<head>postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of any PostgreSQL URL in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\g<head>:***@", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The files of a dataset's queue not finished yet, and when the next lease runs out."""
+
+    unfinished: int
+    next_expiry_s: float | None
+    """Store time at which the earliest live lease of another process runs out."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRow:
+    """One process of a run as the ledger sees it (``manifest show``)."""
+
+    owner: str
+    started_at: float
+    seen_at: float
+    finished_at: float | None
+    done: int
+    failed: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """A run's progress over every process, read from the ledger."""
+
+    now: float
+    done: int
+    failed: int
+    in_flight: int
+    left: int
+    workers: tuple[WorkerRow, ...]
+
+
+class Ledger(Protocol):
+    """A manifest store that several processes can share (see the module docstring)."""
+
+    location: str
+    """Where it is, fit to print (a URL's password redacted)."""
+
+    def close(self) -> None: ...
+    def __enter__(self) -> Ledger: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    # the manifest
+    def dataset(self, name: str) -> DatasetRecord | None: ...
+    def datasets(self) -> list[DatasetRecord]: ...
+    def save_dataset(self, record: DatasetRecord) -> None: ...
+    def resume_index(self, dataset: str) -> dict[str, list[ResumeRow]]: ...
+    def key_hashes(self, dataset: str, scheme: str) -> dict[str, bytes]: ...
+    def rows_for(self, dataset: str, paths: Sequence[str]) -> dict[str, list[FileRecord]]: ...
+    def rows(self, *, dataset: str | None = None) -> list[FileRecord]: ...
+    def write(
+        self,
+        records: Sequence[FileRecord],
+        *,
+        forget: Iterable[tuple[str, str, int]] = (),
+        datasets: Sequence[DatasetRecord] = (),
+        keys: Sequence[FileKeys] = (),
+    ) -> None: ...
+    def apply(
+        self, changes: Sequence[Changes], *, owner: str | None = None
+    ) -> frozenset[tuple[str, str]]: ...
+    def counts(self) -> dict[str, dict[str, int]]: ...
+
+    # claims, locks, budget
+    def clock(self) -> float: ...
+    def register(self, owner: str) -> float: ...
+    def unregister(self, owner: str) -> None: ...
+    def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None: ...
+    def claim(self, dataset: str, owner: str, *, limit: int, lease_s: float) -> tuple[str, ...]: ...
+    def pending(
+        self, dataset: str, owner: str, *, paths: Sequence[str] | None = None
+    ) -> Pending: ...
+    def renew(self, owner: str, lease_s: float) -> int: ...
+    def release(self, dataset: str, owner: str, paths: Sequence[str]) -> None: ...
+    def lock(self, name: str, owner: str, *, lease_s: float) -> bool: ...
+    def unlock(self, name: str, owner: str) -> None: ...
+    def grant(self, name: str, interval_s: float) -> float: ...
+    def throttle(self, name: str, pause_s: float, *, max_interval_s: float) -> None: ...
+    def progress(self) -> Progress: ...

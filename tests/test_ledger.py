@@ -1,0 +1,160 @@
+"""The ledger's claims, guards, locks and budget, the same on both stores: a SQLite file and a
+real PostgreSQL database (the session's server, a fresh database per test)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from batchload.errors import LedgerError, UsageError
+from batchload.state.ledger import Ledger, redact
+from batchload.state.records import Changes, FileRecord
+from batchload.state.stores import open_ledger
+
+LEASE_S = 30.0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "manifest.sqlite")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def ledger(location: str) -> Iterator[Ledger]:
+    with open_ledger(location) as opened:
+        yield opened
+
+
+def row(path: str, state: str = "done", *, part: int = 0, parts: int | None = 1) -> FileRecord:
+    return FileRecord(
+        dataset="d",
+        source_path=path,
+        part=part,
+        parts=parts,
+        file_id=f"{path.strip('/')}-{part}",
+        size=10,
+        mtime_ns=1,
+        state=state,  # type: ignore[arg-type]
+    )
+
+
+def test_two_owners_never_hold_one_file(location: str) -> None:
+    with open_ledger(location) as a, open_ledger(location) as b:
+        since = a.register("a")
+        b.register("b")
+        paths = [f"/f{i}" for i in range(10)]
+        a.enqueue("d", paths, since=since)
+        b.enqueue("d", paths, since=since)  # the same queue, once
+        first = a.claim("d", "a", limit=4, lease_s=LEASE_S)
+        second = b.claim("d", "b", limit=100, lease_s=LEASE_S)
+        assert first == tuple(paths[:4])
+        assert second == tuple(paths[4:])
+        assert b.claim("d", "b", limit=100, lease_s=LEASE_S) == ()
+        pending = b.pending("d", "b")
+        assert pending.unfinished == 4
+        assert pending.next_expiry_s is not None and pending.next_expiry_s > b.clock()
+
+
+def test_a_write_of_a_file_taken_over_is_refused(location: str) -> None:
+    with open_ledger(location) as a, open_ledger(location) as b:
+        since = a.register("a")
+        b.register("b")
+        a.enqueue("d", ["/x", "/y"], since=since)
+        assert a.claim("d", "a", limit=2, lease_s=-1.0) == ("/x", "/y")  # expired already
+        assert b.claim("d", "b", limit=1, lease_s=LEASE_S) == ("/x",)
+        refused = a.apply([Changes(records=(row("/x"), row("/y")))], owner="a")
+        assert refused == {("d", "/x")}
+        assert {r.source_path: r.owner for r in a.rows()} == {"/y": "a"}
+        assert b.apply([Changes(records=(row("/x"),))], owner="b") == frozenset()
+        assert {r.source_path: r.owner for r in a.rows()} == {"/x": "b", "/y": "a"}
+        # settled: nobody claims them again, and a second write is refused too
+        assert b.claim("d", "b", limit=10, lease_s=LEASE_S) == ()
+        assert b.apply([Changes(records=(row("/x", "failed"),))], owner="b") == {("d", "/x")}
+        progress = a.progress()
+        assert (progress.done, progress.in_flight, progress.left) == (2, 0, 0)
+
+
+def test_a_part_does_not_settle_its_file(ledger: Ledger) -> None:
+    since = ledger.register("a")
+    ledger.enqueue("d", ["/big"], since=since)
+    assert ledger.claim("d", "a", limit=1, lease_s=LEASE_S) == ("/big",)
+    first = row("/big", part=1, parts=None)
+    assert ledger.apply([Changes(records=(first,))], owner="a") == frozenset()
+    assert ledger.pending("d", "other").unfinished == 1
+    both = (row("/big", part=1, parts=2), row("/big", part=2, parts=2))
+    assert ledger.apply([Changes(records=both)], owner="a") == frozenset()
+    assert ledger.pending("d", "other").unfinished == 0
+
+
+def test_finished_in_this_run_stays_finished_earlier_is_queued_again(ledger: Ledger) -> None:
+    since = ledger.register("a")
+    ledger.enqueue("d", ["/x"], since=since)
+    ledger.claim("d", "a", limit=1, lease_s=LEASE_S)
+    ledger.apply([Changes(records=(row("/x", "failed"),))], owner="a")
+    ledger.enqueue("d", ["/x"], since=since)  # a process that started with this one
+    assert ledger.claim("d", "b", limit=1, lease_s=LEASE_S) == ()
+    later = ledger.register("later")
+    ledger.enqueue("d", ["/x"], since=later)  # a new run, which saw it failed
+    assert ledger.claim("d", "later", limit=1, lease_s=LEASE_S) == ("/x",)
+
+
+def test_the_heartbeat_keeps_claims_and_unregister_gives_them_back(ledger: Ledger) -> None:
+    since = ledger.register("a")
+    ledger.enqueue("d", ["/x", "/y"], since=since)
+    ledger.claim("d", "a", limit=2, lease_s=-1.0)
+    assert ledger.renew("a", LEASE_S) == 2
+    assert ledger.claim("d", "b", limit=2, lease_s=LEASE_S) == ()
+    ledger.unregister("a")
+    assert ledger.claim("d", "b", limit=2, lease_s=LEASE_S) == ("/x", "/y")
+
+
+def test_a_lock_has_one_owner_until_it_expires(ledger: Ledger) -> None:
+    assert ledger.lock("create:d", "a", lease_s=LEASE_S)
+    assert not ledger.lock("create:d", "b", lease_s=LEASE_S)
+    assert ledger.lock("create:d", "a", lease_s=-1.0)  # the owner again; now expired
+    assert ledger.lock("create:d", "b", lease_s=LEASE_S)
+    ledger.unlock("create:d", "b")
+    assert ledger.lock("create:d", "a", lease_s=LEASE_S)
+
+
+def test_grants_are_spaced_and_a_throttle_slows_them(ledger: Ledger) -> None:
+    waits = [ledger.grant("rps", 0.1) for _ in range(5)]
+    # each grant is 0.1 s after the one before, whenever it was asked for
+    assert waits[0] == 0.0
+    for before, after in itertools.pairwise(waits):
+        assert after - before == pytest.approx(0.1, abs=0.02)
+    ledger.throttle("rps", 2.0, max_interval_s=10.0)
+    assert ledger.grant("rps", 0.1) > 1.5  # everyone waits out the pause
+
+
+def test_a_newer_postgres_ledger_is_refused_and_a_password_never_shown(postgres_url: str) -> None:
+    with open_ledger(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE batchload_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(UsageError, match=r"newer batchload \(schema v99"):
+        open_ledger(postgres_url)
+    secret = postgres_url.replace("postgres@", "postgres:hunter2@").replace(
+        "127.0.0.1:", "127.0.0.1:1"
+    )
+    with pytest.raises(LedgerError) as caught:
+        open_ledger(secret.rsplit(":", 1)[0] + ":1/x")
+    assert "hunter2" not in str(caught.value)
+    assert ":***@" in str(caught.value)
+    assert redact("postgresql://u:p%40ss@h:5/db and postgres://v:w@h/db") == (
+        "postgresql://u:***@h:5/db and postgres://v:***@h/db"
+    )
+
+
+def test_reading_a_ledger_that_is_not_there(postgres_url: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no batchload ledger at"):
+        open_ledger(postgres_url, create=False)
+    with pytest.raises(UsageError, match="no manifest at"):
+        open_ledger(tmp_path / "none.sqlite", create=False)
