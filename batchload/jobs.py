@@ -36,7 +36,12 @@ class UploadJob:
     """One dataset's share of a run: which files, checked against which contract, sent where."""
 
     files: tuple[str, ...]
-    """Paths and globs (``**`` recursive), relative to ``base``."""
+    """Paths, folders and globs (``**`` recursive), relative to ``base``."""
+    listed: tuple[str, ...] = ()
+    """Paths taken literally, never as globs (``--files-from``), relative to ``base``."""
+    include: tuple[str, ...] = ()
+    """Globs that narrow what folders and globs select (see ``read.discover.Filters``)."""
+    exclude: tuple[str, ...] = ()
     schema: Path
     """The contract file."""
     dataset: str | None = None
@@ -51,6 +56,8 @@ class UploadJob:
         FileIdTemplate(self.file_id)  # a bad template is refused before anything is read
         if self.dataset and self.dataset_id:
             raise UsageError("give a dataset name or a dataset id, not both")
+        if not (self.files or self.listed):
+            raise UsageError("no files named", hint="give FILES, or --files-from LIST")
 
 
 @dataclass(frozen=True, slots=True)

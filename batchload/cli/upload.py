@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -87,7 +87,26 @@ def run_options(fn: F) -> F:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
+@click.option(
+    "--files-from",
+    type=click.File("r", encoding="utf-8"),
+    metavar="LIST",
+    help="Also upload the paths or URLs in LIST, one a line ('-': stdin); blank lines and "
+    "'# comments' are skipped, names are taken literally (no globs).",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Only files that match (repeatable): '*.csv' a name, '2024/*' a path below a FOLDER.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files (and folders) that match (repeatable); as --include.",
+)
 @schema_option
 @click.option("--dataset", metavar="NAME", help="Dataset name (default: the contract's name).")
 @click.option("--dataset-id", metavar="ID", help="Add to this existing dataset.")
@@ -104,6 +123,9 @@ def run_options(fn: F) -> F:
 @run_options
 def upload(  # noqa: PLR0917  (click passes each option as an argument)
     files: tuple[str, ...],
+    files_from: TextIO | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     schema_path: Path,
     dataset: str | None,
     dataset_id: str | None,
@@ -113,21 +135,33 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
 ) -> None:
     """Validate files against a contract and upload them: concurrent, resumable, exactly once.
 
-    FILES are paths or quoted globs ('data/**/*.csv'). The token comes from
+    FILES are paths, folders (every file under them, hidden ones left out) or quoted
+    globs ('data/**/*.csv'); --files-from adds a list of them. The token comes from
     $SIGTECH_PLATFORM_TOKEN or --token-file, never from the command line. Re-run the
     same command to resume: done files are skipped without being read.
 
     \b
-    Example:
+    Examples:
       batchload upload 'data/signals/*.csv' --schema schemas/equity_signals.yaml
+      batchload upload data/signals --exclude 'archive/*' --schema schemas/equity_signals.yaml
+      find data -name '*.csv' -newer last-run | batchload upload --files-from - --schema ...
     """
     from batchload.errors import UsageError
     from batchload.jobs import UploadJob
+    from batchload.read.discover import file_list
 
     if dataset and dataset_id:
         raise UsageError("give --dataset or --dataset-id, not both")
+    listed = file_list(files_from) if files_from is not None else ()
+    if not files and files_from is None:
+        raise UsageError("no files named", hint="give FILES, or --files-from LIST")
+    if files_from is not None and not files and not listed:
+        raise UsageError(f"{files_from.name} lists no files")
     job = UploadJob(
         files=files,
+        listed=listed,
+        include=include,
+        exclude=exclude,
         schema=schema_path,
         dataset=dataset,
         dataset_id=dataset_id,

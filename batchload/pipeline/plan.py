@@ -10,7 +10,9 @@ TOML because a plan is written by people: comments, globs, one block per dataset
 
     [[upload]]
     schema = "schemas/equity_signals.yaml"   # the contract (required)
-    files = ["data/signals/*.csv"]           # paths or globs (required)
+    files = ["data/signals/*.csv"]           # paths, folders or globs (required)
+    # include = ["*.csv"]                    # optional: narrow folders and globs
+    # exclude = ["archive"]                  #   (see batchload upload --help)
     dataset = "equity_signals"               # optional: default the contract's name
     # dataset_id = "..."                     # optional: add to an existing dataset
     # file_id = "{stem}"                     # optional template
@@ -34,7 +36,9 @@ from batchload.errors import UsageError
 from batchload.jobs import UploadJob
 from batchload.state.fileids import DEFAULT_TEMPLATE
 
-_UPLOAD_KEYS = frozenset({"schema", "files", "dataset", "dataset_id", "file_id", "sheet"})
+_UPLOAD_KEYS = frozenset(
+    {"schema", "files", "dataset", "dataset_id", "file_id", "sheet", "include", "exclude"}
+)
 _RUN_KEYS = frozenset({"concurrency", "max_request_mb", "manifest"})
 
 
@@ -112,10 +116,16 @@ def _job(block: dict[str, Any], base: Path, path: Path, index: int) -> UploadJob
     for key in ("dataset", "dataset_id", "file_id", "sheet"):
         if key in block and not isinstance(block[key], str):
             raise UsageError(f"{where}: {key} must be a string")
+    filters = {key: block.get(key, []) for key in ("include", "exclude")}
+    for key, value in filters.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f'{where}: {key} must be a list of globs, e.g. ["*.csv"]')
     if block.get("dataset") and block.get("dataset_id"):
         raise UsageError(f"{where}: give dataset or dataset_id, not both")
     return UploadJob(
         files=tuple(files),
+        include=tuple(filters["include"]),
+        exclude=tuple(filters["exclude"]),
         schema=base / schema,
         dataset=block.get("dataset"),
         dataset_id=block.get("dataset_id"),

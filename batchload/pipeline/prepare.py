@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
-from batchload.read.discover import FileSet, SourceFile, discover
+from batchload.read.discover import FileSet, Filters, SourceFile, discover
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import (
     DatasetRecord,
@@ -86,7 +86,13 @@ def _prepare(
         contract = load_contract(job.schema)
         name = job.dataset or contract.dataset_name
         template = FileIdTemplate(job.file_id)
-        file_set = discover(job.files, base=job.base)
+        file_set = discover(
+            job.files,
+            base=job.base,
+            listed=job.listed,
+            filters=Filters(job.include, job.exclude),
+            skip=(manifest.path.parent,) if manifest else (),
+        )
         record = manifest.dataset(name) if manifest else None
         _check_record(record, job, name, endpoint, template)
         index = manifest.resume_index(name) if manifest else {}

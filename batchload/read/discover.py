@@ -1,20 +1,25 @@
-"""Discover: expand FILE_OR_GLOB arguments into a sorted, de-duplicated file set.
+"""Discover: expand paths, folders and globs into a sorted, de-duplicated file set.
 
-A path named explicitly always gets an answer: it is in the file set, or it is
-*rejected* with a reason (missing, a directory, an unknown extension, unreadable).
-A glob only selects: the directories and unknown extensions it happens to match are
-counted as *ignored*, not rejected, so ``data/*`` beside a README still works. Files
-are identified by their real path, so ``a.csv``, ``./a.csv`` and a symlink to it are
-one file. Nothing here reads a file's content; only ``stat`` is called.
+A path named explicitly (an argument, or a line of ``--files-from``, taken literally)
+always gets an answer: it is in the file set, or it is *rejected* with a reason
+(missing, an unknown extension, unreadable). A folder means every file under it,
+recursively, except hidden files and folders and the manifest's own folder; a glob
+(``**`` recursive) selects what it matches. What a folder or a glob happens to hold
+that cannot be sent (other extensions, sub-folders a glob matched) is counted as
+*ignored*, not rejected, so ``data/*`` beside a README still works; ``--include`` and
+``--exclude`` narrow what folders and globs select (see :class:`Filters`). Files are
+identified by their real path, so ``a.csv``, ``./a.csv`` and a symlink to it are one
+file. Nothing here reads a file's content; only ``stat`` is called.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import stat
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchload.errors import UsageError
@@ -75,8 +80,45 @@ def file_format_of(path: Path | str) -> FileFormat | None:
     return SUFFIX_FORMATS.get(Path(path).suffix.lower())
 
 
+def file_list(lines: Iterable[str]) -> tuple[str, ...]:
+    """The entries of a ``--files-from`` list: one path or URL a line; blank lines and
+    lines starting with ``#`` are skipped, surrounding whitespace is not part of a name."""
+    entries = (line.strip() for line in lines)
+    return tuple(e for e in entries if e and not e.startswith("#"))
+
+
 def _is_glob(pattern: str) -> bool:
     return any(c in _GLOB_CHARS for c in pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """``--include`` / ``--exclude`` globs that narrow what folders and globs select.
+
+    A pattern without ``/`` is matched against a file's name (``*.csv``); one with
+    ``/`` against its path below the folder named, or below the current folder for a
+    glob's matches (``2023/*``: ``*`` crosses ``/`` here). A file is kept when it
+    matches some include (or there is none) and no exclude; a folder an exclude
+    matches is not entered. A file named explicitly is always taken.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def keeps(self, relative: str) -> bool:
+        """Whether the file at ``relative`` (``/``-separated) is selected."""
+        if self.include and not _matches(self.include, relative):
+            return False
+        return not _matches(self.exclude, relative)
+
+    def prunes(self, relative: str) -> bool:
+        """Whether the folder at ``relative`` is excluded whole."""
+        return _matches(self.exclude, relative)
+
+
+def _matches(patterns: tuple[str, ...], relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(relative if "/" in p else name, p.strip("/")) for p in patterns)
 
 
 class _Examiner:
@@ -105,10 +147,10 @@ class _Examiner:
             except OSError as exc:
                 return f"cannot stat: {exc.strerror or exc}"
             if stat.S_ISDIR(st.st_mode):
-                return f"is a symbolic link to a directory; {_DIRECTORY_HINT}"
+                return _FOLDER
             real = os.path.realpath(path)
         elif stat.S_ISDIR(st.st_mode):
-            return f"is a directory; {_DIRECTORY_HINT}"
+            return _FOLDER
         else:
             head, name = os.path.split(path)
             real_dir = self._real_dirs.get(head)
@@ -129,48 +171,47 @@ class _Examiner:
         )
 
 
-_DIRECTORY_HINT = "name its files or use a glob such as DIR/*.csv"
+_FOLDER = "is a folder"
+"""What the examiner says of a folder (or a link to one): a named one is walked."""
 
 
 def discover(
-    patterns: Iterable[str | Path], *, base: Path | None = None, require: bool = True
+    patterns: Iterable[str | Path],
+    *,
+    base: Path | None = None,
+    require: bool = True,
+    listed: Iterable[str] = (),
+    filters: Filters | None = None,
+    skip: Iterable[Path] = (),
 ) -> FileSet:
-    """Expand paths and globs (``**`` recursive) relative to ``base`` into a :class:`FileSet`.
+    """Expand paths, folders and globs relative to ``base`` into a :class:`FileSet`.
 
-    With ``require`` (the default), a set with no uploadable file at all is a
+    ``listed`` paths (``--files-from``) are taken literally, never as globs.
+    ``skip`` folders (the manifest's) are not entered by a folder walk. With
+    ``require`` (the default), a set with no uploadable file at all is a
     :class:`~batchload.errors.UsageError` that says why.
     """
     root = base or Path.cwd()
-    examine = _Examiner()
-    found: dict[Path, SourceFile] = {}
-    rejected: dict[str, Rejected] = {}
-    unmatched: list[str] = []
-    ignored = 0
+    walk = _Walk(
+        examine=_Examiner(),
+        filters=filters or Filters(),
+        skip=frozenset(os.path.realpath(p) for p in skip),
+    )
     for pattern in patterns:
         text = os.path.expanduser(str(pattern))
-        full = text if os.path.isabs(text) else os.path.join(root, text)
-        if not _is_glob(text):
-            result = examine(full)
-            if isinstance(result, SourceFile):
-                found.setdefault(result.path, result)
-            else:
-                rejected.setdefault(text, Rejected(path=text, reason=result))
-            continue
-        matches = glob.glob(full, recursive=True)
-        if not matches:
-            unmatched.append(text)
-        for match in matches:
-            result = examine(match)
-            if isinstance(result, SourceFile):
-                found.setdefault(result.path, result)
-            else:
-                ignored += 1
-    files = tuple(sorted(found.values(), key=lambda f: str(f.path)))
+        if _is_glob(text):
+            walk.glob(text, os.path.join(root, text), str(root))
+        else:
+            walk.named(text, os.path.join(root, text))
+    for line in listed:
+        text = os.path.expanduser(line)
+        walk.named(text, os.path.join(root, text))
+    files = tuple(sorted(walk.found.values(), key=lambda f: str(f.path)))
     file_set = FileSet(
         files=files,
-        rejected=tuple(sorted(rejected.values(), key=lambda r: r.path)),
-        ignored=ignored,
-        unmatched=tuple(unmatched),
+        rejected=tuple(sorted(walk.rejected.values(), key=lambda r: r.path)),
+        ignored=walk.ignored,
+        unmatched=tuple(walk.unmatched),
     )
     if require and not files:
         raise UsageError(
@@ -178,6 +219,83 @@ def discover(
             hint="check the paths; quote globs ('data/*.csv') so that batchload expands them",
         )
     return file_set
+
+
+@dataclass
+class _Walk:
+    """What discovery has found so far, and the three ways it finds more."""
+
+    examine: _Examiner
+    filters: Filters
+    skip: frozenset[str]
+    found: dict[Path, SourceFile] = field(default_factory=dict)
+    rejected: dict[str, Rejected] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+    def named(self, text: str, full: str) -> None:
+        """A path named explicitly: a file, a folder to walk, or a reason."""
+        result = self.examine(full)
+        if result == _FOLDER:
+            self.folder(text, full)
+        elif isinstance(result, SourceFile):
+            self.found.setdefault(result.path, result)
+        else:
+            self.rejected.setdefault(text, Rejected(path=text, reason=result))
+
+    def glob(self, text: str, full: str, root: str) -> None:
+        """A glob: what it matches, narrowed by the filters; the rest is ignored."""
+        matches = glob.glob(full, recursive=True)
+        if not matches:
+            self.unmatched.append(text)
+        for match in matches:
+            relative = os.path.relpath(match, root).replace(os.sep, "/")
+            result = self.examine(match)
+            if isinstance(result, SourceFile) and self.filters.keeps(relative):
+                self.found.setdefault(result.path, result)
+            else:
+                self.ignored += 1
+
+    def folder(self, text: str, full: str) -> None:
+        """Every file under a named folder: hidden entries and skipped folders left out.
+
+        A file with an uploadable extension that cannot be used (unreadable, a broken
+        link) is rejected with its reason, not ignored: the folder asked for it.
+        """
+        before = len(self.found) + len(self.rejected)
+        for relative, path in _files_under(full, self.filters, self.skip):
+            if file_format_of(path) is None:
+                self.ignored += 1
+                continue
+            result = self.examine(path)
+            if isinstance(result, SourceFile):
+                self.found.setdefault(result.path, result)
+            elif result != _FOLDER:
+                shown = os.path.join(text, relative)
+                self.rejected.setdefault(shown, Rejected(path=shown, reason=result))
+        if len(self.found) + len(self.rejected) == before:
+            self.unmatched.append(text)
+
+
+def _files_under(top: str, filters: Filters, skip: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """(path relative to ``top``, full path) of the files a folder walk selects, in order.
+
+    Sub-folders are walked in name order, one listing at a time (a folder of a million
+    files is one listing, not a million held twice); links to folders are not followed.
+    """
+    for current, dirs, names in os.walk(top):
+        below = os.path.relpath(current, top)
+        prefix = "" if below == "." else below.replace(os.sep, "/") + "/"
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and not filters.prunes(prefix + d)
+            and os.path.realpath(os.path.join(current, d)) not in skip
+        )
+        for name in sorted(names):
+            if not name.startswith(".") and filters.keeps(prefix + name):
+                yield prefix + name, os.path.join(current, name)
 
 
 def _nothing_found(file_set: FileSet) -> str:
