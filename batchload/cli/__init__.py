@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "reconcile": "batchload.cli.manifest:reconcile",
     "ls": "batchload.cli.datasets:ls",
     "rm": "batchload.cli.datasets:rm",
+    "dataset": "batchload.cli.datasets:dataset",
     "serve": "batchload.cli.serve:serve",
 }
 
