@@ -80,7 +80,8 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """
     from batchload.cli.common import Output
 
-    ctx.obj = Output(verbose=verbose, quiet=quiet)
+    argv = ctx.obj if isinstance(ctx.obj, tuple) else ()  # set by run_command
+    ctx.obj = Output(verbose=verbose, quiet=quiet, argv=argv)
 
 
 def main(argv: list[str] | None = None) -> Any:

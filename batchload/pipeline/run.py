@@ -14,6 +14,9 @@
 - Per-file problems (invalid, refused, retries exhausted) fail that file and the run
   goes on; a refused token (401/403) or a service that stays unreachable stops the
   run cleanly: the writer drains what it was given, and the summary says why.
+- A :class:`~batchload.pipeline.stop.Stop` request (Ctrl-C, SIGTERM) drains the run: no
+  new file starts, requests in flight get a bounded wait, the writer commits what it
+  has, and the summary is marked ``interrupted``; a second request aborts at once.
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchload.check.checker import check_bytes, check_group, groups, plan_requests
+from batchload.check.checker import check_bytes, check_group, groups
 from batchload.check.spool import PartSpool
 from batchload.config import ClientConfig, cpu_count
 from batchload.errors import AuthError, BatchloadError, ConfigError, ServiceError, UsageError
 from batchload.jobs import PreparedJob, UploadJob, Work
+from batchload.pipeline.dryrun import dry_run
 from batchload.pipeline.prepare import prepare
 from batchload.pipeline.reconcile import reconcile
+from batchload.pipeline.stop import DEFAULT_STOP_GRACE_S, Stop
+from batchload.pipeline.writer import ManifestWriter
 from batchload.progress import DatasetReady, FileSkipped, RunStarted, Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
@@ -54,7 +60,6 @@ MEMORY_BUDGET_MB = 256.0
 (a large file read whole is checked alone, small groups and large CSVs validated block
 by block several at once), and a split workbook's frame stays counted until its parts
 are sent."""
-WRITER_BATCH = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +81,8 @@ class RunOptions:
     """False: send files without validating them (the service still parses them); only a
     file to be split is read, to cut its parts. For trusted files, and to measure what
     validation costs."""
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    """After a stop request, how long requests in flight may take before they are cut."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -91,8 +98,12 @@ async def run_upload(
     manifest_path: Path,
     options: RunOptions | None = None,
     sink: Sink = null_sink,
+    stop: Stop | None = None,
 ) -> RunSummary:
-    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run."""
+    """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run.
+
+    ``stop`` lets the caller end the run early (see :mod:`batchload.pipeline.stop`).
+    """
     options = options or RunOptions()
     started = time.monotonic()
     limit = max_request_bytes(options.max_request_mb)
@@ -103,12 +114,25 @@ async def run_upload(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
         )
         if options.dry_run:
-            return await _dry_run(prepared, options, manifest_path, started, limit)
+            return await dry_run(
+                prepared,
+                workers=options.workers,
+                validate=options.validate,
+                manifest_path=manifest_path,
+                started=started,
+                limit=limit,
+            )
         if config is None:
             raise ConfigError("an upload needs an endpoint and a token")
         assert manifest is not None
         run = _Run(
-            prepared, config=config, manifest=manifest, options=options, sink=sink, limit=limit
+            prepared,
+            config=config,
+            manifest=manifest,
+            options=options,
+            sink=sink,
+            limit=limit,
+            stop=stop or Stop(),
         )
         return await run.execute(started)
     finally:
@@ -121,14 +145,6 @@ def _open_manifest(path: Path, dry_run: bool) -> Manifest | None:
     if dry_run:
         return Manifest.open(path) if path.is_file() else None
     return Manifest.open(path)
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """One writer instruction; ``done`` is set once it is committed."""
-
-    changes: Changes
-    done: anyio.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +165,14 @@ class _Run:
         options: RunOptions,
         sink: Sink,
         limit: int,
+        stop: Stop,
     ) -> None:
         self.prepared = prepared
+        self.stop = stop
+        self.intake = anyio.CancelScope()
+        """Around discovery's producer and the checks: cancelled by a stop request."""
+        self.sending = anyio.CancelScope()
+        """Around everything that sends: cancelled when a stop's grace is over."""
         self.config = config
         self.manifest = manifest
         self.options = options
@@ -158,11 +180,11 @@ class _Run:
         self.limit = limit
         self.workers = options.workers or cpu_count()
         self.cpu = anyio.CapacityLimiter(self.workers)
-        self.db = anyio.CapacityLimiter(1)
         self.gates: dict[str, DatasetGate] = {}
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
-        self._writer: ObjectSendStream[_Op] | None = None
+        self.writer = ManifestWriter(manifest)
+        self.write = self.writer.write
         self._keys: dict[str, UniqueKeys] = {}
 
     # --- the run -------------------------------------------------------------------------
@@ -219,12 +241,17 @@ class _Run:
                 spool=spool,
             )
             try:
-                await self._open_datasets(sender)
-                if works:
-                    await self._pipeline(uploader)
+                async with anyio.create_task_group() as watch:
+                    grace_s = self.options.stop_grace_s
+                    watch.start_soon(self.stop.watch, grace_s, self.intake, self.sending)
+                    with self.sending:
+                        await self._open_datasets(sender)
+                        if works and not self.stop.requested:
+                            await self._pipeline(uploader)
+                    watch.cancel_scope.cancel()
             except Exception as exc:
                 error = _run_stopper(exc)
-            if error is None and self.options.reconcile:
+            if error is None and self.options.reconcile and not self.stop.requested:
                 try:
                     reconciled = await reconcile(client, self.manifest)
                 except BatchloadError as exc:
@@ -305,27 +332,29 @@ class _Run:
     async def _pipeline(self, uploader: Uploader) -> None:
         group_send, group_recv = anyio.create_memory_object_stream[_Group](self.workers * 2)
         ready_send, ready_recv = anyio.create_memory_object_stream[Ready](self.options.concurrency)
-        write_send, write_recv = anyio.create_memory_object_stream[_Op](WRITER_BATCH)
-        self._writer = write_send
-        failure: Exception | None = None
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(self._write_loop, write_recv)
-            try:
-                async with write_send, anyio.create_task_group() as stages:
-                    stages.start_soon(self._produce, group_send)
-                    async with group_recv, ready_send:
-                        for _ in range(self.workers):
-                            stages.start_soon(
-                                self._check_loop, group_recv.clone(), ready_send.clone(), uploader
-                            )
-                    async with ready_recv:
-                        for _ in range(self.options.concurrency):
-                            stages.start_soon(uploader.run, ready_recv.clone())
-            except Exception as exc:  # the writer drains what it has, then the error goes on
-                failure = exc
-        self._writer = None
-        if failure is not None:
-            raise failure
+        async with self.writer.running(), anyio.create_task_group() as stages:
+            stages.start_soon(self._intake, group_send, group_recv, ready_send, uploader)
+            async with ready_recv:
+                for _ in range(self.options.concurrency):
+                    stages.start_soon(uploader.run, ready_recv.clone(), self.stop.draining)
+
+    async def _intake(
+        self,
+        group_send: MemoryObjectSendStream[_Group],
+        group_recv: MemoryObjectReceiveStream[_Group],
+        ready_send: MemoryObjectSendStream[Ready],
+        uploader: Uploader,
+    ) -> None:
+        """Produce and check files until all are checked, or a stop cancels it: then the
+        files queued or being checked are left for a resume (threads are abandoned)."""
+        with self.intake:
+            async with anyio.create_task_group() as intake:
+                intake.start_soon(self._produce, group_send)
+                async with group_recv, ready_send:
+                    for _ in range(self.workers):
+                        intake.start_soon(
+                            self._check_loop, group_recv.clone(), ready_send.clone(), uploader
+                        )
 
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
@@ -385,31 +414,6 @@ class _Run:
             with anyio.CancelScope(shield=True):
                 await uploader.budget.release(held)
 
-    async def write(self, changes: Changes, *, wait: bool = False) -> None:
-        """Hand changes to the writer; with ``wait``, return once they are committed."""
-        if self._writer is None:  # before the pipeline starts (dataset checks): write now
-            await anyio.to_thread.run_sync(self.manifest.apply, [changes], limiter=self.db)
-            return
-        op = _Op(changes, anyio.Event() if wait else None)
-        await self._writer.send(op)
-        if op.done is not None:
-            await op.done.wait()
-
-    async def _write_loop(self, ops: MemoryObjectReceiveStream[_Op]) -> None:
-        async with ops:
-            async for op in ops:
-                batch = [op]
-                while len(batch) < WRITER_BATCH:
-                    try:
-                        batch.append(ops.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                changes = [o.changes for o in batch]
-                await anyio.to_thread.run_sync(self.manifest.apply, changes, limiter=self.db)
-                for done in batch:
-                    if done.done is not None:
-                        done.done.set()
-
     # --- the result ----------------------------------------------------------------------
 
     def _summary(
@@ -423,6 +427,8 @@ class _Run:
         for job in self.prepared:
             datasets.setdefault(job.name, job.job.dataset_id)
         problems = tuple(self.problems + uploader.problems)
+        works = sum(len(job.work) for job in self.prepared)
+        finished = uploader.uploaded + uploader.unchanged + len(uploader.problems)
         return RunSummary(
             dataset_id=next(iter(datasets.values()), None),
             datasets=datasets,
@@ -439,6 +445,8 @@ class _Run:
             reconcile=reconciled,
             stopped=str(error) if error else None,
             error=error,
+            interrupted=self.stop.requested,
+            left=max(works - finished, 0),
         )
 
 
@@ -466,44 +474,4 @@ def _run_stopper(exc: Exception) -> BatchloadError:
     return first
 
 
-async def _dry_run(
-    prepared: list[PreparedJob],
-    options: RunOptions,
-    manifest_path: Path,
-    started: float,
-    limit: int,
-) -> RunSummary:
-    """Validate and plan every request; send nothing, write nothing."""
-    limiter = anyio.CapacityLimiter(options.workers or cpu_count())
-    plan, problems = await anyio.to_thread.run_sync(
-        lambda: plan_requests(prepared, limit, validate=options.validate), limiter=limiter
-    )
-    datasets = {
-        job.name: job.job.dataset_id or (job.record.dataset_id if job.record else None)
-        for job in prepared
-    }
-    rejected = [
-        Problem(path=r.path, dataset=job.name, file_id=None, state="invalid", reason=r.reason)
-        for job in prepared
-        for r in job.file_set.rejected
-    ]
-    all_problems = tuple(rejected + problems)
-    return RunSummary(
-        dataset_id=next(iter(datasets.values()), None),
-        datasets=datasets,
-        uploaded=0,
-        parts_uploaded=0,
-        skipped=sum(len(job.skipped) for job in prepared),
-        invalid=sum(1 for p in all_problems if p.state == "invalid"),
-        failed=0,
-        bytes_sent=0,
-        request_bytes=sum(p.request_bytes for p in plan),
-        seconds=time.monotonic() - started,
-        manifest=str(manifest_path),
-        dry_run=True,
-        problems=all_problems,
-        plan=tuple(plan),
-    )
-
-
-__all__ = ["RunOptions", "UploadJob", "reconcile", "run_upload"]
+__all__ = ["RunOptions", "Stop", "UploadJob", "reconcile", "run_upload"]

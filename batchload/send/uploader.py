@@ -161,12 +161,14 @@ class Uploader:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def run(self, items: ObjectReceiveStream[Ready]) -> None:
-        """One upload task: send items until the stream ends."""
+    async def run(self, items: ObjectReceiveStream[Ready], stop: anyio.Event | None = None) -> None:
+        """One upload task: send items until the stream ends; once ``stop`` is set, items
+        still queued are let go unsent (a resume sends them)."""
         async with items:
             async for item in items:
                 try:
-                    await self._one(item)
+                    if stop is None or not stop.is_set():
+                        await self._one(item)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)

@@ -1,0 +1,56 @@
+"""The dry run: every file checked and every request planned as a run would; nothing sent,
+nothing written."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+
+from batchload.check.checker import plan_requests
+from batchload.config import cpu_count
+from batchload.jobs import PreparedJob
+from batchload.summary import Problem, RunSummary
+
+
+async def dry_run(
+    prepared: list[PreparedJob],
+    *,
+    workers: int | None,
+    validate: bool,
+    manifest_path: Path,
+    started: float,
+    limit: int,
+) -> RunSummary:
+    """Validate and plan every request of ``prepared`` (``limit``: request bytes)."""
+    limiter = anyio.CapacityLimiter(workers or cpu_count())
+    plan, problems = await anyio.to_thread.run_sync(
+        lambda: plan_requests(prepared, limit, validate=validate), limiter=limiter
+    )
+    datasets = {
+        job.name: job.job.dataset_id or (job.record.dataset_id if job.record else None)
+        for job in prepared
+    }
+    rejected = [
+        Problem(path=r.path, dataset=job.name, file_id=None, state="invalid", reason=r.reason)
+        for job in prepared
+        for r in job.file_set.rejected
+    ]
+    all_problems = tuple(rejected + problems)
+    return RunSummary(
+        dataset_id=next(iter(datasets.values()), None),
+        datasets=datasets,
+        uploaded=0,
+        parts_uploaded=0,
+        skipped=sum(len(job.skipped) for job in prepared),
+        invalid=sum(1 for p in all_problems if p.state == "invalid"),
+        failed=0,
+        bytes_sent=0,
+        request_bytes=sum(p.request_bytes for p in plan),
+        seconds=time.monotonic() - started,
+        manifest=str(manifest_path),
+        dry_run=True,
+        problems=all_problems,
+        plan=tuple(plan),
+    )
