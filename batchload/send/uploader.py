@@ -42,7 +42,7 @@ from batchload.errors import (
     UsageError,
 )
 from batchload.jobs import PreparedJob
-from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
+from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, PartDone, Sink
 from batchload.protocol import Envelope, raw_budget
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
 from batchload.send.body import RequestBody
@@ -316,6 +316,7 @@ class Uploader:
                         touched[part.index] = kept
                         done.append(kept)
                         self._discard((part,))
+                        self.sink(PartDone(path, part.source.size))
                         continue
                     row = self._row(
                         job,
@@ -337,6 +338,7 @@ class Uploader:
                     )
                     self._discard((part,))
                     self.parts_uploaded += 1
+                    self.sink(PartDone(path, part.source.size))
             except PayloadTooLarge:
                 continue  # _send lowered the limit: cut again, smaller
             await self._finish(job, checked, [replace(r, parts=len(done)) for r in done], touched)
