@@ -31,6 +31,7 @@ from batchload.errors import BatchloadError, FileChanged, FileProblem, Unreadabl
 from batchload.jobs import PreparedJob, Work
 from batchload.protocol import MIB, Envelope, raw_budget
 from batchload.read.content import Fingerprint, fingerprint_file
+from batchload.read.objects import fetch
 from batchload.state.manifest import FileKeys
 from batchload.summary import PlannedRequest, Problem
 
@@ -147,9 +148,13 @@ def check_group(
 
     results: dict[int, Checked] = {}
     pending: list[tuple[int, Work, Fingerprint, str]] = []
-    for index, work in enumerate(works):
+    for index, named in enumerate(works):
+        work = named
         try:
-            fp = fingerprint_file(work.source.path)
+            if named.source.url is not None:
+                work, fp = _fetched(named, spool)
+            else:
+                fp = fingerprint_file(named.source.path)
         except FileProblem as exc:
             results[index] = Checked(work, None, work.file_id, problem=str(exc))
             continue
@@ -193,7 +198,7 @@ def check_group(
                 if keys is not None and verdict.key_hashes is not None:
                     file_keys = FileKeys(
                         dataset=job.name,
-                        source_path=str(work.source.path),
+                        source_path=work.source.key,
                         scheme=keys.scheme,
                         hashes=verdict.key_hashes,
                     )
@@ -206,6 +211,25 @@ def check_group(
     if cut is not None and not results[pending[0][0]].parts:
         cut.discard()  # invalid, changed or failed: its parts are not sent
     return [results[i] for i in range(len(works))]
+
+
+def _fetched(work: Work, spool: PartSpool | None) -> tuple[Work, Fingerprint]:
+    """An object read into the spool, pinned to the version listed (or, rewritten since,
+    to its new one): the work now reads the copy and records the version read."""
+    source = work.source
+    assert source.url is not None
+    if spool is None:
+        raise FileProblem("an object is read into the run's spool; there is none", path=source.key)
+    path, meta, fp = fetch(source.url, source.etag, source.version, spool.directory)
+    read = replace(
+        source,
+        path=path,
+        size=meta.size,
+        mtime_ns=meta.mtime_ns,
+        etag=meta.etag,
+        version=meta.version,
+    )
+    return replace(work, source=read), fp
 
 
 def _spooled(work: Work) -> bool:
@@ -409,50 +433,62 @@ def _plan(
                 spool=spool,
                 max_request_bytes=max_request_bytes,
             )
-            for checked in checks:
-                work, path = checked.work, str(checked.work.source.path)
-                if checked.problem is not None:
-                    problems.append(problem_of(job, checked))
-                    continue
-                if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
-                    continue
-                name = job.name if creates and not plan else None
-                if checked.frame is not None and not work.split:  # a workbook, as parquet
-                    data = parquet_bytes(checked.frame, arrow_schema(job.contract))
-                    envelope = Envelope(file_id=checked.file_id, file_format="parquet", name=name)
-                    if envelope.request_bytes(len(data)) <= max_request_bytes:
-                        plan.append(_planned(path, job, envelope, len(data), checked.rows))
+            try:
+                for checked in checks:
+                    work, path = checked.work, checked.work.source.key
+                    if checked.problem is not None:
+                        problems.append(problem_of(job, checked))
                         continue
-                if checked.parts is not None:
-                    for part in checked.parts:
+                    if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
+                        continue
+                    name = job.name if creates and not plan else None
+                    if checked.frame is not None and not work.split:  # a workbook, as parquet
+                        data = parquet_bytes(checked.frame, arrow_schema(job.contract))
+                        envelope = Envelope(
+                            file_id=checked.file_id, file_format="parquet", name=name
+                        )
+                        if envelope.request_bytes(len(data)) <= max_request_bytes:
+                            plan.append(_planned(path, job, envelope, len(data), checked.rows))
+                            continue
+                    if checked.parts is not None:
+                        for part in checked.parts:
+                            envelope = part_envelope(
+                                job, work, checked.fingerprint.sha256, part.index
+                            )
+                            size = part.source.size
+                            plan.append(
+                                _planned(path, job, envelope, size, part.rows, part=part.index)
+                            )
+                        spool.discard(checked.parts)
+                        continue
+                    if checked.frame is None:
+                        envelope = Envelope(
+                            file_id=checked.file_id,
+                            file_format=work.source.file_format,
+                            name=name,
+                            convert_options=job.convert_options
+                            if work.source.file_format == "csv"
+                            else None,
+                        )
+                        size = checked.fingerprint.size
+                        plan.append(_planned(path, job, envelope, size, checked.rows))
+                        continue
+                    proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, job.name)
+                    for part in split_frame(
+                        checked.frame,
+                        budget_bytes=raw_budget(max_request_bytes, proto),
+                        schema=arrow_schema(job.contract),
+                        path=path,
+                    ):
                         envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
-                        size = part.source.size
-                        plan.append(_planned(path, job, envelope, size, part.rows, part=part.index))
-                    spool.discard(checked.parts)
-                    continue
-                if checked.frame is None:
-                    envelope = Envelope(
-                        file_id=checked.file_id,
-                        file_format=work.source.file_format,
-                        name=name,
-                        convert_options=job.convert_options
-                        if work.source.file_format == "csv"
-                        else None,
-                    )
-                    size = checked.fingerprint.size
-                    plan.append(_planned(path, job, envelope, size, checked.rows))
-                    continue
-                proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, job.name)
-                for part in split_frame(
-                    checked.frame,
-                    budget_bytes=raw_budget(max_request_bytes, proto),
-                    schema=arrow_schema(job.contract),
-                    path=path,
-                ):
-                    envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
-                    plan.append(
-                        _planned(path, job, envelope, part.source.size, part.rows, part=part.index)
-                    )
+                        plan.append(
+                            _planned(
+                                path, job, envelope, part.source.size, part.rows, part=part.index
+                            )
+                        )
+            finally:  # an object's copy goes once it is planned
+                for checked in checks:
+                    spool.release(checked.work.source)
     return plan, problems
 
 
@@ -490,7 +526,7 @@ def part_envelope(
 def problem_of(job: PreparedJob, checked: Checked) -> Problem:
     """The summary's line for a file that checking refused."""
     return Problem(
-        path=str(checked.work.source.path),
+        path=checked.work.source.key,
         dataset=job.name,
         file_id=checked.file_id,
         state=checked.problem_state,

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
+    from batchload.read.discover import SourceFile
+
 __all__ = ["PartSpool"]
 
 SPOOL_PREFIX = "batchload-parts-"
@@ -106,6 +108,12 @@ class PartSpool:
             source = part.source
             if isinstance(source, DiskSource) and source.path.parent == self._directory:
                 source.path.unlink(missing_ok=True)
+
+    def release(self, source: SourceFile) -> None:
+        """Remove the copy an object was read into, once its file is done with (a local
+        file, or a copy outside the spool, is left alone)."""
+        if source.url is not None and source.path.parent == self._directory:
+            source.path.unlink(missing_ok=True)
 
 
 def _sha256_file(path: Path) -> str:

@@ -25,6 +25,7 @@ from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
 from batchload.read.discover import FileSet, Filters, SourceFile, discover
+from batchload.read.objects import is_url
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.manifest import (
     DatasetRecord,
@@ -113,12 +114,10 @@ def _prepare(
             owners=owners,
             max_request_bytes=max_request_bytes,
         )
-        sent_before = [str(w.source.path) for w in item.work if str(w.source.path) in index]
+        sent_before = [w.source.key for w in item.work if w.source.key in index]
         if manifest is not None and sent_before:  # full rows only for files to work on
             full = manifest.rows_for(name, sent_before)
-            work = tuple(
-                replace(w, previous=tuple(full.get(str(w.source.path), ()))) for w in item.work
-            )
+            work = tuple(replace(w, previous=tuple(full.get(w.source.key, ()))) for w in item.work)
             item = replace(item, work=work)
         by_name.setdefault(name, item)
         prepared.append(item)
@@ -160,7 +159,7 @@ def _with_known_keys(
         for job in jobs:
             for work in job.work:
                 if work.decision == "send":
-                    stored.pop(str(work.source.path), None)
+                    stored.pop(work.source.key, None)
             for _, path, _ in job.forget:
                 stored.pop(path, None)
         known[name] = tuple(stored.items())
@@ -186,15 +185,15 @@ def _plan_job(
     skipped: list[SourceFile] = []
     forget: list[tuple[str, str, int]] = []
     convert = {"column_types": contract.column_types()}
-    ids = {s.path: _file_id(template, s, None) for s in file_set.files}
+    ids = {s.key: _file_id(template, s, None) for s in file_set.files}
     check_unique((i, str(p)) for p, i in ids.items() if i is not None)
     for source in file_set.files:
-        path = str(source.path)
-        file_id = ids[source.path]
+        path = source.key
+        file_id = ids[source.key]
         if file_id is not None:
             owner = owners.get(file_id)
             if owner is not None and owner != path:
-                if os.path.exists(owner):
+                if is_url(owner) or os.path.exists(owner):  # an object's is not checked
                     raise UsageError(
                         f"file_id {file_id!r} of {path} was sent from {owner} in an earlier "
                         "run; sending it would overwrite that file",
@@ -203,7 +202,9 @@ def _plan_job(
                     )
                 forget += [(name, owner, r.part) for r in index.get(owner, [])]
             owners[file_id] = path
-        decision = resume_decision(index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns)
+        decision = resume_decision(
+            index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns, etag=source.etag
+        )
         if decision == "done":
             skipped.append(source)
             continue

@@ -211,7 +211,7 @@ class _Run:
         )
         for job in self.prepared:
             for source in job.skipped:
-                self.sink(FileSkipped(str(source.path)))
+                self.sink(FileSkipped(source.key))
         with PartSpool.temporary() as spool:
             return await self._execute(started, spool)
 
@@ -407,7 +407,9 @@ class _Run:
             held = keep
             for outcome in outcomes:
                 item = await uploader.accept(job, outcome, held)
-                if item is not None:
+                if item is None:
+                    uploader.release(outcome)
+                else:
                     await ready.send(item)
                     held = 0  # the upload task releases it
         finally:

@@ -20,10 +20,11 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from batchload.errors import UsageError
 from batchload.protocol import SUFFIX_FORMATS, FileFormat
+from batchload.read import objects
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_REASONS_SHOWN = 5
@@ -31,23 +32,34 @@ _MAX_REASONS_SHOWN = 5
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One file to upload, as ``stat`` saw it when discovered."""
+    """One file to upload, as ``stat`` (or an object listing) saw it when discovered."""
 
     path: Path
-    """Absolute real path (symlinks resolved): the file's identity in the manifest."""
+    """Absolute real path (symlinks resolved). For an object: its key until it is read,
+    then the copy the check stage read it into (see :mod:`batchload.read.objects`)."""
     size: int
     mtime_ns: int
     file_format: FileFormat
+    url: str | None = None
+    """An object's URL (``s3://bucket/key``); None for a local file."""
+    etag: str | None = None
+    """The object's ETag as listed (or as read, once read): what its reads are pinned to."""
+    version: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The file's identity in the manifest and in messages: its URL or its path."""
+        return self.url or str(self.path)
 
     @property
     def stem(self) -> str:
-        """The file name without its extension."""
-        return self.path.stem
+        """The file name without its extension (an object's: its key's last segment's)."""
+        return PurePosixPath(self.url).stem if self.url else self.path.stem
 
     @property
     def name(self) -> str:
         """The file name with its extension."""
-        return self.path.name
+        return PurePosixPath(self.url).name if self.url else self.path.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +171,9 @@ class _Examiner:
             real = os.path.join(real_dir, name)
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file"
-        suffix = os.path.splitext(path)[1]
-        file_format = SUFFIX_FORMATS.get(suffix.lower())
+        file_format = file_format_of(path)
         if file_format is None:
-            suffixes = ", ".join(sorted(SUFFIX_FORMATS))
-            return f"unknown extension {suffix or '(none)'}; expected one of {suffixes}"
+            return _unknown_extension(path)
         if not os.access(path, os.R_OK):
             return "not readable: permission denied"
         return SourceFile(
@@ -199,14 +209,19 @@ def discover(
     )
     for pattern in patterns:
         text = os.path.expanduser(str(pattern))
-        if _is_glob(text):
+        if objects.is_url(text):
+            walk.objects(text)
+        elif _is_glob(text):
             walk.glob(text, os.path.join(root, text), str(root))
         else:
             walk.named(text, os.path.join(root, text))
     for line in listed:
+        if objects.is_url(line):
+            walk.object(line)
+            continue
         text = os.path.expanduser(line)
         walk.named(text, os.path.join(root, text))
-    files = tuple(sorted(walk.found.values(), key=lambda f: str(f.path)))
+    files = tuple(sorted(walk.found.values(), key=lambda f: f.key))
     file_set = FileSet(
         files=files,
         rejected=tuple(sorted(walk.rejected.values(), key=lambda r: r.path)),
@@ -228,7 +243,7 @@ class _Walk:
     examine: _Examiner
     filters: Filters
     skip: frozenset[str]
-    found: dict[Path, SourceFile] = field(default_factory=dict)
+    found: dict[str, SourceFile] = field(default_factory=dict)
     rejected: dict[str, Rejected] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)
     ignored: int = 0
@@ -239,7 +254,7 @@ class _Walk:
         if result == _FOLDER:
             self.folder(text, full)
         elif isinstance(result, SourceFile):
-            self.found.setdefault(result.path, result)
+            self.found.setdefault(result.key, result)
         else:
             self.rejected.setdefault(text, Rejected(path=text, reason=result))
 
@@ -252,7 +267,7 @@ class _Walk:
             relative = os.path.relpath(match, root).replace(os.sep, "/")
             result = self.examine(match)
             if isinstance(result, SourceFile) and self.filters.keeps(relative):
-                self.found.setdefault(result.path, result)
+                self.found.setdefault(result.key, result)
             else:
                 self.ignored += 1
 
@@ -269,12 +284,61 @@ class _Walk:
                 continue
             result = self.examine(path)
             if isinstance(result, SourceFile):
-                self.found.setdefault(result.path, result)
+                self.found.setdefault(result.key, result)
             elif result != _FOLDER:
                 shown = os.path.join(text, relative)
                 self.rejected.setdefault(shown, Rejected(path=shown, reason=result))
         if len(self.found) + len(self.rejected) == before:
             self.unmatched.append(text)
+
+    def objects(self, url: str) -> None:
+        """An object URL: one object, or what a glob or a ``.../`` prefix selects."""
+        if not (objects.is_glob(url) or url.endswith("/")):
+            self.object(url)
+            return
+        before = len(self.found)
+        for meta in objects.list_matching(url, self.filters.keeps):
+            source = _object_source(meta)
+            if source is None:
+                self.ignored += 1
+            else:
+                self.found.setdefault(source.key, source)
+        if len(self.found) == before:
+            self.unmatched.append(objects.redact(url))
+
+    def object(self, url: str) -> None:
+        """An object named explicitly: in the set, or rejected with the reason."""
+        meta = objects.head(url)
+        source = None if isinstance(meta, str) else _object_source(meta)
+        if source is not None:
+            self.found.setdefault(source.key, source)
+            return
+        reason = meta if isinstance(meta, str) else _unknown_extension(url)
+        shown = objects.redact(url)
+        self.rejected.setdefault(shown, Rejected(path=shown, reason=reason))
+
+
+def _object_source(meta: objects.ObjectMeta) -> SourceFile | None:
+    """The SourceFile of a listed object, or None when its name is not csv/parquet/xls(x)."""
+    name = meta.url.rsplit("/", 1)[-1]
+    file_format = file_format_of(name)
+    if file_format is None:
+        return None
+    return SourceFile(
+        path=Path(meta.url.split("://", 1)[1].split("/", 1)[-1]),
+        size=meta.size,
+        mtime_ns=meta.mtime_ns,
+        file_format=file_format,
+        url=meta.url,
+        etag=meta.etag,
+        version=meta.version,
+    )
+
+
+def _unknown_extension(name: str) -> str:
+    suffix = os.path.splitext(name)[1]
+    suffixes = ", ".join(sorted(SUFFIX_FORMATS))
+    return f"unknown extension {suffix or '(none)'}; expected one of {suffixes}"
 
 
 def _files_under(top: str, filters: Filters, skip: frozenset[str]) -> Iterator[tuple[str, str]]:

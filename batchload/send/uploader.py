@@ -129,11 +129,16 @@ class Uploader:
 
     async def accept(self, job: PreparedJob, checked: Checked, held: int) -> Ready | None:
         """A Ready to send, or None when the outcome was recorded here and then."""
-        path = str(checked.work.source.path)
+        path = checked.work.source.key
         if checked.unchanged and checked.fingerprint is not None:
             mtime = checked.fingerprint.mtime_ns
             await self.write(
-                Changes(records=tuple(replace(r, mtime_ns=mtime) for r in checked.work.previous))
+                Changes(
+                    records=tuple(
+                        replace(r, mtime_ns=mtime, etag=checked.work.source.etag)
+                        for r in checked.work.previous
+                    )
+                )
             )
             self.unchanged += 1
             self.sink(FileSkipped(path))
@@ -154,6 +159,11 @@ class Uploader:
             return None
         return Ready(job, checked, held)
 
+    def release(self, checked: Checked) -> None:
+        """The file is done with: an object's copy in the spool goes."""
+        if self.spool is not None:
+            self.spool.release(checked.work.source)
+
     def claim(self, dataset: str, file_id: str, path: str) -> bool:
         """Take ``file_id`` for ``path``; False when another source already holds it."""
         owner = self.owners.setdefault((dataset, file_id), path)
@@ -170,6 +180,7 @@ class Uploader:
                     if stop is None or not stop.is_set():
                         await self._one(item)
                 finally:
+                    self.release(item.checked)
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)
                 # a split file's frame must not stay alive while this task waits for the next
@@ -195,7 +206,7 @@ class Uploader:
             )
             self.sink(
                 FileFailed(
-                    str(checked.work.source.path),
+                    checked.work.source.key,
                     checked.file_id,
                     str(exc),
                     checked.work.source.size,
@@ -252,7 +263,7 @@ class Uploader:
     def _frame_cut(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> Cut:
         from batchload.contract.model import arrow_schema
 
-        schema, path = arrow_schema(job.contract), str(checked.work.source.path)
+        schema, path = arrow_schema(job.contract), checked.work.source.key
         return lambda budget: split_frame(frame, budget_bytes=budget, schema=schema, path=path)
 
     async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
@@ -295,7 +306,7 @@ class Uploader:
         after a 413, cut again for the lowered limit."""
         work, fp = checked.work, checked.fingerprint
         assert fp is not None
-        path = str(work.source.path)
+        path = work.source.key
         touched = {} if touched is None else touched
         earlier = {r.part: r for r in work.previous}
         for _ in range(MAX_SPLITS):
@@ -461,7 +472,7 @@ class Uploader:
                     if exc.status != 404 or isinstance(exc, UnreachableError):
                         raise
         forget = tuple((job.name, r.source_path, r.part) for r in stale)
-        path, size = str(checked.work.source.path), checked.work.source.size
+        path, size = checked.work.source.key, checked.work.source.size
         keys: tuple[FileKeys, ...] = ()
         if checked.keys is not None:
             keys = (checked.keys,)
@@ -489,12 +500,13 @@ class Uploader:
         converted = work.convert and file_format == "parquet"  # a workbook, sent as parquet
         return FileRecord(
             dataset=job.name,
-            source_path=str(work.source.path),
+            source_path=work.source.key,
             part=part,
             parts=None,
             file_id=file_id,
             size=fp.size if fp else work.source.size,
             mtime_ns=fp.mtime_ns if fp else work.source.mtime_ns,
+            etag=work.source.etag,
             sha256=fp.sha256 if fp else None,
             sent_sha256=sent_sha256,
             file_format=file_format or work.source.file_format,
@@ -525,7 +537,7 @@ class Uploader:
             )
         )
         self.problems.append(problem_of(job, checked))
-        path, size = str(checked.work.source.path), checked.work.source.size
+        path, size = checked.work.source.key, checked.work.source.size
         if state == "invalid":
             self.sink(FileInvalid(path, checked.problem or "", size))
         else:

@@ -15,13 +15,13 @@
   re-run knows the keys of the files it skips without reading them
   (:meth:`Manifest.key_hashes`, one query).
 
-Schema (``PRAGMA user_version`` = 3; an older manifest is upgraded when opened: v1
+Schema (``PRAGMA user_version`` = 4; an older manifest is upgraded when opened: v1
 gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
-``converted_from``)::
+``converted_from``, v3 ``etag``)::
 
     datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
              file_id_template, created_at, updated_at)
-    files(dataset, source_path, part, parts, file_id, size, mtime_ns, sha256,
+    files(dataset, source_path, part, parts, file_id, size, mtime_ns, etag, sha256,
           sent_sha256, file_format, converted_from, dataset_id, rows, bytes_sent,
           state pending|invalid|sent|done|failed, attempts, last_status, last_error,
           receipt JSON, created_at, updated_at, done_at;
@@ -47,7 +47,7 @@ from batchload.errors import UsageError
 State = Literal["pending", "invalid", "sent", "done", "failed"]
 STATES: tuple[State, ...] = ("pending", "invalid", "sent", "done", "failed")
 DatasetState = Literal["creating", "ready"]
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 _SCHEMA = """
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS files (
     file_id TEXT,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    etag TEXT,
     sha256 TEXT,
     sent_sha256 TEXT,
     file_format TEXT,
@@ -98,7 +99,11 @@ CREATE TABLE IF NOT EXISTS file_keys (
 );
 """
 #: What upgrades a manifest from each older version to the next, in order.
-_MIGRATIONS = {1: _FILE_KEYS, 2: "ALTER TABLE files ADD COLUMN converted_from TEXT;"}
+_MIGRATIONS = {
+    1: _FILE_KEYS,
+    2: "ALTER TABLE files ADD COLUMN converted_from TEXT;",
+    3: "ALTER TABLE files ADD COLUMN etag TEXT;",
+}
 
 
 def now_iso() -> str:
@@ -118,8 +123,10 @@ class FileRecord:
     file_id: str | None
     size: int
     mtime_ns: int
+    etag: str | None = None
+    """An object's ETag as read (None for a local file); its source_path is its URL."""
     sha256: str | None = None
-    """Of the source file."""
+    """Of the source file (an object: of the bytes read, whatever its ETag)."""
     sent_sha256: str | None = None
     """Of the bytes sent: the part's parquet, or the file itself."""
     file_format: str | None = None
@@ -201,6 +208,7 @@ class ResumeRow(NamedTuple):
     file_id: str | None
     size: int
     mtime_ns: int
+    etag: str | None
     sha256: str | None
     state: State
 
@@ -500,17 +508,23 @@ class _RowFacts(Protocol):
     @property
     def mtime_ns(self) -> int: ...
     @property
+    def etag(self) -> str | None: ...
+    @property
     def sha256(self) -> str | None: ...
     @property
     def state(self) -> State: ...
 
 
-def resume_decision(rows: Sequence[_RowFacts], *, size: int, mtime_ns: int) -> Resume:
-    """What a re-run does with a source file, from its manifest rows and a fresh ``stat``.
+def resume_decision(
+    rows: Sequence[_RowFacts], *, size: int, mtime_ns: int, etag: str | None = None
+) -> Resume:
+    """What a re-run does with a source file, from its manifest rows and a fresh ``stat``
+    (or an object listing).
 
     ``done``: every row (the whole file, or all its parts) is done and size and mtime
-    are unchanged, so the file is skipped without being read. ``rehash``: done, same
-    size, another mtime (touched, copied): hash it, skip it if the sha256 is the same.
+    (and an object's ETag) are unchanged, so the file is skipped without being read.
+    ``rehash``: done, same size, another mtime or ETag (touched, copied, rewritten): hash
+    it, skip it if the sha256 is the same.
     ``send``: anything else.
     """
     if not rows or any(r.state != "done" or r.parts is None for r in rows):
@@ -521,7 +535,7 @@ def resume_decision(rows: Sequence[_RowFacts], *, size: int, mtime_ns: int) -> R
         return "send"
     if any((r.parts or 1) != expected for r in rows):
         return "send"
-    if all(r.size == size and r.mtime_ns == mtime_ns for r in rows):
+    if all(r.size == size and r.mtime_ns == mtime_ns and r.etag == etag for r in rows):
         return "done"
     if all(r.size == size and r.sha256 for r in rows):
         return "rehash"
