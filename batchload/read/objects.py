@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import obstore
@@ -46,6 +46,7 @@ from obstore.exceptions import (
 )
 from obstore.store import HTTPStore, from_url
 
+from batchload.config import object_client_options
 from batchload.errors import FileChanged, FileProblem, UsageError
 from batchload.read.content import KEEP_BYTES, Fingerprint
 
@@ -59,8 +60,6 @@ LIST_PAGE = 1000
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 READ_ATTEMPTS = 3
 """Reads of an object that keeps being rewritten before it is given up (FileChanged)."""
-REQUEST_TIMEOUT = "600s"
-"""Longest a whole GET may take (obstore's default, 30 s, cuts large objects)."""
 _GLOB_CHARS = frozenset("*?[")
 COPY_PREFIX = "object-"
 """Name prefix of the copies :func:`fetch` makes."""
@@ -110,7 +109,7 @@ def _split(url: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=32)
 def _store(root: str) -> Any:
     """One store per root, configured from the store's environment."""
-    options: ClientConfig = {"timeout": REQUEST_TIMEOUT}  # a TypedDict of the stubs
+    options = cast("ClientConfig", object_client_options())
     try:
         if root.startswith(("http://", "https://")):
             return HTTPStore.from_url(root, client_options=options)
