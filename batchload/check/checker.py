@@ -13,7 +13,8 @@ validated again. A valid file's unique-key hashes come with it (``keys``), for t
 manifest to keep beside its done rows, so later runs know them without reading it.
 With validation off (``validate=False``), a whole file is hashed and sent unread, and
 a file to be split is read (not validated) only to cut its parts. :func:`cut_file`
-cuts a checked file's parts again, from the file (after a ``413`` lowered the limit).
+cuts a checked file's parts again, from the file (after a ``413`` lowered the limit);
+:mod:`batchload.check.planning` plans a dry run's requests from the same checks.
 Everything here blocks: the pipeline runs it with ``anyio.to_thread.run_sync`` under a
 CapacityLimiter of the CPU count.
 """
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from batchload.check.parts import Part, PartCutter, parquet_bytes, split_frame
+from batchload.check.parts import Part, PartCutter
 from batchload.check.spool import PartSpool
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
 from batchload.jobs import PreparedJob, Work
@@ -33,7 +34,7 @@ from batchload.protocol import MIB, Envelope, raw_budget
 from batchload.read.content import Fingerprint, fingerprint_file
 from batchload.read.objects import fetch
 from batchload.state.manifest import FileKeys
-from batchload.summary import PlannedRequest, Problem
+from batchload.summary import Problem
 
 if TYPE_CHECKING:
     import polars as pl
@@ -399,118 +400,6 @@ def _changed_since(work: Work, fp: Fingerprint) -> bool:
     except OSError:
         return True
     return (st.st_size, st.st_mtime_ns) != (fp.size, fp.mtime_ns)
-
-
-def plan_requests(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, *, validate: bool = True
-) -> tuple[list[PlannedRequest], list[Problem]]:
-    """The dry run: check every file and list the requests a run would send (a file's
-    parts are cut as a run cuts them, and their files removed once listed)."""
-    with PartSpool.temporary() as spool:
-        return _plan(prepared, max_request_bytes, spool, validate=validate)
-
-
-def _plan(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
-) -> tuple[list[PlannedRequest], list[Problem]]:
-    from batchload.check.crossfile import UniqueKeys
-    from batchload.contract.model import arrow_schema
-
-    plan: list[PlannedRequest] = []
-    problems: list[Problem] = []
-    keys: dict[str, UniqueKeys] = {}
-    for job in prepared:
-        if job.name not in keys:
-            keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
-        job_keys = keys[job.name]
-        creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
-        for group in groups(job.work):
-            checks = check_group(
-                job,
-                group,
-                job_keys,
-                validate=validate,
-                spool=spool,
-                max_request_bytes=max_request_bytes,
-            )
-            try:
-                for checked in checks:
-                    work, path = checked.work, checked.work.source.key
-                    if checked.problem is not None:
-                        problems.append(problem_of(job, checked))
-                        continue
-                    if checked.unchanged or checked.file_id is None or checked.fingerprint is None:
-                        continue
-                    name = job.name if creates and not plan else None
-                    if checked.frame is not None and not work.split:  # a workbook, as parquet
-                        data = parquet_bytes(checked.frame, arrow_schema(job.contract))
-                        envelope = Envelope(
-                            file_id=checked.file_id, file_format="parquet", name=name
-                        )
-                        if envelope.request_bytes(len(data)) <= max_request_bytes:
-                            plan.append(_planned(path, job, envelope, len(data), checked.rows))
-                            continue
-                    if checked.parts is not None:
-                        for part in checked.parts:
-                            envelope = part_envelope(
-                                job, work, checked.fingerprint.sha256, part.index
-                            )
-                            size = part.source.size
-                            plan.append(
-                                _planned(path, job, envelope, size, part.rows, part=part.index)
-                            )
-                        spool.discard(checked.parts)
-                        continue
-                    if checked.frame is None:
-                        envelope = Envelope(
-                            file_id=checked.file_id,
-                            file_format=work.source.file_format,
-                            name=name,
-                            convert_options=job.convert_options
-                            if work.source.file_format == "csv"
-                            else None,
-                        )
-                        size = checked.fingerprint.size
-                        plan.append(_planned(path, job, envelope, size, checked.rows))
-                        continue
-                    proto = part_envelope(job, work, checked.fingerprint.sha256, 9999, job.name)
-                    for part in split_frame(
-                        checked.frame,
-                        budget_bytes=raw_budget(max_request_bytes, proto),
-                        schema=arrow_schema(job.contract),
-                        path=path,
-                    ):
-                        envelope = part_envelope(job, work, checked.fingerprint.sha256, part.index)
-                        plan.append(
-                            _planned(
-                                path, job, envelope, part.source.size, part.rows, part=part.index
-                            )
-                        )
-            finally:  # an object's copy goes once it is planned
-                for checked in checks:
-                    spool.release(checked.work.source)
-    return plan, problems
-
-
-def _planned(
-    path: str,
-    job: PreparedJob,
-    envelope: Envelope,
-    raw_bytes: int,
-    rows: int | None,
-    *,
-    part: int = 0,
-) -> PlannedRequest:
-    """The dry run's line for one request: ``envelope`` around ``raw_bytes`` of file."""
-    return PlannedRequest(
-        path=path,
-        dataset=job.name,
-        file_id=envelope.file_id,
-        file_format=envelope.file_format,
-        rows=rows,
-        request_bytes=envelope.request_bytes(raw_bytes),
-        part=part,
-    )
 
 
 def part_envelope(

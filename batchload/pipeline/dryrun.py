@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from batchload.check.checker import plan_requests
+from batchload.check.planning import plan_requests
 from batchload.config import cpu_count
 from batchload.jobs import PreparedJob
 from batchload.summary import Problem, RunSummary
