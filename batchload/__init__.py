@@ -11,17 +11,27 @@ from typing import Any
 
 __all__ = [
     "BatchloadError",
+    "DataFrameUpload",
+    "RunSummary",
     "upload_dataframe",
+    "upload_dataframe_async",
     "upload_files",
     "upload_files_async",
 ]
 
 _LAZY = {
     "BatchloadError": "batchload.errors",
+    "DataFrameUpload": "batchload.api",
+    "RunSummary": "batchload.summary",
     "upload_dataframe": "batchload.api",
+    "upload_dataframe_async": "batchload.api",
     "upload_files": "batchload.api",
     "upload_files_async": "batchload.api",
 }
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
 
 def __getattr__(name: str) -> Any:

@@ -129,6 +129,20 @@ def server_tokens(flags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for t in [*flags, *from_env] if t))
 
 
+OBJECT_READ_TIMEOUT = "600s"
+"""Longest a whole GET of an object may take (obstore's default, 30 s, cuts large ones)."""
+
+
+def object_client_options() -> dict[str, str | bool]:
+    """Client options for object stores: a longer read timeout, and ``AWS_ALLOW_HTTP``
+    kept (obstore takes it from the environment only when no options are given). The
+    rest of each store's configuration and credentials obstore reads itself."""
+    options: dict[str, str | bool] = {"timeout": OBJECT_READ_TIMEOUT}
+    if os.environ.get("AWS_ALLOW_HTTP", "").strip().lower() in ("1", "true", "yes"):
+        options["allow_http"] = True
+    return options
+
+
 def cpu_count() -> int:
     """CPUs this process may use (affinity-aware), at least 1."""
     try:

@@ -33,7 +33,12 @@ class UploadJob:
     """One dataset's share of a run: which files, checked against which contract, sent where."""
 
     files: tuple[str, ...]
-    """Paths and globs (``**`` recursive), relative to ``base``."""
+    """Paths, folders and globs (``**`` recursive), relative to ``base``."""
+    listed: tuple[str, ...] = ()
+    """Paths taken literally, never as globs (``--files-from``), relative to ``base``."""
+    include: tuple[str, ...] = ()
+    """Globs that narrow what folders and globs select (see ``read.discover.Filters``)."""
+    exclude: tuple[str, ...] = ()
     schema: Path
     """The contract file."""
     dataset: str | None = None
@@ -52,6 +57,8 @@ class UploadJob:
         _ = self.sheet_choice  # so is a header row below 1
         if self.dataset and self.dataset_id:
             raise UsageError("give a dataset name or a dataset id, not both")
+        if not (self.files or self.listed):
+            raise UsageError("no files named", hint="give FILES, or --files-from LIST")
 
     @property
     def sheet_choice(self) -> SheetChoice:

@@ -101,6 +101,15 @@ class FileDone:
 
 
 @dataclass(frozen=True, slots=True)
+class PartDone:
+    """One part of a large file landed; the file's FileDone follows its last part."""
+
+    path: str
+    bytes: int
+    """Bytes of the part as sent (its parquet, before base64)."""
+
+
+@dataclass(frozen=True, slots=True)
 class FileFailed:
     """A file could not be sent: a permanent refusal, or retries ran out."""
 
@@ -120,6 +129,7 @@ Event = (
     | Retrying
     | Throttled
     | FileDone
+    | PartDone
     | FileFailed
 )
 Sink = Callable[[Event], None]
@@ -141,9 +151,14 @@ class Tally:
     invalid: int = 0
     failed: int = 0
     retries: int = 0
-    bytes_done: int = 0
+    finished_bytes: int = 0
+    """Source bytes of the files with a verdict (done, invalid or failed)."""
+    sent_bytes: int = 0
+    """Bytes delivered to the service: whole files, and parts as they land."""
     concurrency: int | None = None
     started_at: float = field(default=0.0)
+    _partial: dict[str, int] = field(default_factory=dict, repr=False)
+    """Bytes of the parts landed so far, per large file not done yet."""
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
@@ -154,15 +169,20 @@ class Tally:
             case RunStarted():
                 self.files, self.bytes, self.skipped = event.files, event.bytes, event.skipped
                 self.started_at = self.clock()
+            case PartDone():
+                self._partial[event.path] = self._partial.get(event.path, 0) + event.bytes
+                self.sent_bytes += event.bytes
             case FileDone():
                 self.done += 1
-                self.bytes_done += event.bytes
+                self.finished_bytes += event.bytes
+                self.sent_bytes += max(event.bytes - self._partial.pop(event.path, 0), 0)
             case FileInvalid():
                 self.invalid += 1
-                self.bytes_done += event.bytes
+                self.finished_bytes += event.bytes
             case FileFailed():
                 self.failed += 1
-                self.bytes_done += event.bytes
+                self.finished_bytes += event.bytes
+                self._partial.pop(event.path, None)
             case Retrying():
                 self.retries += 1
             case Throttled():
@@ -180,10 +200,16 @@ class Tally:
         return max(self.clock() - self.started_at, 0.0)
 
     @property
+    def bytes_done(self) -> int:
+        """Source bytes finished, and the parts landed of large files still going (a part
+        counts what it weighed as sent, so a large file's progress moves as it goes)."""
+        return self.finished_bytes + sum(self._partial.values())
+
+    @property
     def rate_bytes_s(self) -> float:
-        """Source bytes finished per second so far."""
+        """Bytes delivered to the service per second so far (refused files do not count)."""
         elapsed = self.elapsed_s
-        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+        return self.sent_bytes / elapsed if elapsed > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:
@@ -199,7 +225,7 @@ class Tally:
         parts = [
             f"{self.finished}/{self.files} files",
             f"{_mib(self.bytes_done)}/{_mib(self.bytes)} MiB",
-            f"{_mib(int(self.rate_bytes_s))} MiB/s",
+            _rate(self.rate_bytes_s),
             f"ETA {eta:.0f}s" if eta is not None else "ETA -",
         ]
         if self.skipped:
@@ -213,3 +239,10 @@ class Tally:
 
 def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f}"
+
+
+def _rate(bytes_s: float) -> str:
+    """MiB/s, or KiB/s below 0.1 MiB/s (a run of small files is not "0.0 MiB/s")."""
+    if bytes_s >= 0.1 * 1024 * 1024:
+        return f"{bytes_s / (1024 * 1024):.1f} MiB/s"
+    return f"{bytes_s / 1024:.1f} KiB/s"

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from batchload.errors import EXIT_INCOMPLETE, EXIT_OK, BatchloadError
+from batchload.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, BatchloadError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,12 +132,19 @@ class RunSummary:
     stopped: str | None = None
     """Why the run stopped early (a refused token, an unreachable service)."""
     error: BatchloadError | None = field(default=None, compare=False, repr=False)
+    interrupted: bool = False
+    """A stop was asked (Ctrl-C, SIGTERM): files were left for a resume."""
+    left: int = 0
+    """Files this run was to check and send that it did not finish (interrupted)."""
 
     @property
     def exit_code(self) -> int:
-        """0 all done; 1 some invalid, failed or missing; the error's code if stopped."""
+        """0 all done; 1 some invalid, failed or missing; the error's code if stopped;
+        130 if interrupted."""
         if self.error is not None:
             return self.error.exit_code
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if self.invalid or self.failed or self.conflicts or any(not r.ok for r in self.reconcile):
             return EXIT_INCOMPLETE
         return EXIT_OK
@@ -165,6 +172,8 @@ class RunSummary:
             "dry_run": self.dry_run,
             "exit_code": self.exit_code,
             "stopped": self.stopped,
+            "interrupted": self.interrupted,
+            "left": self.left,
             "problems": [asdict(p) for p in self.problems],
             "reconcile": [asdict(r) for r in self.reconcile],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],

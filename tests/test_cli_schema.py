@@ -73,13 +73,22 @@ def test_validate_some_invalid_exit_1(capsys: pytest.CaptureFixture[str], data: 
     assert "6 file(s) against equity_signals: 3 valid, 1 invalid, 2 unreadable" in out
 
 
-def test_validate_a_directory_alone_is_a_usage_error(
+def test_validate_a_folder_checks_every_file_under_it(
     capsys: pytest.CaptureFixture[str], data: Path
 ) -> None:
-    code, out, err = run(capsys, "validate", str(data), "--schema", str(SIGNALS))
-    assert code == 2
-    assert out == ""
-    assert err.startswith(f"error: no files matched: {data}: is a directory")
+    (data / "README.md").write_text("not data\n")
+    folder = run(capsys, "validate", str(data), "--schema", str(SIGNALS))
+    glob = run(capsys, "validate", str(data / "*.csv"), "--schema", str(SIGNALS))
+    assert folder[:2] == glob[:2]
+    assert folder[1].count(str(data)) >= 1
+    # what a folder holds that cannot be sent is said, with why; the glob never saw it
+    assert f"ignored: {data / 'README.md'}: unknown extension .md" in folder[2]
+    assert "README" not in glob[2]
+
+    (data / "empty").mkdir()
+    code, out, err = run(capsys, "validate", str(data / "empty"), "--schema", str(SIGNALS))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: no files matched: {data / 'empty'}: matched no files")
 
 
 def test_validate_same_day_twice_across_files(

@@ -164,6 +164,22 @@ def test_an_endpoint_that_never_answers_fails_fast_with_exit_4(cli: Cli, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("path", ["/api", "/ingestion"])
+def test_a_wrong_base_path_is_a_usage_error_that_says_so(
+    cli: Cli, server: ServerProcess, token: str, tmp_path: Path, path: str
+) -> None:
+    write_signals(tmp_path / "data", 1)
+    endpoint = server.url + path
+    args = ("upload", "data", "--schema", str(SIGNALS), "--endpoint", endpoint)
+    for command in (args, ("ls", "--endpoint", endpoint)):
+        result = cli(*command, cwd=tmp_path, token=token, check=2)
+        assert (
+            f"error: {endpoint}/ingestion/datasets/ answered 404 Not Found: is --endpoint the "
+            "API's base URL? (give the URL before /ingestion, e.g. https://api.sigtech.com)"
+        ) in result.stderr
+    assert ServerView(server.url, token).datasets() == []
+
+
 def test_nothing_matched_and_no_token(cli: Cli, tmp_path: Path) -> None:
     result = cli(
         "upload", "nothing/*.csv", "--schema", str(SIGNALS), cwd=tmp_path, token="t", check=2

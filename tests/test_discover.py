@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchload.errors import UsageError
-from batchload.read.discover import _glob, discover, file_format_of
+from batchload.read.discover import Filters, _glob, discover, file_format_of, file_list
 
 
 @pytest.fixture
@@ -48,16 +48,17 @@ def test_explicit_paths_get_reasons(tree: Path) -> None:
     (tree / "dirlink").symlink_to(tree / "data" / "nested", target_is_directory=True)
     (tree / "broken.csv").symlink_to(tree / "gone.csv")
     found = discover(
-        ["data/a.csv", "missing.csv", "data/notes.txt", "data/nested", "dirlink", "broken.csv"],
+        ["data/a.csv", "missing.csv", "data/notes.txt", "broken.csv"],
         base=tree,
     )
     assert [f.name for f in found.files] == ["a.csv"]
     reasons = {r.path: r.reason for r in found.rejected}
-    assert reasons["missing.csv"] == "no such file"
+    assert reasons == {
+        "missing.csv": "no such file",
+        "data/notes.txt": reasons["data/notes.txt"],
+        "broken.csv": "broken symbolic link",
+    }
     assert reasons["data/notes.txt"].startswith("unknown extension .txt; expected one of .csv")
-    assert reasons["data/nested"].startswith("is a directory")
-    assert reasons["dirlink"].startswith("is a symbolic link to a directory")
-    assert reasons["broken.csv"] == "broken symbolic link"
 
 
 def test_no_files_is_a_usage_error_that_says_why(tree: Path) -> None:
@@ -102,3 +103,95 @@ def test_recursive_glob_matches_as_glob_does_on_a_plain_tree(tree: Path) -> None
         full = str(tree / pattern)
         expected = sorted(glob.glob(full, recursive=True))
         assert sorted(_glob(full)) == expected, pattern
+
+
+# --- folders, filters and lists --------------------------------------------------------------
+
+
+@pytest.fixture
+def backfill(tmp_path: Path) -> Path:
+    """A folder as backfills come: years, an archive, hidden files, a README, a manifest."""
+    for name in [
+        "2023/q1.csv",
+        "2023/q2.parquet",
+        "2024/q1.csv",
+        "archive/old.csv",
+        ".hidden/secret.csv",
+        "2024/.partial.csv",
+        "README.md",
+        "state/m.sqlite",
+        "state/stray.csv",
+    ]:
+        path = tmp_path / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x\n1\n")
+    return tmp_path
+
+
+def names(found: object, base: Path) -> list[str]:
+    return [str(f.path.relative_to(base / "data")) for f in found.files]  # type: ignore[attr-defined]
+
+
+def test_a_folder_means_every_file_under_it_but_hidden_ones_and_the_manifests(
+    backfill: Path,
+) -> None:
+    found = discover(["data"], base=backfill, skip=[backfill / "data" / "state"])
+    assert names(found, backfill) == [
+        "2023/q1.csv",
+        "2023/q2.parquet",
+        "2024/q1.csv",
+        "archive/old.csv",
+    ]
+    assert [(r.path.rsplit("/", 1)[-1], r.reason[:22]) for r in found.ignored] == [
+        ("README.md", "unknown extension .md;")
+    ]
+    assert found.rejected == () and found.unmatched == ()
+    # a link to a folder, named, is walked too; the same files are one file
+    (backfill / "link").symlink_to(backfill / "data" / "2023", target_is_directory=True)
+    assert len(discover(["link", "data/2023"], base=backfill).files) == 2
+
+
+def test_include_and_exclude_narrow_folders_and_globs_not_named_files(backfill: Path) -> None:
+    def selected(*patterns: str, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()):
+        found = discover(
+            list(patterns),
+            base=backfill,
+            filters=Filters(include, exclude),
+            skip=[backfill / "data" / "state"],
+        )
+        return names(found, backfill)
+
+    assert selected("data", include=("*.csv",)) == ["2023/q1.csv", "2024/q1.csv", "archive/old.csv"]
+    assert selected("data", exclude=("archive",)) == [
+        "2023/q1.csv",
+        "2023/q2.parquet",
+        "2024/q1.csv",
+    ]
+    assert selected("data", include=("2024/*",)) == ["2024/q1.csv"]
+    assert selected("data", include=("*.csv",), exclude=("2023/*", "old.*")) == ["2024/q1.csv"]
+    assert selected("data/**/*.csv", exclude=("q1.csv",)) == ["archive/old.csv", "state/stray.csv"]
+    assert selected("data/archive/old.csv", exclude=("*",)) == ["archive/old.csv"]
+
+
+def test_a_folder_rejects_what_it_cannot_read_and_says_when_it_holds_nothing(
+    backfill: Path,
+) -> None:
+    (backfill / "data" / "2024" / "gone.csv").symlink_to(backfill / "nowhere.csv")
+    found = discover(["data/2024"], base=backfill)
+    assert [(r.path, r.reason) for r in found.rejected] == [
+        ("data/2024/gone.csv", "broken symbolic link")
+    ]
+    (backfill / "empty").mkdir()
+    with pytest.raises(UsageError, match="no files matched: empty: matched no files"):
+        discover(["empty"], base=backfill)
+
+
+def test_listed_paths_are_literal_and_lists_skip_comments(tmp_path: Path) -> None:
+    (tmp_path / "odd[1].csv").write_text("x\n1\n")
+    (tmp_path / "odd1.csv").write_text("x\n1\n")
+    text = "# from last night's export\n\n  odd[1].csv  \n#odd1.csv\nmissing.csv\n"
+    listed = file_list(text.splitlines(keepends=True))
+    assert listed == ("odd[1].csv", "missing.csv")
+    found = discover([], base=tmp_path, listed=listed)
+    assert [f.name for f in found.files] == ["odd[1].csv"]  # not the glob's odd1.csv
+    assert [(r.path, r.reason) for r in found.rejected] == [("missing.csv", "no such file")]

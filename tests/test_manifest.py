@@ -236,12 +236,12 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     db.close()
     with Manifest.open(path, create=False) as manifest:
         (kept,) = manifest.rows()
-        assert (kept.source_path, kept.converted_from) == ("/d/a.csv", None)
+        assert (kept.source_path, kept.converted_from, kept.etag) == ("/d/a.csv", None, None)
         assert manifest.key_hashes("prices", "s1") == {}  # sent before keys were kept
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
         assert manifest.key_hashes("prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(UsageError, match="manifest of a newer batchload"):

@@ -17,6 +17,7 @@ import pytest
 from batchload.config import ClientConfig, Secret
 from batchload.errors import AuthError, UnreachableError
 from batchload.pipeline.run import RunOptions, run_upload
+from batchload.pipeline.stop import Stop
 from batchload.progress import DatasetReady, Event, FileDone, Retrying, Throttled
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import Sender
@@ -233,6 +234,39 @@ def test_a_run_cancelled_during_a_check_leaves_no_thread_checking(
     anyio.run(cancelled_run)
     assert seen_checking == [True]
     assert _checking_threads() == []
+
+
+def test_a_stop_request_drains_the_run_and_a_resume_sends_exactly_what_was_left(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    paths = write_signals(tmp_path / "data", 30)
+    manifest = tmp_path / "m.sqlite"
+
+    async def stopped_run() -> RunSummary:
+        stop = Stop()
+
+        def sink(event: Event) -> None:
+            if isinstance(event, FileDone) and not stop.requested:
+                stop.request()  # once: a second request would abort
+
+        return await run_upload(
+            [job(tmp_path / "data")],
+            config=config(server, token),
+            manifest_path=manifest,
+            options=RunOptions(retry=FAST_RETRY, concurrency=4),
+            sink=sink,
+            stop=stop,
+        )
+
+    stopped = anyio.run(stopped_run)
+    assert (stopped.interrupted, stopped.exit_code, stopped.error) == (True, 130, None)
+    assert stopped.left > 0 and stopped.uploaded + stopped.left == 30
+    assert stopped.reconcile == ()  # not checked against the service: the run is unfinished
+
+    resumed = run(server, token, [job(tmp_path / "data")], manifest)
+    assert (resumed.skipped, resumed.uploaded) == (stopped.uploaded, stopped.left)
+    on_server = ServerView(server.url, token).files(resumed.dataset_id or "")
+    assert {k: v["sha256"] for k, v in on_server.items()} == {p.stem: sha256(p) for p in paths}
 
 
 # --- an endpoint that is not there ---------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from batchload.check.spool import LOCK_NAME, SPOOL_PREFIX
 from batchload.errors import AuthError
-from batchload.progress import DatasetReady, Event, FileDone
+from batchload.progress import DatasetReady, Event, FileDone, PartDone
 from batchload.server.process import ServerProcess
 from batchload.state.manifest import Manifest
 from tests.upload_helpers import ServerView, job, run, sha256, signal_csv, write_signals
@@ -156,8 +156,11 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the run's spool goes
     big = make_big(tmp_path / "data")
     seen: dict[str, list[Path]] = {}
+    landed: list[int] = []
 
     def sink(event: Event) -> None:
+        if isinstance(event, PartDone):
+            landed.append(event.bytes)
         if isinstance(event, DatasetReady | FileDone):
             [spool] = spools(temp)
             # the first part is in, the others wait on disk; each goes once it is done
@@ -167,6 +170,7 @@ def test_parts_wait_in_a_spool_on_disk_that_the_run_removes(
     summary = run(server, token, [job(big)], tmp_path / "m.sqlite", max_request_mb=0.03, sink=sink)
 
     assert (summary.uploaded, summary.failed) == (1, 0)
+    assert (len(landed), sum(landed)) == (summary.parts_uploaded, summary.bytes_sent)  # progress
     assert len(seen["waiting"]) >= summary.parts_uploaded - 1 >= 1
     assert all(p.suffix == ".parquet" for p in seen["waiting"])
     assert seen["done"] == []  # each part's file goes once the part is done

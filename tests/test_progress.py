@@ -10,6 +10,7 @@ from batchload.progress import (
     FileDone,
     FileFailed,
     FileInvalid,
+    PartDone,
     Retrying,
     RunStarted,
     Tally,
@@ -37,11 +38,31 @@ def test_tally_rate_and_eta() -> None:
     tally.update(FileInvalid("b", "bad", 2 * MIB))
     tally.update(Retrying("c", "c", 1, 503, 0.1, "503"))
     assert (tally.finished, tally.done, tally.invalid, tally.retries) == (2, 1, 1, 1)
-    assert tally.rate_bytes_s == 2 * MIB
-    assert tally.eta_s == 2.0
+    assert tally.rate_bytes_s == MIB  # what was delivered: the invalid file was not sent
+    assert tally.eta_s == 4.0
     assert tally.line() == (
-        "2/4 files, 4.0/8.0 MiB, 2.0 MiB/s, ETA 2s, 3 skipped, 1 invalid, 0 failed, 1 retries"
+        "2/4 files, 4.0/8.0 MiB, 1.0 MiB/s, ETA 4s, 3 skipped, 1 invalid, 0 failed, 1 retries"
     )
+
+
+def test_a_large_file_moves_the_rate_part_by_part() -> None:
+    clock = Clock()
+    tally = Tally(clock=clock)
+    tally.update(RunStarted(files=1, bytes=10 * MIB, skipped=0, datasets=("d",)))
+    clock.now += 1.0
+    assert tally.line() == "0/1 files, 0.0/10.0 MiB, 0.0 KiB/s, ETA -"
+    tally.update(PartDone("big", 3 * MIB))
+    tally.update(PartDone("big", 3 * MIB))
+    assert (tally.bytes_done, tally.rate_bytes_s) == (6 * MIB, 6 * MIB)
+    assert tally.line() == "0/1 files, 6.0/10.0 MiB, 6.0 MiB/s, ETA 1s"
+    clock.now += 1.0
+    tally.update(FileDone("big", "big", 10 * MIB, parts=3))  # the last part: 4 MiB
+    assert (tally.bytes_done, tally.sent_bytes) == (10 * MIB, 10 * MIB)
+    slow = Tally(clock=clock)
+    slow.update(RunStarted(files=2, bytes=MIB, skipped=0, datasets=("d",)))
+    clock.now += 2.0
+    slow.update(FileDone("a", "a", 60 * 1024))
+    assert "30.0 KiB/s" in slow.line()
 
 
 def test_log_lines_every_few_seconds_and_notable_events_at_once() -> None:
@@ -61,7 +82,7 @@ def test_log_lines_every_few_seconds_and_notable_events_at_once() -> None:
         "2/3 files, 2.0/3.0 MiB, 0.3 MiB/s, ETA 3s",
         "rate limited: pausing 1s, concurrency now 4",
         "failed: c: HTTP 400: bad",
-        "3/3 files, 3.0/3.0 MiB, 0.5 MiB/s, ETA 0s, 0 invalid, 1 failed",
+        "3/3 files, 3.0/3.0 MiB, 0.3 MiB/s, ETA 0s, 0 invalid, 1 failed",  # c was not sent
     ]
 
 

@@ -15,7 +15,8 @@ validated again. A valid file's unique-key hashes come with it (``keys``), for t
 manifest to keep beside its done rows, so later runs know them without reading it.
 With validation off (``validate=False``), a whole file is hashed and sent unread, and
 a file to be split is read (not validated) only to cut its parts. :func:`cut_file`
-cuts a checked file's parts again, from the file (after a ``413`` lowered the limit).
+cuts a checked file's parts again, from the file (after a ``413`` lowered the limit);
+:mod:`batchload.check.dryplan` plans a dry run's requests from the same checks.
 Everything here blocks: the pipeline runs it with ``anyio.to_thread.run_sync`` under a
 CapacityLimiter of the CPU count.
 """
@@ -40,6 +41,7 @@ from batchload.read.content import DiskSource, Fingerprint, fingerprint_file
 from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 from batchload.read.discover import csv_compression
 from batchload.read.frames import read_frame
+from batchload.read.objects import fetch
 from batchload.state.records import FileKeys
 from batchload.summary import Problem
 
@@ -154,10 +156,14 @@ def check_group(
     """
     results: dict[int, Checked] = {}
     pending: list[tuple[int, Work, Fingerprint, str]] = []
-    for index, work in enumerate(works):
+    for index, named in enumerate(works):
         stop_if_cancelled()
+        work = named
         try:
-            fp = fingerprint_file(work.source.path)
+            if named.source.url is not None:
+                work, fp = _fetched(named, spool)
+            else:
+                fp = fingerprint_file(named.source.path)
         except FileProblem as exc:
             results[index] = Checked(work, None, work.file_id, problem=str(exc))
             continue
@@ -203,7 +209,7 @@ def check_group(
                 if keys is not None and verdict.key_hashes is not None:
                     file_keys = FileKeys(
                         dataset=job.name,
-                        source_path=str(work.source.path),
+                        source_path=work.source.key,
                         scheme=keys.scheme,
                         hashes=verdict.key_hashes,
                     )
@@ -253,6 +259,25 @@ def _as_text(
     except UnreadableFile as exc:
         return replace(checked, problem=str(exc))
     return replace(checked, work=replace(work, split=True), frame=frame)
+
+
+def _fetched(work: Work, spool: PartSpool | None) -> tuple[Work, Fingerprint]:
+    """An object read into the spool, pinned to the version listed (or, rewritten since,
+    to its new one): the work now reads the copy and records the version read."""
+    source = work.source
+    assert source.url is not None
+    if spool is None:
+        raise FileProblem("an object is read into the run's spool; there is none", path=source.key)
+    path, meta, fp = fetch(source.url, source.etag, source.version, spool.directory)
+    read = replace(
+        source,
+        path=path,
+        size=meta.size,
+        mtime_ns=meta.mtime_ns,
+        etag=meta.etag,
+        version=meta.version,
+    )
+    return replace(work, source=read), fp
 
 
 def _spooled(work: Work) -> bool:
@@ -426,7 +451,7 @@ def part_envelope(
 def problem_of(job: PreparedJob, checked: Checked) -> Problem:
     """The summary's line for a file that checking refused."""
     return Problem(
-        path=str(checked.work.source.path),
+        path=checked.work.source.key,
         dataset=job.name,
         file_id=checked.file_id,
         state=checked.problem_state,

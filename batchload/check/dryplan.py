@@ -47,7 +47,7 @@ def _plan(
                 max_request_bytes=max_request_bytes,
             )
             for checked in checks:
-                work, path = checked.work, str(checked.work.source.path)
+                work, path = checked.work, checked.work.source.key
                 if checked.problem is not None:
                     problems.append(problem_of(job, checked))
                     continue

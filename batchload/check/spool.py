@@ -40,6 +40,8 @@ from batchload.read.content import HASH_CHUNK_BYTES, DiskSource, MemorySource
 if TYPE_CHECKING:
     import polars as pl
 
+    from batchload.read.discover import SourceFile
+
 __all__ = ["PartSpool", "sweep_dead"]
 
 SPOOL_PREFIX = "batchload-parts-"
@@ -152,6 +154,12 @@ class PartSpool:
     def remove(self, source: DiskSource | MemorySource) -> None:
         """Remove ``source``'s file if it is the spool's (others are left alone)."""
         if isinstance(source, DiskSource) and source.path.parent == self._directory:
+            source.path.unlink(missing_ok=True)
+
+    def release(self, source: SourceFile) -> None:
+        """Remove the copy an object was read into, once its file is done with (a local
+        file, or a copy outside the spool, is left alone)."""
+        if source.url is not None and source.path.parent == self._directory:
             source.path.unlink(missing_ok=True)
 
     def decompressed(self, source: Path, codec: str, kept: bytes | None = None) -> DiskSource:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "reconcile": "batchload.cli.manifest:reconcile",
     "ls": "batchload.cli.datasets:ls",
     "rm": "batchload.cli.datasets:rm",
+    "dataset": "batchload.cli.datasets:dataset",
     "serve": "batchload.cli.serve:serve",
 }
 
@@ -79,7 +80,8 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """
     from batchload.cli.common import Output, show_reading_notes
 
-    ctx.obj = Output(verbose=verbose, quiet=quiet)
+    argv = ctx.obj if isinstance(ctx.obj, tuple) else ()  # set by run_command
+    ctx.obj = Output(verbose=verbose, quiet=quiet, argv=argv)
     show_reading_notes()
 
 

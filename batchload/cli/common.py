@@ -31,6 +31,8 @@ class Output:
 
     verbose: bool = False
     quiet: bool = False
+    argv: tuple[str, ...] = ()
+    """The command line as given (after ``batchload``): what a resume runs again."""
 
     def info(self, message: str) -> None:
         """A human-readable line on stderr, unless ``--quiet``."""
@@ -119,7 +121,9 @@ def run_command(command: click.Command, args: list[str]) -> Any:
     """Run a click command, turning every error into one stderr line and an exit code."""
     verbose = "-v" in args or "--verbose" in args
     try:
-        return command.main(args=args, prog_name="batchload", standalone_mode=False)
+        return command.main(
+            args=args, prog_name="batchload", standalone_mode=False, obj=tuple(args)
+        )
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -1,4 +1,4 @@
-"""``batchload ls`` and ``batchload rm``: datasets and their files on the service.
+"""``batchload ls``, ``rm`` and ``dataset create|show|rm``: datasets and their files.
 
 A thin layer over :mod:`batchload.send.datasets`; only click and the standard library
 are imported at the top (aiohttp loads when a command runs).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -18,11 +19,13 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    schema_option,
 )
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
-    from batchload.send.datasets import DatasetInfo, FileInfo
+    from batchload.schemadiff import SchemaDifference
+    from batchload.send.datasets import DatasetDetail, DatasetInfo, FileInfo
     from batchload.send.sender import Sender
 
 T = TypeVar("T")
@@ -248,17 +251,208 @@ def rm(target: str, dry_run: bool, yes: bool, as_json: bool, **connection: Any) 
 
 def _confirmed(dataset: DatasetInfo, matched: Sequence[str], *, yes: bool) -> bool:
     """``--yes``, or the person at the terminal says yes; with no terminal, refuse."""
+    shown = ", ".join(matched[:MAX_SHOWN])
+    more = f" and {len(matched) - MAX_SHOWN} more" if len(matched) > MAX_SHOWN else ""
+    return _ask(
+        f"{len(matched)} file(s) from dataset {dataset.label()}",
+        f"{len(matched)} file(s) of dataset {dataset.label()}: {shown}{more}",
+        f"Delete these {len(matched)} file(s)?",
+        yes=yes,
+        hint="pass --yes to delete, or --dry-run to list them",
+    )
+
+
+def _ask(what: str, listing: str, question: str, *, yes: bool, hint: str) -> bool:
+    """``--yes``, or the person at the terminal answers yes to ``question``; with no
+    terminal to ask on, a UsageError: nothing is deleted unconfirmed."""
     from batchload.errors import UsageError
 
     if yes:
         return True
     if not sys.stdin.isatty():
         raise UsageError(
-            f"not deleting {len(matched)} file(s) from dataset {dataset.label()} without "
-            "confirmation: there is no terminal to ask on",
-            hint="pass --yes to delete, or --dry-run to list them",
+            f"not deleting {what} without confirmation: there is no terminal to ask on",
+            hint=hint,
         )
-    shown = ", ".join(matched[:MAX_SHOWN])
-    more = f" and {len(matched) - MAX_SHOWN} more" if len(matched) > MAX_SHOWN else ""
-    click.echo(f"{len(matched)} file(s) of dataset {dataset.label()}: {shown}{more}", err=True)
-    return click.confirm(f"Delete these {len(matched)} file(s)?", default=False, err=True)
+    click.echo(listing, err=True)
+    return click.confirm(question, default=False, err=True)
+
+
+# --- batchload dataset ---------------------------------------------------------------------
+
+
+@click.group()
+def dataset() -> None:
+    """Create, show and delete datasets (`ls` and `rm` list and delete their files).
+
+    \b
+    Examples:
+      batchload dataset create equity_signals --schema schemas/equity_signals.yaml
+      batchload dataset show equity_signals --schema schemas/equity_signals.yaml
+      batchload dataset rm equity_signals --yes
+    """
+
+
+@dataset.command("create")
+@click.argument("name")
+@schema_option
+@click.option("--id", "dataset_id", metavar="ID", help="The dataset's id. Default: NAME.")
+@connection_options
+@json_option
+def dataset_create(
+    name: str, schema_path: Path, dataset_id: str | None, as_json: bool, **connection: Any
+) -> None:
+    """Create dataset NAME with the contract's columns as its locked schema.
+
+    The service's PUT with an explicit schema, as SigTech's SDK does: the schema is
+    the contract's, not whatever a first file would make it. Creating a dataset that
+    exists with the same schema does nothing (exit 0); another schema, or another
+    dataset of the same name, is refused (exit 2).
+
+    \b
+    Example:
+      batchload dataset create equity_signals --schema schemas/equity_signals.yaml
+    """
+    from batchload.contract.model import load_contract
+    from batchload.send.datasets import Created, create_dataset
+
+    contract = load_contract(schema_path)
+    config = connection_config(**connection)
+
+    async def create(sender: Sender) -> Created:
+        return await create_dataset(sender, name, contract.locked_schema(), dataset_id=dataset_id)
+
+    result = _with_client(config, create)
+    if as_json:
+        print_json({"dataset": _dataset_json(result.info), "created": result.created})
+    verb = "created" if result.created else "exists already, with this schema:"
+    click.echo(
+        f"{verb} dataset {result.info.label()}, {len(contract.columns)} column(s) from "
+        f"{schema_path}",
+        err=True,
+    )
+
+
+@dataset.command("show")
+@click.argument("name", metavar="DATASET")
+@click.option(
+    "--schema",
+    "schema_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also compare this contract with the dataset's locked schema (exit 1 if they differ).",
+)
+@connection_options
+@json_option
+def dataset_show(name: str, schema_path: Path | None, as_json: bool, **connection: Any) -> None:
+    """Show a dataset: its id, locked schema, file count and rows.
+
+    DATASET is an id, or a name only one dataset has. With --schema, the contract is
+    compared with the locked schema column by column (as `batchload schema diff`).
+
+    \b
+    Example:
+      batchload dataset show equity_signals --schema schemas/equity_signals.yaml
+    """
+    from batchload.send.datasets import schema_differences, show_dataset
+
+    contract = None
+    if schema_path is not None:
+        from batchload.contract.model import load_contract
+
+        contract = load_contract(schema_path)
+    config = connection_config(**connection)
+
+    async def show(sender: Sender) -> tuple[DatasetDetail, dict[str, Any]]:
+        return await show_dataset(sender, name)
+
+    detail, answer = _with_client(config, show)
+    differences = None if contract is None else schema_differences(answer, contract.locked_schema())
+    if as_json:
+        print_json(_detail_json(detail, schema_path, differences))
+    else:
+        _print_detail(detail, schema_path, differences)
+    if differences:
+        sys.exit(1)
+
+
+def _detail_json(
+    detail: DatasetDetail, schema_path: Path | None, differences: list[SchemaDifference] | None
+) -> dict[str, Any]:
+    data = {
+        **_dataset_json(detail.info),
+        "file_count": detail.file_count,
+        "rows": detail.rows,
+        "schema": list(detail.schema),
+    }
+    if differences is not None:
+        data["contract"] = str(schema_path)
+        data["matches"] = not differences
+        data["differences"] = [d.to_dict() for d in differences]
+    return data
+
+
+def _print_detail(
+    detail: DatasetDetail, schema_path: Path | None, differences: list[SchemaDifference] | None
+) -> None:
+    info = detail.info
+    click.echo(f"dataset {info.label()}: {detail.file_count} file(s), {_shown(detail.rows)} rows")
+    click.echo(_table(("COLUMN", "TYPE"), [(c["name"], c["type"]) for c in detail.schema]))
+    if differences is None:
+        return
+    if not differences:
+        click.echo(f"{schema_path} matches the locked schema")
+        return
+    click.echo(f"{schema_path} differs from the locked schema:")
+    for difference in differences:
+        click.echo(f"  {difference.kind:<9} {difference}")
+
+
+def _shown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+@dataset.command("rm")
+@click.argument("name", metavar="DATASET")
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete without asking (needed without a terminal)."
+)
+@connection_options
+@json_option
+def dataset_rm(name: str, yes: bool, as_json: bool, **connection: Any) -> None:
+    """Delete a dataset and every file in it.
+
+    Says what it holds and asks first, unless --yes; without a terminal to ask on,
+    it refuses (exit 2) unless --yes. A manifest that sent files to it is stale
+    afterwards: upload again with a new --manifest.
+
+    \b
+    Example:
+      batchload dataset rm equity_signals --yes
+    """
+    from batchload.send.datasets import delete_dataset, show_dataset
+
+    config = connection_config(**connection)
+
+    async def show(sender: Sender) -> tuple[DatasetDetail, dict[str, Any]]:
+        return await show_dataset(sender, name)
+
+    detail, _ = _with_client(config, show)
+    label = detail.info.label()
+    holds = f"{detail.file_count} file(s), {_shown(detail.rows)} rows"
+    if not _ask(
+        f"dataset {label} ({holds})",
+        f"dataset {label} holds {holds}",
+        f"Delete dataset {label} and all its files?",
+        yes=yes,
+        hint="pass --yes to delete it",
+    ):
+        output().info("nothing deleted")
+        sys.exit(1)
+
+    async def delete(sender: Sender) -> None:
+        await delete_dataset(sender, detail.info.id)
+
+    _with_client(config, delete)
+    if as_json:
+        print_json({"dataset": _dataset_json(detail.info), "deleted": True})
+    click.echo(f"deleted dataset {label} and its {holds}", err=True)

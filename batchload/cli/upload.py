@@ -3,14 +3,19 @@
 Only click and the standard library are imported at the top; the pipeline (polars,
 pandera, aiohttp) loads when a command runs. Progress goes to stderr; ``--json``
 prints one summary object on stdout. Exit codes: 0 all done, 1 some files invalid
-or failed, 2 usage or configuration, 3 authentication, 4 service unreachable.
+or failed, 2 usage or configuration, 3 authentication, 4 service unreachable, 130
+interrupted. The first SIGINT or SIGTERM drains the run (no new files; requests in
+flight get a bounded wait) and prints the command that resumes it; the second aborts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import shlex
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
 
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from batchload.config import ClientConfig
     from batchload.jobs import UploadJob
     from batchload.pipeline.listing import OnExisting
+    from batchload.pipeline.stop import Stop
     from batchload.summary import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,7 +124,26 @@ def run_options(fn: F) -> F:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
+@click.option(
+    "--files-from",
+    type=click.File("r", encoding="utf-8"),
+    metavar="LIST",
+    help="Also upload the paths or URLs in LIST, one a line ('-': stdin); blank lines and "
+    "'# comments' are skipped, names are taken literally (no globs).",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Only files that match (repeatable): '*.csv' a name, '2024/*' a path below a FOLDER.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files (and folders) that match (repeatable); as --include.",
+)
 @schema_option
 @click.option("--dataset", metavar="NAME", help="Dataset name (default: the contract's name).")
 @click.option("--dataset-id", metavar="ID", help="Add to this existing dataset.")
@@ -135,6 +160,9 @@ def run_options(fn: F) -> F:
 @run_options
 def upload(  # noqa: PLR0917  (click passes each option as an argument)
     files: tuple[str, ...],
+    files_from: TextIO | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     schema_path: Path,
     dataset: str | None,
     dataset_id: str | None,
@@ -145,21 +173,33 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
 ) -> None:
     """Validate files against a contract and upload them: concurrent, resumable, exactly once.
 
-    FILES are paths or quoted globs ('data/**/*.csv'). The token comes from
+    FILES are paths, folders (every file under them, hidden ones left out) or quoted
+    globs ('data/**/*.csv'); --files-from adds a list of them. The token comes from
     $SIGTECH_PLATFORM_TOKEN or --token-file, never from the command line. Re-run the
     same command to resume: done files are skipped without being read.
 
     \b
-    Example:
+    Examples:
       batchload upload 'data/signals/*.csv' --schema schemas/equity_signals.yaml
+      batchload upload data/signals --exclude 'archive/*' --schema schemas/equity_signals.yaml
+      find data -name '*.csv' -newer last-run | batchload upload --files-from - --schema ...
     """
     from batchload.errors import UsageError
     from batchload.jobs import UploadJob
+    from batchload.read.discover import file_list
 
     if dataset and dataset_id:
         raise UsageError("give --dataset or --dataset-id, not both")
+    listed = file_list(files_from) if files_from is not None else ()
+    if not files and files_from is None:
+        raise UsageError("no files named", hint="give FILES, or --files-from LIST")
+    if files_from is not None and not files and not listed:
+        raise UsageError(f"{files_from.name} lists no files")
     job = UploadJob(
         files=files,
+        listed=listed,
+        include=include,
+        exclude=exclude,
         schema=schema_path,
         dataset=dataset,
         dataset_id=dataset_id,
@@ -250,17 +290,76 @@ def _execute(
     )
     path = resolve_manifest(manifest_path) or default_manifest or _default_manifest(jobs[0])
     with progress_sink(quiet=out.quiet or dry_run) as sink:
-        summary = anyio.run(
-            lambda: run_upload(jobs, config=config, manifest_path=path, options=options, sink=sink),
-            backend="asyncio",
-        )
+
+        async def main(stop: Stop) -> RunSummary:
+            return await run_upload(
+                jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
+            )
+
+        summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
+    resume = _resume_command(out.argv) if summary.interrupted else None
     if as_json:
-        print_json(summary.to_dict())
+        print_json({**summary.to_dict(), "resume": resume})
     else:
         _report(summary, out)
     if summary.error is not None:
         click.echo(f"error: {summary.error}", err=True)
+    if resume is not None:  # printed even with --quiet: it is what to do next
+        click.echo(
+            f"interrupted: {summary.uploaded} file(s) uploaded, {summary.left} left; "
+            f"the manifest is saved: {summary.manifest}\nresume with:\n  {resume}",
+            err=True,
+        )
     click.get_current_context().exit(summary.exit_code)
+
+
+async def _stoppable(run: Callable[[Stop], Awaitable[RunSummary]], grace_s: float) -> RunSummary:
+    """``run`` with SIGINT and SIGTERM turned into stop requests meanwhile."""
+    import anyio
+
+    from batchload.pipeline.stop import Stop
+
+    stop = Stop()
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_relay_signals, stop, grace_s)
+        try:
+            summary = await run(stop)
+        except Exception as exc:  # raised below, not wrapped in the group's ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return summary
+
+
+async def _relay_signals(stop: Stop, grace_s: float) -> None:
+    """The first signal drains the run, the second aborts it; a third gets the default
+    handling (SIGINT: KeyboardInterrupt), in case the run cannot be reached."""
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            stop.request()
+            name = signal.Signals(signum).name
+            if stop.requests == 1:
+                click.echo(
+                    f"{name}: stopping: no new files; requests in flight get up to "
+                    f"{grace_s:g}s (Ctrl-C again aborts them)",
+                    err=True,
+                )
+            else:
+                click.echo(f"{name}: aborting the requests in flight", err=True)
+                return
+
+
+def _resume_command(argv: Sequence[str]) -> str:
+    """The shell command that runs this one again from here: the manifest then skips
+    what is done. A list read from stdin must be given again."""
+    command = f"cd {shlex.quote(os.getcwd())} && {shlex.join(['batchload', *argv])}"
+    if "-" in argv:
+        command += "  # with the same list on stdin"
+    return command
 
 
 def _default_manifest(job: UploadJob) -> Path:

@@ -72,7 +72,7 @@ class Claims:
         """Queue every job's work (each dataset once)."""
         paths: dict[str, list[str]] = {}
         for job in jobs:
-            paths.setdefault(job.name, []).extend(str(w.source.path) for w in job.work)
+            paths.setdefault(job.name, []).extend(w.source.key for w in job.work)
         for name, queued in paths.items():
             if queued:
                 await self.call(self.ledger.enqueue, name, queued, since=self.since)
@@ -80,7 +80,7 @@ class Claims:
     async def groups(self, job: PreparedJob) -> AsyncIterator[tuple[Work, ...]]:
         """The job's works in groups, as this process claims them; ends when none is left
         unfinished in the queue (waiting, meanwhile, for files others hold)."""
-        by_path = {str(w.source.path): w for w in job.work}
+        by_path = {w.source.key: w for w in job.work}
         if not by_path:
             return
         foreign: set[str] = set()
@@ -98,7 +98,7 @@ class Claims:
                 await self.call(self.ledger.release, job.name, self.owner, others)
             if mine:
                 self.held += len(mine)
-                claimed.update(str(w.source.path) for w in mine)
+                claimed.update(w.source.key for w in mine)
                 for group in groups(mine):
                     yield group
                 continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -11,9 +10,6 @@ from batchload.check.dryplan import plan_requests
 from batchload.jobs import PreparedJob
 from batchload.pipeline.prepare import ignored_files
 from batchload.summary import Problem, RunSummary
-
-if TYPE_CHECKING:
-    pass
 
 
 async def dry_run(

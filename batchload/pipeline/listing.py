@@ -96,14 +96,14 @@ def decide(
             elif isinstance(verdict, Problem):
                 conflicts.append(verdict)
             else:
-                kept.append(str(item.source.path))
+                kept.append(item.source.key)
         lost = judge.lost_sources()
-        skipped = tuple(s for s in job.skipped if str(s.path) not in lost)
+        skipped = tuple(s for s in job.skipped if s.key not in lost)
         if lost:
             rows = manifest.rows_for(job.name, sorted(lost))
             convert = job.contract.convert_options()
             for source in job.skipped:
-                path = str(source.path)
+                path = source.key
                 if path in lost:
                     previous = tuple(judge.unlanded(r) for r in rows.get(path, ()))
                     work.append(
@@ -173,7 +173,7 @@ class _Judge:
     def lost_sources(self) -> set[str]:
         """Skipped sources (done, unchanged) with a file_id the service does not list."""
         files = self.state.files
-        paths = {str(s.path) for s in self.job.skipped}
+        paths = {s.key for s in self.job.skipped}
         return {
             path
             for file_id, path in self.job.recorded.items()
@@ -189,14 +189,16 @@ class _Judge:
             item = replace(item, previous=previous, decision="send")
         elif (settled := tuple(self.settled(r) for r in previous)) != previous:
             source = item.source
-            decision = resume_decision(settled, size=source.size, mtime_ns=source.mtime_ns)
+            decision = resume_decision(
+                settled, size=source.size, mtime_ns=source.mtime_ns, etag=source.etag
+            )
             if decision == "done":  # every row landed, and the file is as it was sent
                 return settled
             item = replace(item, previous=settled, decision=decision)
         file_id = item.file_id
         if file_id is None or self.on_existing == "replace":
             return item
-        path = str(item.source.path)
+        path = item.source.key
         theirs = self._theirs(file_id, item.previous)
         if theirs:  # another process sharing the manifest may have sent it since it was read
             fresh = tuple(self.manifest.rows_for(self.job.name, [path]).get(path, ()))
@@ -248,7 +250,7 @@ class _Judge:
     def _same_bytes(self, item: Work) -> FileRecord | None:
         """A done row when the service reports the file's own sha256 for its id."""
         info = self.state.files[item.file_id or ""]
-        if not info.sha256:
+        if not info.sha256 or item.source.url is not None:  # an object is not read here
             return None
         try:
             fp = fingerprint_file(item.source.path)
@@ -258,7 +260,7 @@ class _Judge:
             return None
         return FileRecord(
             dataset=self.job.name,
-            source_path=str(item.source.path),
+            source_path=item.source.key,
             part=0,
             parts=1,
             file_id=item.file_id,

@@ -10,7 +10,9 @@ TOML because a plan is written by people: comments, globs, one block per dataset
 
     [[upload]]
     schema = "schemas/equity_signals.yaml"   # the contract (required)
-    files = ["data/signals/*.csv"]           # paths or globs (required)
+    files = ["data/signals/*.csv"]           # paths, folders or globs (required)
+    # include = ["*.csv"]                    # optional: narrow folders and globs
+    # exclude = ["archive"]                  #   (see batchload upload --help)
     dataset = "equity_signals"               # optional: default the contract's name
     # dataset_id = "..."                     # optional: add to an existing dataset
     # file_id = "{stem}"                     # optional template
@@ -37,7 +39,17 @@ from batchload.jobs import UploadJob
 from batchload.state.fileids import DEFAULT_TEMPLATE
 
 _UPLOAD_KEYS = frozenset(
-    {"schema", "files", "dataset", "dataset_id", "file_id", "sheet", "header_row"}
+    {
+        "schema",
+        "files",
+        "dataset",
+        "dataset_id",
+        "file_id",
+        "sheet",
+        "header_row",
+        "include",
+        "exclude",
+    }
 )
 _RUN_KEYS = frozenset({"concurrency", "max_request_mb", "manifest"})
 
@@ -121,10 +133,16 @@ def _job(block: dict[str, Any], base: Path, path: Path, index: int) -> UploadJob
         isinstance(header_row, bool) or not isinstance(header_row, int) or header_row < 1
     ):
         raise UsageError(f"{where}: header_row must be a row number (1 is the first row)")
+    filters = {key: block.get(key, []) for key in ("include", "exclude")}
+    for key, value in filters.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f'{where}: {key} must be a list of globs, e.g. ["*.csv"]')
     if block.get("dataset") and block.get("dataset_id"):
         raise UsageError(f"{where}: give dataset or dataset_id, not both")
     return UploadJob(
         files=tuple(files),
+        include=tuple(filters["include"]),
+        exclude=tuple(filters["exclude"]),
         schema=base / schema,
         dataset=block.get("dataset"),
         dataset_id=block.get("dataset_id"),

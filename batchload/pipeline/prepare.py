@@ -19,6 +19,7 @@ import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchload.check.crossfile import UniqueKeys
@@ -26,8 +27,9 @@ from batchload.contract.model import load_contract
 from batchload.errors import UsageError
 from batchload.jobs import SENT_AS_PARQUET, PreparedJob, UploadJob, Work
 from batchload.protocol import Envelope
-from batchload.read.discover import FileSet, SourceFile, discover
+from batchload.read.discover import FileSet, Filters, SourceFile, discover
 from batchload.read.frames import has_null_columns
+from batchload.read.objects import is_url
 from batchload.state.fileids import FileIdTemplate, check_unique
 from batchload.state.ledger import Ledger
 from batchload.state.records import DatasetRecord, FileRecord, Resume, ResumeRow, resume_decision
@@ -83,7 +85,13 @@ def _prepare(
         contract = load_contract(job.schema)
         name = job.dataset or contract.dataset_name
         template = FileIdTemplate(job.file_id)
-        file_set = discover(job.files, base=job.base)
+        file_set = discover(
+            job.files,
+            base=job.base,
+            listed=job.listed,
+            filters=Filters(job.include, job.exclude),
+            skip=_manifest_folder(manifest),
+        )
         record = manifest.dataset(name) if manifest else None
         _check_record(record, job, name, endpoint, template)
         index = manifest.resume_index(name) if manifest else {}
@@ -106,12 +114,10 @@ def _prepare(
             max_request_bytes=max_request_bytes,
         )
         item = replace(item, recorded=recorded)
-        sent_before = [str(w.source.path) for w in item.work if str(w.source.path) in index]
+        sent_before = [w.source.key for w in item.work if w.source.key in index]
         if manifest is not None and sent_before:  # full rows only for files to work on
             full = manifest.rows_for(name, sent_before)
-            work = tuple(
-                replace(w, previous=tuple(full.get(str(w.source.path), ()))) for w in item.work
-            )
+            work = tuple(replace(w, previous=tuple(full.get(w.source.key, ()))) for w in item.work)
             item = replace(item, work=work)
         by_name.setdefault(name, item)
         prepared.append(item)
@@ -151,7 +157,7 @@ def _with_known_keys(
         for job in jobs:
             for work in job.work:
                 if work.decision == "send":
-                    stored.pop(str(work.source.path), None)
+                    stored.pop(work.source.key, None)
             for _, path, _ in job.forget:
                 stored.pop(path, None)
         known[name] = tuple(stored.items())
@@ -178,15 +184,15 @@ def _plan_job(
     forget: list[tuple[str, str, int]] = []
     taken_over: dict[str, str] = {}
     convert = contract.convert_options()
-    ids = {s.path: file_id_for(template, s, None) for s in file_set.files}
+    ids = {s.key: file_id_for(template, s, None) for s in file_set.files}
     check_unique((i, str(p)) for p, i in ids.items() if i is not None)
     for source in file_set.files:
-        path = str(source.path)
-        file_id = ids[source.path]
+        path = source.key
+        file_id = ids[source.key]
         if file_id is not None:
             owner = owners.get(file_id)
             if owner is not None and owner != path:
-                if os.path.exists(owner):
+                if is_url(owner) or os.path.exists(owner):  # an object's is not checked
                     raise UsageError(
                         f"file_id {file_id!r} of {path} was sent from {owner} in an earlier "
                         "run; sending it would overwrite that file",
@@ -196,7 +202,9 @@ def _plan_job(
                 forget += [(name, owner, r.part) for r in index.get(owner, [])]
                 taken_over.update((r.file_id, owner) for r in index.get(owner, []) if r.file_id)
             owners[file_id] = path
-        decision = resume_decision(index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns)
+        decision = resume_decision(
+            index.get(path, ()), size=source.size, mtime_ns=source.mtime_ns, etag=source.etag
+        )
         if decision == "done":
             skipped.append(source)
             continue
@@ -249,9 +257,18 @@ def make_work(
     )
     split = envelope.request_bytes(source.size) > max_request_bytes
     as_parquet = source.file_format in SENT_AS_PARQUET or (
-        source.file_format == "parquet" and has_null_columns(source.path)
+        source.file_format == "parquet"
+        and source.url is None  # an object's columns are not known before it is read
+        and has_null_columns(source.path)
     )
     return Work(job_index, source, file_id, decision, previous, split, as_parquet)
+
+
+def _manifest_folder(manifest: Ledger | None) -> tuple[Path, ...]:
+    """The folder of a manifest file (a folder walk leaves it out); none for a URL."""
+    if manifest is None or is_url(manifest.location):
+        return ()
+    return (Path(manifest.location).parent,)
 
 
 def file_id_for(template: FileIdTemplate, source: SourceFile, sha256: str | None) -> str | None:

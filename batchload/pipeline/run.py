@@ -18,6 +18,9 @@
 - Per-file problems (invalid, refused, retries exhausted) fail that file and the run
   goes on; a refused token (401/403) or a service that stays unreachable stops the
   run cleanly: the writer drains what it was given, and the summary says why.
+- A :class:`~batchload.pipeline.stop.Stop` request (Ctrl-C, SIGTERM) drains the run: no
+  new file starts, requests in flight get a bounded wait, the writer commits what it
+  has, and the summary is marked ``interrupted``; a second request aborts at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchload.check.checker import check_bytes, check_group, cut_file
 from batchload.check.crossfile import UniqueKeys
@@ -51,6 +54,8 @@ from batchload.pipeline.listing import ON_EXISTING, Listed, OnExisting, decide
 from batchload.pipeline.opening import open_datasets
 from batchload.pipeline.prepare import ignored_files, prepare
 from batchload.pipeline.reconcile import reconcile
+from batchload.pipeline.stop import DEFAULT_STOP_GRACE_S, Stop
+from batchload.pipeline.writer import ManifestWriter
 from batchload.progress import (
     FileConflict,
     FileSkipped,
@@ -66,7 +71,6 @@ from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
 from batchload.state.ledger import DEFAULT_LEASE_S, Ledger, new_owner
-from batchload.state.records import Changes
 from batchload.state.stores import exists, open_ledger
 from batchload.summary import Problem, Reconciliation, RunSummary
 
@@ -75,7 +79,6 @@ MEMORY_BUDGET_MB = 256.0
 (a large file read whole is checked alone, small groups and large CSVs validated block
 by block several at once), and a split workbook's frame stays counted until its parts
 are sent."""
-WRITER_BATCH = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +109,8 @@ class RunOptions:
     max_rps: float | None = None
     """Most requests a second, over every process sharing the manifest; None: no budget
     (each process's adaptive concurrency alone)."""
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    """After a stop request, how long requests in flight may take before they are cut."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -127,10 +132,12 @@ async def run_upload(
     manifest_path: Path | str,
     options: RunOptions | None = None,
     sink: Sink = null_sink,
+    stop: Stop | None = None,
 ) -> RunSummary:
     """Run ``jobs``; return the summary. Needs ``config`` unless it is a dry run.
 
     ``manifest_path``: a SQLite file, or a ``postgresql://`` URL.
+    ``stop`` lets the caller end the run early (see :mod:`batchload.pipeline.stop`).
     """
     options = options or RunOptions()
     started = time.monotonic()
@@ -168,6 +175,7 @@ async def run_upload(
             options=options,
             sink=sink,
             limit=limit,
+            stop=stop or Stop(),
         )
         return await run.execute(started)
     finally:
@@ -181,14 +189,6 @@ async def run_upload(
 def _open_manifest(location: Path | str, dry_run: bool) -> Ledger | None:
     """The run's manifest; a dry run only reads one that exists."""
     return open_ledger(location) if exists(location) or not dry_run else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """One writer instruction; ``done`` is set once it is committed."""
-
-    changes: Changes
-    done: anyio.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +210,14 @@ class _Run:
         options: RunOptions,
         sink: Sink,
         limit: int,
+        stop: Stop,
     ) -> None:
         self.prepared = prepared
+        self.stop = stop
+        self.intake = anyio.CancelScope()
+        """Around discovery's producer and the checks: cancelled by a stop request."""
+        self.sending = anyio.CancelScope()
+        """Around everything that sends: cancelled when a stop's grace is over."""
         self.config = config
         self.manifest = manifest
         self.claims = claims
@@ -224,7 +230,8 @@ class _Run:
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
         self.found = self.kept = self.resent = 0
-        self._writer: ObjectSendStream[_Op] | None = None
+        self.writer = ManifestWriter(claims)
+        self.write = self.writer.write
         self._keys: dict[str, UniqueKeys] = {}
 
     # --- the run -------------------------------------------------------------------------
@@ -258,7 +265,7 @@ class _Run:
         )
         for job in self.prepared:
             for source in job.skipped:
-                self.sink(FileSkipped(str(source.path)))
+                self.sink(FileSkipped(source.key))
 
     async def _execute(self, started: float, spool: PartSpool) -> RunSummary:
         error: BatchloadError | None = None
@@ -281,27 +288,30 @@ class _Run:
             )
             uploader: Uploader | None = None
             try:
-                async with anyio.create_task_group() as heartbeat:
-                    heartbeat.start_soon(self.claims.heartbeat)
-                    self.gates, listed = await open_datasets(
-                        self.prepared,
-                        sender=sender,
-                        endpoint=self.config.endpoint,
-                        manifest=self.manifest,
-                        shared=self.claims.creating,
-                        write=self.write,
-                        sink=self.sink,
-                    )
-                    await self._take_in(listed)
-                    self._start()
-                    await self.claims.enqueue(self.prepared)  # what the listing left to do
-                    uploader = self._uploader(sender, spool)
-                    if any(job.work for job in self.prepared):
-                        await self._pipeline(uploader)
-                    heartbeat.cancel_scope.cancel()
+                async with anyio.create_task_group() as watch:
+                    grace_s = self.options.stop_grace_s
+                    watch.start_soon(self.stop.watch, grace_s, self.intake, self.sending)
+                    watch.start_soon(self.claims.heartbeat)
+                    with self.sending:
+                        self.gates, listed = await open_datasets(
+                            self.prepared,
+                            sender=sender,
+                            endpoint=self.config.endpoint,
+                            manifest=self.manifest,
+                            shared=self.claims.creating,
+                            write=self.write,
+                            sink=self.sink,
+                        )
+                        await self._take_in(listed)
+                        self._start()
+                        await self.claims.enqueue(self.prepared)  # what the listing left
+                        uploader = self._uploader(sender, spool)
+                        if any(job.work for job in self.prepared) and not self.stop.requested:
+                            await self._pipeline(uploader)
+                    watch.cancel_scope.cancel()
             except Exception as exc:
                 error = _run_stopper(exc)
-            if error is None and self.options.reconcile:
+            if error is None and self.options.reconcile and not self.stop.requested:
                 try:
                     reconciled = await reconcile(sender, self.manifest)
                 except BatchloadError as exc:
@@ -363,27 +373,30 @@ class _Run:
     async def _pipeline(self, uploader: Uploader) -> None:
         group_send, group_recv = anyio.create_memory_object_stream[_Group](self.workers * 2)
         ready_send, ready_recv = anyio.create_memory_object_stream[Ready](self.options.concurrency)
-        write_send, write_recv = anyio.create_memory_object_stream[_Op](WRITER_BATCH)
-        self._writer = write_send
-        failure: Exception | None = None
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(self._write_loop, write_recv)
-            try:
-                async with write_send, anyio.create_task_group() as stages:
-                    stages.start_soon(self._produce, group_send)
-                    async with group_recv, ready_send:
-                        for _ in range(self.workers):
-                            stages.start_soon(
-                                self._check_loop, group_recv.clone(), ready_send.clone(), uploader
-                            )
-                    async with ready_recv:
-                        for _ in range(self.options.concurrency):
-                            stages.start_soon(uploader.run, ready_recv.clone())
-            except Exception as exc:  # the writer drains what it has, then the error goes on
-                failure = exc
-        self._writer = None
-        if failure is not None:
-            raise failure
+        async with self.writer.running(), anyio.create_task_group() as stages:
+            stages.start_soon(self._intake, group_send, group_recv, ready_send, uploader)
+            async with ready_recv:
+                for _ in range(self.options.concurrency):
+                    stages.start_soon(uploader.run, ready_recv.clone(), self.stop.draining)
+
+    async def _intake(
+        self,
+        group_send: MemoryObjectSendStream[_Group],
+        group_recv: MemoryObjectReceiveStream[_Group],
+        ready_send: MemoryObjectSendStream[Ready],
+        uploader: Uploader,
+    ) -> None:
+        """Produce and check files until all are checked, or a stop cancels it: then the
+        files queued or being checked are left for a resume (a check stops at its next
+        block)."""
+        with self.intake:
+            async with anyio.create_task_group() as intake:
+                intake.start_soon(self._produce, group_send)
+                async with group_recv, ready_send:
+                    for _ in range(self.workers):
+                        intake.start_soon(
+                            self._check_loop, group_recv.clone(), ready_send.clone(), uploader
+                        )
 
     async def _produce(self, send: ObjectSendStream[_Group]) -> None:
         async with send:
@@ -440,6 +453,7 @@ class _Run:
                     uploader.lost += 1
                     item = None
                 if item is None:  # its outcome is recorded: the file is finished with
+                    uploader.release(outcome)
                     self.claims.finished_with()
                     continue
                 await ready.send(item)
@@ -447,38 +461,6 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await uploader.budget.release(held)
-
-    async def write(self, changes: Changes, *, wait: bool = False) -> None:
-        """Hand changes to the writer; with ``wait``, return once they are committed.
-
-        Raises :class:`ClaimLost` for a file another process took over: before the
-        changes are handed on when that is known already, after the commit (``wait``)
-        when the ledger refused them.
-        """
-        self.claims.check(changes)
-        if self._writer is None:  # before the pipeline starts (dataset checks): write now
-            await self.claims.call(self.claims.apply, [changes])
-        else:
-            op = _Op(changes, anyio.Event() if wait else None)
-            await self._writer.send(op)
-            if op.done is None:
-                return
-            await op.done.wait()
-        self.claims.check(changes)
-
-    async def _write_loop(self, ops: MemoryObjectReceiveStream[_Op]) -> None:
-        async with ops:
-            async for op in ops:
-                batch = [op]
-                while len(batch) < WRITER_BATCH:
-                    try:
-                        batch.append(ops.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await self.claims.call(self.claims.apply, [o.changes for o in batch])
-                for done in batch:
-                    if done.done is not None:
-                        done.done.set()
 
     # --- the result ----------------------------------------------------------------------
 
@@ -493,6 +475,9 @@ class _Run:
         for job in self.prepared:
             datasets.setdefault(job.name, job.job.dataset_id)
         problems = tuple(self.problems + (uploader.problems if uploader else []))
+        works = sum(len(job.work) for job in self.prepared)
+        finished = uploader.uploaded + uploader.unchanged if uploader else 0
+        finished += len(problems) - len(self.problems)
         return RunSummary(
             dataset_id=next(iter(datasets.values()), None),
             datasets=datasets,
@@ -516,6 +501,8 @@ class _Run:
             reconcile=reconciled,
             stopped=str(error) if error else None,
             error=error,
+            interrupted=self.stop.requested,
+            left=max(works - finished, 0),
         )
 
 
@@ -543,4 +530,4 @@ def _run_stopper(exc: Exception) -> BatchloadError:
     return first
 
 
-__all__ = ["RunOptions", "UploadJob", "reconcile", "run_upload"]
+__all__ = ["RunOptions", "Stop", "UploadJob", "reconcile", "run_upload"]

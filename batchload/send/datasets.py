@@ -1,4 +1,4 @@
-"""Datasets on the service: list them, list their files, delete files (``ls`` and ``rm``).
+"""Datasets on the service: list, create, show and delete them; list and delete their files.
 
 Like SigTech's SDK CLI, a target is ``DATASET[/PATTERN]``: DATASET is a dataset's id
 or its name (when only one dataset has it), PATTERN a file_id or a glob over file_ids
@@ -6,10 +6,12 @@ or its name (when only one dataset has it), PATTERN a file_id or a glob over fil
 used (``GET /ingestion/datasets/``, ``GET .../{id}/files``, ``DELETE .../files/{file_id}``);
 rows, bytes and times are shown when the service gives them (the local server does).
 
-Every call goes through a :class:`~batchload.send.sender.Sender`, so listings, look-ups
-and deletes are retried like uploads (429 with Retry-After, 5xx, dropped answers,
-timeouts): a flaky service must not make a listing say that files are missing. A
-delete is idempotent: a file already gone counts as deleted.
+A dataset is created with an explicit schema (``PUT /ingestion/datasets/{id}``, as
+SigTech's SDK does): the id is chosen here, so the call is idempotent. Every call goes
+through a :class:`~batchload.send.sender.Sender`, so listings, look-ups and deletes are
+retried like uploads (429 with Retry-After, 5xx, dropped answers, timeouts): a flaky
+service must not make a listing say that files are missing. A delete is idempotent: a
+file already gone counts as deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchload.errors import AuthError, BatchloadError, ServiceError, UsageError
 from batchload.progress import null_sink
+from batchload.protocol import ID_PATTERN
+from batchload.schemadiff import SchemaDifference, diff_schemas, schema_from_json
 from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
 from batchload.send.sender import Sender
 from batchload.send.transport import IngestionClient
@@ -233,3 +237,117 @@ async def delete_files(
             for file_id in file_ids:
                 await send.send(file_id)
     return Deleted(deleted=tuple(sorted(deleted)), failed=tuple(sorted(failed)))
+
+
+# --- datasets themselves -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetDetail:
+    """One dataset with its locked schema and what it holds (``dataset show``)."""
+
+    info: DatasetInfo
+    schema: tuple[dict[str, str], ...]
+    """The locked schema as the service spells it: ``{"name", "type"}`` per column."""
+    file_count: int
+    rows: int | None
+    """Total rows, when the service reports each file's rows (the local server does)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Created:
+    """What ``create_dataset`` did: the dataset, and whether this call made it."""
+
+    info: DatasetInfo
+    created: bool
+
+
+async def create_dataset(
+    sender: Sender,
+    name: str,
+    schema: Sequence[dict[str, str]],
+    *,
+    dataset_id: str | None = None,
+) -> Created:
+    """Create dataset ``name`` with the locked schema ``schema`` (id ``dataset_id``, default
+    the name), unless that very dataset exists already.
+
+    Refused (UsageError): an id the API cannot take, another dataset of that name (a
+    second one would make the name ambiguous), or an existing id locked with another
+    schema (the differences are listed).
+    """
+    dataset_id = dataset_id or name
+    if not ID_PATTERN.fullmatch(dataset_id):
+        raise UsageError(
+            f"{dataset_id!r} cannot be a dataset id (letters, digits, '.', '_', '-'; "
+            "at most 128, starting with a letter or digit)",
+            hint="pass --id ID",
+        )
+    found = await list_datasets(sender)
+    others = sorted(d.id for d in found if d.name == name and d.id != dataset_id)
+    if others:
+        raise UsageError(
+            f"a dataset named {name!r} exists already (id {', '.join(others)})",
+            hint="`batchload dataset show` it, or choose another name",
+        )
+    client = sender.client
+    existing = await sender.call(functools.partial(client.get_dataset, dataset_id))
+    if existing is not None:
+        differences = schema_differences(existing, schema)
+        if differences:
+            shown = "; ".join(str(d) for d in differences[:5])
+            raise UsageError(
+                f"dataset {dataset_id} exists with another locked schema: {shown}",
+                hint="a locked schema cannot change; create another dataset",
+            )
+        return Created(info=DatasetInfo.from_json(existing), created=False)
+    answer = await sender.call(
+        functools.partial(
+            client.create_dataset_with_schema,
+            dataset_id,
+            name=name,
+            schema=list(schema),
+            identifier=dataset_id,
+        )
+    )
+    created = DatasetInfo.from_json({"id": dataset_id, "name": name, **answer})
+    return Created(info=created, created=True)
+
+
+def schema_differences(
+    dataset: dict[str, Any], schema: Sequence[dict[str, str]]
+) -> list[SchemaDifference]:
+    """How ``schema`` (the API's spelling) differs from the dataset's locked schema."""
+    locked = dataset.get("schema")
+    if not isinstance(locked, list) or not all(isinstance(c, dict) for c in locked):
+        raise ServiceError(f"dataset {dataset.get('id')!r} came back without a schema list")
+    return diff_schemas(schema_from_json(locked), schema_from_json(schema))
+
+
+async def show_dataset(sender: Sender, key: str) -> tuple[DatasetDetail, dict[str, Any]]:
+    """The dataset whose id (or only name) is ``key``: its schema, files and rows; and
+    the service's own answer, for a schema diff."""
+    info = await find_dataset(sender, key)
+    answer = await sender.call(functools.partial(sender.client.get_dataset, info.id))
+    if answer is None:
+        raise UsageError(f"dataset {info.label()} is gone")
+    files = await list_files(sender, info.id)
+    counted = [f.rows for f in files]
+    rows = sum(r for r in counted if r is not None) if None not in counted else info.rows
+    locked = answer.get("schema")
+    schema = tuple(
+        {"name": str(c.get("name")), "type": str(c.get("type"))}
+        for c in (locked if isinstance(locked, list) else [])
+        if isinstance(c, dict)
+    )
+    detail = DatasetDetail(info=info, schema=schema, file_count=len(files), rows=rows)
+    return detail, answer
+
+
+async def delete_dataset(sender: Sender, dataset_id: str) -> None:
+    """Delete the dataset and its files (retried; a dataset already gone counts as deleted)."""
+    try:
+        await sender.call(functools.partial(sender.client.delete_dataset, dataset_id))
+    except ServiceError as exc:
+        if exc.status != 404:
+            raise

@@ -120,8 +120,22 @@ class IngestionClient:
     # --- the API ---------------------------------------------------------------------
 
     async def list_datasets(self) -> list[dict[str, Any]]:
-        """``GET /ingestion/datasets/``: every dataset, each with at least id and name."""
-        answer = await self._call("GET", DATASETS_PATH + "/")
+        """``GET /ingestion/datasets/``: every dataset, each with at least id and name.
+
+        The API's root listing is never missing, so a 404 here means the endpoint is
+        not the API's base URL (a path too many or too few): a ConfigError, not a
+        service fault.
+        """
+        try:
+            answer = await self._call("GET", DATASETS_PATH + "/")
+        except ServiceError as exc:
+            if exc.status != 404:
+                raise
+            raise ConfigError(
+                f"{self.endpoint}{DATASETS_PATH}/ answered 404 Not Found: "
+                "is --endpoint the API's base URL?",
+                hint="give the URL before /ingestion, e.g. https://api.sigtech.com",
+            ) from exc
         items = answer.get("datasets", answer) if isinstance(answer, dict) else answer
         if not isinstance(items, list):
             raise ServiceError("listing datasets gave an answer that is not a list")

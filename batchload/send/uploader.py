@@ -47,11 +47,12 @@ from batchload.errors import (
     UsageError,
 )
 from batchload.jobs import PreparedJob
-from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, Sink
+from batchload.progress import FileDone, FileFailed, FileInvalid, FileSkipped, PartDone, Sink
 from batchload.protocol import Envelope, raw_budget
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
 from batchload.send.body import RequestBody
 from batchload.send.budget import ByteBudget
+from batchload.send.pending import pending_row
 from batchload.send.sender import DatasetGate, Sender, check_receipt, receipt_int
 from batchload.state.records import Changes, FileKeys, FileRecord
 from batchload.summary import Problem
@@ -126,11 +127,16 @@ class Uploader:
 
     async def accept(self, job: PreparedJob, checked: Checked, held: int) -> Ready | None:
         """A Ready to send, or None when the outcome was recorded here and then."""
-        path = str(checked.work.source.path)
+        path = checked.work.source.key
         if checked.unchanged and checked.fingerprint is not None:
             mtime = checked.fingerprint.mtime_ns
             await self.write(
-                Changes(records=tuple(replace(r, mtime_ns=mtime) for r in checked.work.previous))
+                Changes(
+                    records=tuple(
+                        replace(r, mtime_ns=mtime, etag=checked.work.source.etag)
+                        for r in checked.work.previous
+                    )
+                )
             )
             self.unchanged += 1
             self.sink(FileSkipped(path))
@@ -151,6 +157,11 @@ class Uploader:
             return None
         return Ready(job, checked, held)
 
+    def release(self, checked: Checked) -> None:
+        """The file is done with: an object's copy in the spool goes."""
+        if self.spool is not None:
+            self.spool.release(checked.work.source)
+
     def claim(self, dataset: str, file_id: str, path: str) -> bool:
         """Take ``file_id`` for ``path``; False when another source already holds it."""
         owner = self.owners.setdefault((dataset, file_id), path)
@@ -158,14 +169,17 @@ class Uploader:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def run(self, items: ObjectReceiveStream[Ready]) -> None:
-        """One upload task: send items until the stream ends."""
+    async def run(self, items: ObjectReceiveStream[Ready], stop: anyio.Event | None = None) -> None:
+        """One upload task: send items until the stream ends; once ``stop`` is set, items
+        still queued are let go unsent (a resume sends them)."""
         async with items:
             async for item in items:
                 try:
-                    await self._one(item)
+                    if stop is None or not stop.is_set():
+                        await self._one(item)
                 finally:
                     self.finished()
+                    self.release(item.checked)
                     with anyio.CancelScope(shield=True):
                         await self.budget.release(item.held)
                 # a split file's frame must not stay alive while this task waits for the next
@@ -193,7 +207,7 @@ class Uploader:
             )
             self.sink(
                 FileFailed(
-                    str(checked.work.source.path),
+                    checked.work.source.key,
                     checked.file_id,
                     str(exc),
                     checked.work.source.size,
@@ -210,8 +224,14 @@ class Uploader:
         source = checked.plain or DiskSource(
             work.source.path, fp.size, fp.sha256, fp.data, fp.mtime_ns
         )
-        row = self._row(
-            job, checked, part=0, file_id=file_id, sent_sha256=source.sha256, rows=checked.rows
+        row = pending_row(
+            self.gates,
+            job,
+            checked,
+            part=0,
+            file_id=file_id,
+            sent_sha256=source.sha256,
+            rows=checked.rows,
         )
         touched: dict[int, FileRecord] = {}
         try:
@@ -255,7 +275,7 @@ class Uploader:
             self.spool.discard(parts)
 
     def _frame_cut(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> Cut:
-        schema, path = arrow_schema(job.contract), str(checked.work.source.path)
+        schema, path = arrow_schema(job.contract), checked.work.source.key
         return lambda budget: split_frame(frame, budget_bytes=budget, schema=schema, path=path)
 
     async def _converted(self, job: PreparedJob, checked: Checked, frame: pl.DataFrame) -> None:
@@ -268,7 +288,8 @@ class Uploader:
         if envelope(job.name).request_bytes(source.size) > self.max_request_bytes:
             await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
-        row = self._row(
+        row = pending_row(
+            self.gates,
             job,
             checked,
             part=0,
@@ -295,7 +316,7 @@ class Uploader:
         after a 413, cut again for the lowered limit."""
         work, fp = checked.work, checked.fingerprint
         assert fp is not None
-        path = str(work.source.path)
+        path = work.source.key
         touched = {} if touched is None else touched
         earlier = {r.part: r for r in work.previous}
         for _ in range(MAX_SPLITS):
@@ -316,8 +337,10 @@ class Uploader:
                         touched[part.index] = kept
                         done.append(kept)
                         self._discard((part,))
+                        self.sink(PartDone(path, part.source.size))
                         continue
-                    row = self._row(
+                    row = pending_row(
+                        self.gates,
                         job,
                         checked,
                         part=part.index,
@@ -337,6 +360,7 @@ class Uploader:
                     )
                     self._discard((part,))
                     self.parts_uploaded += 1
+                    self.sink(PartDone(path, part.source.size))
             except PayloadTooLarge:
                 continue  # _send lowered the limit: cut again, smaller
             await self._finish(job, checked, [replace(r, parts=len(done)) for r in done], touched)
@@ -465,7 +489,7 @@ class Uploader:
                 if exc.status != 404 or isinstance(exc, UnreachableError):
                     raise
         forget = tuple((job.name, r.source_path, r.part) for r in stale)
-        path, size = str(checked.work.source.path), checked.work.source.size
+        path, size = checked.work.source.key, checked.work.source.size
         keys: tuple[FileKeys, ...] = ()
         if checked.keys is not None:
             keys = (checked.keys,)
@@ -479,45 +503,17 @@ class Uploader:
 
     # --- records ---------------------------------------------------------------------------
 
-    def _row(
-        self,
-        job: PreparedJob,
-        checked: Checked,
-        *,
-        part: int,
-        file_id: str | None,
-        sent_sha256: str | None,
-        rows: int | None,
-        file_format: str | None = None,
-    ) -> FileRecord:
-        work, fp = checked.work, checked.fingerprint
-        converted_from: str | None = None
-        if work.convert and file_format == "parquet":  # a workbook, sent as parquet
-            converted_from = work.source.file_format
-        elif checked.plain is not None and part == 0:  # a compressed CSV, sent as its text
-            converted_from = f"csv{work.source.path.suffix.lower()}"
-        return FileRecord(
-            dataset=job.name,
-            source_path=str(work.source.path),
-            part=part,
-            parts=None,
-            file_id=file_id,
-            size=fp.size if fp else work.source.size,
-            mtime_ns=fp.mtime_ns if fp else work.source.mtime_ns,
-            sha256=fp.sha256 if fp else None,
-            sent_sha256=sent_sha256,
-            file_format=file_format or work.source.file_format,
-            converted_from=converted_from,
-            dataset_id=self.gates[job.name].dataset_id if job.name in self.gates else None,
-            rows=rows,
-            state="pending",
-        )
-
     async def _record_problem(
         self, job: PreparedJob, checked: Checked, status: int | None, attempts: int | None
     ) -> None:
-        row = self._row(
-            job, checked, part=0, file_id=checked.file_id, sent_sha256=None, rows=checked.rows
+        row = pending_row(
+            self.gates,
+            job,
+            checked,
+            part=0,
+            file_id=checked.file_id,
+            sent_sha256=None,
+            rows=checked.rows,
         )
         state = checked.problem_state
         await self.write(
@@ -534,7 +530,7 @@ class Uploader:
             )
         )
         self.problems.append(problem_of(job, checked))
-        path, size = str(checked.work.source.path), checked.work.source.size
+        path, size = checked.work.source.key, checked.work.source.size
         if state == "invalid":
             self.sink(FileInvalid(path, checked.problem or "", size))
         else:

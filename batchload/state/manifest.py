@@ -20,13 +20,13 @@ one manifest, each claiming files as it goes.
   re-run knows the keys of the files it skips without reading them
   (:meth:`Manifest.key_hashes`, one query).
 
-Schema (``PRAGMA user_version`` = 4; an older manifest is upgraded when opened: v1
+Schema (``PRAGMA user_version`` = 5; an older manifest is upgraded when opened: v1
 gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
-``converted_from``, v3 the claims and ``owner``)::
+``converted_from``, v3 the claims and ``owner``, v4 an object's ``etag``)::
 
     datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
              file_id_template, created_at, updated_at)
-    files(dataset, source_path, part, parts, file_id, size, mtime_ns, sha256,
+    files(dataset, source_path, part, parts, file_id, size, mtime_ns, etag, sha256,
           sent_sha256, file_format, converted_from, dataset_id, rows, bytes_sent,
           state pending|invalid|sent|done|failed, attempts, last_status, last_error,
           receipt JSON, owner, created_at, updated_at, done_at;
@@ -52,7 +52,7 @@ from batchload.errors import UsageError
 from batchload.state.sqlbase import from_db, to_db
 from batchload.state.sqlstore import SqlLedger
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -135,6 +135,7 @@ _MIGRATIONS = {
     1: _FILE_KEYS,
     2: "ALTER TABLE files ADD COLUMN converted_from TEXT;",
     3: _CLAIMS,
+    4: "ALTER TABLE files ADD COLUMN etag TEXT;",
 }
 
 

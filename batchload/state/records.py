@@ -42,8 +42,10 @@ class FileRecord:
     file_id: str | None
     size: int
     mtime_ns: int
+    etag: str | None = None
+    """An object's ETag as read (None for a local file); its source_path is its URL."""
     sha256: str | None = None
-    """Of the source file."""
+    """Of the source file (an object: of the bytes read, whatever its ETag)."""
     sent_sha256: str | None = None
     """Of the bytes sent: the part's parquet, or the file itself."""
     file_format: str | None = None
@@ -146,6 +148,7 @@ class ResumeRow(NamedTuple):
     file_id: str | None
     size: int
     mtime_ns: int
+    etag: str | None
     sha256: str | None
     state: State
 
@@ -162,17 +165,23 @@ class RowFacts(Protocol):
     @property
     def mtime_ns(self) -> int: ...
     @property
+    def etag(self) -> str | None: ...
+    @property
     def sha256(self) -> str | None: ...
     @property
     def state(self) -> State: ...
 
 
-def resume_decision(rows: Sequence[RowFacts], *, size: int, mtime_ns: int) -> Resume:
-    """What a re-run does with a source file, from its manifest rows and a fresh ``stat``.
+def resume_decision(
+    rows: Sequence[RowFacts], *, size: int, mtime_ns: int, etag: str | None = None
+) -> Resume:
+    """What a re-run does with a source file, from its manifest rows and a fresh ``stat``
+    (or an object listing).
 
     ``done``: every row (the whole file, or all its parts) is done and size and mtime
-    are unchanged, so the file is skipped without being read. ``rehash``: done, same
-    size, another mtime (touched, copied): hash it, skip it if the sha256 is the same.
+    (and an object's ETag) are unchanged, so the file is skipped without being read.
+    ``rehash``: done, same size, another mtime or ETag (touched, copied, rewritten): hash
+    it, skip it if the sha256 is the same.
     ``send``: anything else.
     """
     if not rows or any(r.state != "done" or r.parts is None for r in rows):
@@ -183,7 +192,7 @@ def resume_decision(rows: Sequence[RowFacts], *, size: int, mtime_ns: int) -> Re
         return "send"
     if any((r.parts or 1) != expected for r in rows):
         return "send"
-    if all(r.size == size and r.mtime_ns == mtime_ns for r in rows):
+    if all(r.size == size and r.mtime_ns == mtime_ns and r.etag == etag for r in rows):
         return "done"
     if all(r.size == size and r.sha256 for r in rows):
         return "rehash"

@@ -283,8 +283,9 @@ CASES = [
     Case("link_to_good.csv", symlink_to("sig_0000.csv"), "lands", file_id="sig_0000"),
     Case("broken_link.csv", symlink_to("no_such_target.csv"), "invalid", "broken symbolic link"),
     Case("link_loop.csv", loop, "invalid", "symbolic links"),
-    Case("a_directory.csv", directory, "invalid", "directory"),
-    Case("link_to_directory.csv", symlink_to("a_directory.csv"), "invalid", "directory"),
+    # a folder named is walked (its one file lands once, however it is named)
+    Case("a_directory.csv", directory, "lands", file_id="inside"),
+    Case("link_to_directory.csv", symlink_to("a_directory.csv"), "lands", file_id="inside"),
     Case("named_pipe.csv", fifo, "invalid", "not a regular file"),
     Case("does_not_exist.csv", nothing, "invalid", "no such file"),
     Case("notes.txt", text("hello\n"), "invalid", "extension"),
@@ -412,7 +413,8 @@ def test_verdict(outcome: Outcome, case: Case) -> None:
             assert converted_from == path.suffix.lstrip(".")
             assert outcome.landed[case.dataset][file_id] == sent_sha256
         else:
-            assert outcome.landed[case.dataset][file_id] == sha256(path.resolve())
+            source = path / "inside.csv" if path.is_dir() else path  # a folder's one file
+            assert outcome.landed[case.dataset][file_id] == sha256(source.resolve())
         return
     problem = outcome.problems.get(case.name)
     assert problem is not None, f"no verdict for {case.name}"
