@@ -19,6 +19,10 @@ ENDPOINT_ENV = "BATCHLOAD_ENDPOINT"
 SERVER_TOKENS_ENV = "BATCHLOAD_SERVER_TOKENS"
 DEFAULT_ENDPOINT = "https://api.sigtech.com"
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_MAX_CONCURRENCY = 64
+"""Requests in flight at most, by default: the cap the adaptive limit grows to."""
+START_CONCURRENCY = 4
+"""Requests in flight when a run starts; the limit adapts from there."""
 """Longest silence while waiting for an answer (the service parses the file first)."""
 
 

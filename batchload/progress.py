@@ -70,6 +70,13 @@ class Throttled:
 
 
 @dataclass(frozen=True, slots=True)
+class Paced:
+    """The cap on requests in flight adapted to the link (grew, or shrank on a queue)."""
+
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileDone:
     """A file (all its parts) landed."""
 
@@ -97,6 +104,7 @@ Event = (
     | FileInvalid
     | Retrying
     | Throttled
+    | Paced
     | FileDone
     | FileFailed
 )
@@ -143,7 +151,7 @@ class Tally:
                 self.bytes_done += event.bytes
             case Retrying():
                 self.retries += 1
-            case Throttled():
+            case Throttled() | Paced():
                 self.concurrency = event.concurrency
             case _:
                 pass

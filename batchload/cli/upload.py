@@ -23,6 +23,7 @@ from batchload.cli.common import (
     print_json,
     schema_option,
 )
+from batchload.config import DEFAULT_MAX_CONCURRENCY
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_LINES_SHOWN = 20
-DEFAULT_CONCURRENCY = 8
 DEFAULT_RETRIES = 7
 
 
@@ -44,7 +44,9 @@ def run_options(fn: F) -> F:
                 "--concurrency",
                 type=click.IntRange(1, 256),
                 default=None,
-                help=f"Most requests in flight (lowered on 429s). Default: {DEFAULT_CONCURRENCY}.",
+                help="Most requests in flight. Uploads start with a few and adapt to the "
+                "link: more while answers come as fast, fewer when latency rises or on "
+                f"429/5xx. Default: {DEFAULT_MAX_CONCURRENCY}.",
             ),
             click.option(
                 "--manifest",
@@ -201,7 +203,7 @@ def _execute(
             timeout_s=timeout_s,
         )
     options = RunOptions(
-        concurrency=concurrency or DEFAULT_CONCURRENCY,
+        concurrency=concurrency or DEFAULT_MAX_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
         dry_run=dry_run,
         validate=not no_validate,

@@ -4,7 +4,8 @@
   attempts run out. The call builds a fresh body each attempt (a body streams once).
   An endpoint that has never answered in this run is not retried (see
   :class:`~batchload.send.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
-  A 429 pauses every request and lowers concurrency; successes raise it again.
+  Each answer's latency feeds the pacer's adaptive limit; a 429 pauses every
+  request and lowers it, as does a 5xx.
 - :class:`DatasetGate` holds a dataset's id. When it is not known yet, the first
   file to arrive creates the dataset (``POST /ingestion/datasets``) while every other
   file waits; the new id is recorded (by the ``record`` callback, which commits it
@@ -25,11 +26,13 @@ from typing import Any, TypeVar
 import anyio
 
 from batchload.errors import ServiceError, TransientError, UsageError
-from batchload.progress import Event, Retrying, Sink, Throttled
-from batchload.send.retry import Pacer, RetryPolicy
+from batchload.progress import Event, Paced, Retrying, Sink, Throttled
+from batchload.send.retry import Pacer, RetryPolicy, Ticket
 from batchload.send.transport import IngestionClient
 
 T = TypeVar("T")
+#: Answers that say the service is overloaded: fewer requests in flight.
+OVERLOAD_STATUSES = frozenset({408, 500, 502, 503, 504})
 OnAttempt = Callable[[int], Awaitable[None]]
 
 
@@ -72,13 +75,18 @@ class Sender:
             attempt += 1
             await on_attempt(attempt)
             try:
-                async with self.pacer.slot():
+                async with self.pacer.slot() as ticket:
                     result = await fn()
             except TransientError as exc:
                 await self.wait_before_retry(exc, attempt, label)
                 continue
-            self.pacer.on_success()
+            self.succeeded(ticket)
             return result
+
+    def succeeded(self, ticket: Ticket) -> None:
+        """A request succeeded: let the pacer adapt, and say so when it did."""
+        if self.pacer.on_success(ticket):
+            self.emit(Paced(self.pacer.concurrency))
 
     async def wait_before_retry(
         self, exc: TransientError, attempt: int, label: tuple[str, str]
@@ -87,6 +95,8 @@ class Sender:
         if exc.status == 429:
             self.pacer.on_throttle(exc.retry_after_s)
             self.emit(Throttled(self.pacer.concurrency, exc.retry_after_s or 0.0))
+        elif exc.status in OVERLOAD_STATUSES and self.pacer.on_overload():
+            self.emit(Paced(self.pacer.concurrency))
         retryable = self.policy.retryable(exc, answered=self.client.answered)
         if not retryable or attempt >= self.policy.attempts:
             raise exc
@@ -146,7 +156,7 @@ class DatasetGate:
             attempt += 1
             await on_attempt(attempt)
             try:
-                async with sender.pacer.slot():
+                async with sender.pacer.slot() as ticket:
                     receipt = await sender.client.create_dataset(make_body(self.name))
             except TransientError as exc:
                 if exc.status != 429:  # no answer or a 5xx: it may have been created
@@ -158,7 +168,7 @@ class DatasetGate:
                         )
                 await sender.wait_before_retry(exc, attempt, label)
                 continue
-            sender.pacer.on_success()
+            sender.succeeded(ticket)
             dataset_id = receipt.get("id")
             if not isinstance(dataset_id, str) or not dataset_id:
                 raise ServiceError("creating the dataset gave an answer without an 'id'")
