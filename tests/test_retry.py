@@ -107,7 +107,8 @@ def test_policy_rejects_nonsense() -> None:
 
 # Segments of answers -> the limit after each segment. An answer is its latency in ms
 # ("20"), "u" when the limit was not reached when it was sent ("20u"), "S" a success
-# without a latency, "T" a 429 or a 5xx. Maximum 16, tolerance 2.
+# without a latency, "T" a 429 or a 5xx; "'" marks an answer to a request sent before
+# the limit last changed. Maximum 16, tolerance 2.
 LIMIT_TABLE = [
     # slow start: the limit doubles after each window (= limit answers) while latency holds
     (2, [("20", 2), ("20", 4), ("20", 8), ("20", 16)], [4, 8, 16, 16]),
@@ -118,8 +119,10 @@ LIMIT_TABLE = [
     (4, [("20", 4), ("50", 8), ("30", 6), ("30", 7)], [8, 6, 7, 8]),
     # a cut is at most a halving
     (8, [("20", 8), ("200", 16)], [16, 8]),
-    # 429/5xx halve once per window: the second comes from a request sent before the cut
-    (8, [("T", 1), ("T", 1), ("20", 4), ("T", 1)], [4, 4, 5, 2]),
+    # 429/5xx halve; one from a request sent before the cut says nothing new
+    (8, [("T", 1), ("T'", 1), ("20", 4), ("T", 1)], [4, 4, 5, 2]),
+    # slow answers to requests sent under the old limit do not count against the new one
+    (4, [("20", 4), ("90'", 8), ("20", 8)], [8, 8, 16]),
     # without latencies it is plain AIMD; no start given: it starts at the maximum
     (None, [("S", 16), ("T", 1), ("S", 8), ("S", 9)], [16, 8, 9, 10]),
     # the link slows down for good: cut 4 -> 3 -> 2 -> 1 (windows of 4, 3, 2 answers, then
@@ -139,12 +142,15 @@ def test_adaptive_limit_table(
     seen = []
     for answer, count in segments:
         for _ in range(count):
-            if answer == "T":
-                limit.throttled()
-            elif answer == "S":
+            epoch = limit.epoch - 1 if answer.endswith("'") else limit.epoch
+            kind = answer.rstrip("'")
+            if kind == "T":
+                limit.throttled(epoch=epoch)
+            elif kind == "S":
                 limit.success()
             else:
-                limit.success(float(answer.rstrip("u")) / 1000, reached=not answer.endswith("u"))
+                latency_s = float(kind.rstrip("u")) / 1000
+                limit.success(latency_s, reached=not kind.endswith("u"), epoch=epoch)
         seen.append(limit.value)
     assert seen == limits
 

@@ -117,8 +117,10 @@ class AimdLimit:
       was reached in it: a limit nothing uses says nothing about the link.
     - A window whose latency rose past the tolerance scales the limit down by
       baseline × tolerance / latency (at most halving it); a 429 or a 5xx halves it
-      (multiplicative decrease). At most one cut per window: the answers of the
-      requests sent before a cut say nothing new.
+      (multiplicative decrease).
+    - Only answers to requests sent under the current limit count (``epoch``, which
+      every change moves on): the answers still on their way from before a change say
+      nothing about it, so one overload cuts once, not once per request in flight.
     - The baseline is the lowest window latency seen, let rise 1 % a window, so that
       a link that became slower for good is learnt again.
 
@@ -141,17 +143,22 @@ class AimdLimit:
         self.maximum = maximum
         self.tolerance = tolerance
         self.value = maximum if start is None else min(max(start, minimum), maximum)
+        self.epoch = 0
+        """Moves on at every change of the limit."""
         self.baseline_s: float | None = None
         self._slow_start = True
         self._latencies: list[float] = []
         self._answers = 0
         self._reached = False
-        self._since_cut = self._hold = 0  # answers since the last cut, and to wait for
 
-    def success(self, latency_s: float | None = None, *, reached: bool = True) -> bool:
-        """Record an answer (its latency, and whether the limit was reached when it was
-        sent); True when the limit changed."""
-        self._since_cut += 1
+    def success(
+        self, latency_s: float | None = None, *, reached: bool = True, epoch: int | None = None
+    ) -> bool:
+        """Record an answer: its latency, whether the limit was reached when its request
+        was sent, and the epoch it was sent in (None: the current one). True when the
+        limit changed."""
+        if epoch is not None and epoch != self.epoch:
+            return False
         self._answers += 1
         self._reached |= reached
         if latency_s is not None:
@@ -168,42 +175,41 @@ class AimdLimit:
             if latency > baseline * self.tolerance:  # a queue is building somewhere
                 self._slow_start = False
                 scaled = int(self.value * baseline * self.tolerance / latency)
-                return self._cut(min(max(scaled, self.value // 2), self.value - 1))
+                return self._set(min(max(scaled, self.value // 2), self.value - 1))
         if not reached:
             return False
         return self._set(self.value * 2 if self._slow_start else self.value + 1)
 
-    def throttled(self) -> bool:
-        """Record a 429 or a 5xx; True when the limit went down."""
+    def throttled(self, *, epoch: int | None = None) -> bool:
+        """Record a 429 or a 5xx to a request sent in ``epoch`` (None: the current one);
+        True when the limit went down."""
         self._slow_start = False
-        if self._since_cut < self._hold:
+        if epoch is not None and epoch != self.epoch:
             return False
-        self._new_window()
-        return self._cut(self.value // 2)
+        return self._set(self.value // 2)
 
     def _new_window(self) -> None:
         self._latencies.clear()
         self._answers = 0
         self._reached = False
 
-    def _cut(self, value: int) -> bool:
-        changed = self._set(value)
-        self._since_cut, self._hold = 0, self.value
-        return changed
-
     def _set(self, value: int) -> bool:
         value = min(max(value, self.minimum), self.maximum)
-        changed = value != self.value
+        if value == self.value:
+            return False
         self.value = value
-        return changed
+        self.epoch += 1
+        self._new_window()
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """One request's place under the pacer: when it was sent, and whether every place
-    was taken then."""
+    """One request's place under the pacer: when it was sent, under which limit
+    (:attr:`AimdLimit.epoch`), and whether every place was taken then."""
 
     sent_at: float
+    epoch: int
     reached: bool
 
 
@@ -229,25 +235,26 @@ class Pacer:
             # A loop, not an Event: another 429 may move the deadline while we wait.
             while (wait_s := self._resume_at - self._clock()) > 0:  # noqa: ASYNC110
                 await anyio.sleep(wait_s)
-            limiter = self._limiter
-            yield Ticket(self._clock(), limiter.borrowed_tokens >= limiter.total_tokens)
+            full = self._limiter.borrowed_tokens >= self._limiter.total_tokens
+            yield Ticket(self._clock(), self.limit.epoch, full)
 
     def on_success(self, ticket: Ticket | None = None) -> bool:
         """A request succeeded: maybe raise the cap (or lower it, if latency rose).
         True when the cap changed."""
         if ticket is None:
-            changed = self.limit.success()
-        else:
-            changed = self.limit.success(self._clock() - ticket.sent_at, reached=ticket.reached)
-        return self._apply(changed)
+            return self._apply(self.limit.success())
+        latency_s = self._clock() - ticket.sent_at
+        return self._apply(
+            self.limit.success(latency_s, reached=ticket.reached, epoch=ticket.epoch)
+        )
 
-    def on_overload(self) -> bool:
+    def on_overload(self, ticket: Ticket | None = None) -> bool:
         """A 5xx or a timeout status: lower the cap; True when it changed."""
-        return self._apply(self.limit.throttled())
+        return self._apply(self.limit.throttled(epoch=None if ticket is None else ticket.epoch))
 
-    def on_throttle(self, retry_after_s: float | None) -> None:
+    def on_throttle(self, retry_after_s: float | None, ticket: Ticket | None = None) -> None:
         """A 429: lower the cap and pause every request until Retry-After has passed."""
-        self._apply(self.limit.throttled())
+        self._apply(self.limit.throttled(epoch=None if ticket is None else ticket.epoch))
         pause_s = DEFAULT_THROTTLE_PAUSE_S if retry_after_s is None else retry_after_s
         self._resume_at = max(self._resume_at, self._clock() + pause_s)
 

@@ -74,11 +74,12 @@ class Sender:
         while True:
             attempt += 1
             await on_attempt(attempt)
+            ticket = None
             try:
                 async with self.pacer.slot() as ticket:
                     result = await fn()
             except TransientError as exc:
-                await self.wait_before_retry(exc, attempt, label)
+                await self.wait_before_retry(exc, attempt, label, ticket)
                 continue
             self.succeeded(ticket)
             return result
@@ -89,13 +90,20 @@ class Sender:
             self.emit(Paced(self.pacer.concurrency))
 
     async def wait_before_retry(
-        self, exc: TransientError, attempt: int, label: tuple[str, str]
+        self,
+        exc: TransientError,
+        attempt: int,
+        label: tuple[str, str],
+        ticket: Ticket | None = None,
     ) -> None:
-        """Re-raise ``exc`` if it is final; else report it and wait the policy's delay."""
+        """Re-raise ``exc`` if it is final; else report it and wait the policy's delay.
+
+        ``ticket``: the failed request's place, so that the pacer counts only an answer
+        to a request sent under its current limit."""
         if exc.status == 429:
-            self.pacer.on_throttle(exc.retry_after_s)
+            self.pacer.on_throttle(exc.retry_after_s, ticket)
             self.emit(Throttled(self.pacer.concurrency, exc.retry_after_s or 0.0))
-        elif exc.status in OVERLOAD_STATUSES and self.pacer.on_overload():
+        elif exc.status in OVERLOAD_STATUSES and self.pacer.on_overload(ticket):
             self.emit(Paced(self.pacer.concurrency))
         retryable = self.policy.retryable(exc, answered=self.client.answered)
         if not retryable or attempt >= self.policy.attempts:
@@ -155,6 +163,7 @@ class DatasetGate:
         while True:
             attempt += 1
             await on_attempt(attempt)
+            ticket = None
             try:
                 async with sender.pacer.slot() as ticket:
                     receipt = await sender.client.create_dataset(make_body(self.name))
@@ -166,7 +175,7 @@ class DatasetGate:
                         return await self.send(
                             sender, make_body, label=label, on_attempt=on_attempt
                         )
-                await sender.wait_before_retry(exc, attempt, label)
+                await sender.wait_before_retry(exc, attempt, label, ticket)
                 continue
             sender.succeeded(ticket)
             dataset_id = receipt.get("id")
