@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from benchmarks.contender import KINDS
-from benchmarks.harness import SCENARIOS, SWEEP_KINDS, main
+from benchmarks.harness import (
+    RESULTS_DIR,
+    SCENARIOS,
+    SCRATCH_DIR,
+    SWEEP_KINDS,
+    main,
+    quick_plan,
+    results_dir,
+    selected,
+)
 from benchmarks.report import findings
 
 
@@ -40,7 +49,7 @@ def test_every_scenario_and_contender_reports_sane_numbers(
     data, _ = results
     assert data["quick"] is True
     assert set(data["scenarios"]) == set(SCENARIOS)
-    for key in ("S", "M", "L", "L16"):
+    for key in ("S", "S1", "W", "M", "L", "L16"):
         contenders = data["scenarios"][key]["contenders"]
         assert set(contenders) == set(KINDS)
         for kind, result in contenders.items():
@@ -54,7 +63,16 @@ def test_every_scenario_and_contender_reports_sane_numbers(
             assert result["files_per_s"] > 0
             if key != "L16":
                 assert _sane(result["vs_guide"]) and _sane(result["vs_ceiling"])
+                assert _sane(result["vs_pool"])
         assert contenders["ceiling"]["vs_ceiling"] == 1.0
+        # batchload ran at its defaults: its limit on requests in flight started at 4
+        assert contenders["batchload"]["concurrency_peak"] >= 4
+    remote = data["scenarios"]["W"]
+    assert remote["guide_files"] == quick_plan().uploads["W"].guide_files < remote["files"]
+    assert remote["contenders"]["guide"]["files"] == remote["guide_files"]
+    startup = data["scenarios"]["U"]
+    for metric in ("help_cpu_s", "usage_error_cpu_s", "upload_one_file_cpu_s"):
+        assert _sane(startup[metric]) and startup[metric] > 0
     sweep = data["scenarios"]["C"]["contenders"]
     assert set(sweep) == set(SWEEP_KINDS)
     for points in sweep.values():
@@ -67,6 +85,18 @@ def test_every_scenario_and_contender_reports_sane_numbers(
         assert isinstance(target["met"], bool) and target["scenario"] in SCENARIOS
 
 
+def test_only_a_full_run_writes_the_committed_results() -> None:
+    assert results_dir(quick=False, keys=selected(None)) == RESULTS_DIR
+    assert results_dir(quick=True, keys=selected(None)) == SCRATCH_DIR
+    assert results_dir(quick=False, keys=selected("S")) == SCRATCH_DIR
+
+
+def test_titles_say_the_sizes_a_plan_runs() -> None:
+    s = quick_plan().uploads["S"]
+    assert s.title == f"{s.files} CSV files of ~20 KB, 20 ms latency"
+    assert quick_plan().uploads["S1"].title.startswith("1 CSV file of ~20 KB")
+
+
 def test_the_report_and_the_plot_are_written(
     results: tuple[dict, Path],  # type: ignore[type-arg]
 ) -> None:
@@ -74,6 +104,8 @@ def test_the_report_and_the_plot_are_written(
     text = (out / "latest.md").read_text()
     assert "| S | **batchload** (validation on) |" in text
     assert "uv run python -m benchmarks --quick" in text
+    # every table says which commit, machine and command made it
+    assert text.count(f"git {data['machine']['git']}, ") >= 3
     for target in data["targets"]:
         assert target["target"] in text
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
