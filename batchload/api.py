@@ -27,7 +27,13 @@ import pyarrow.parquet as pq
 
 from batchload.check.parts import split_frame
 from batchload.check.validate import validate_frame
-from batchload.config import ClientConfig, Secret, resolve_endpoint, resolve_token
+from batchload.config import (
+    DEFAULT_MAX_CONCURRENCY,
+    ClientConfig,
+    Secret,
+    resolve_endpoint,
+    resolve_token,
+)
 from batchload.contract.model import Contract, arrow_schema, load_contract
 from batchload.errors import FileProblem, UsageError
 from batchload.jobs import UploadJob
@@ -104,7 +110,7 @@ async def upload_files_async(
     token: str | Secret | None = None,
     file_id: str = DEFAULT_TEMPLATE,
     manifest: str | Path | None = None,
-    concurrency: int = 8,
+    concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
     dry_run: bool = False,
     sheet: str | None = None,

@@ -20,6 +20,10 @@ SERVER_TOKENS_ENV = "BATCHLOAD_SERVER_TOKENS"
 MANIFEST_ENV = "BATCHLOAD_MANIFEST"
 DEFAULT_ENDPOINT = "https://api.sigtech.com"
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_MAX_CONCURRENCY = 64
+"""Requests in flight at most, by default: the cap the adaptive limit grows to."""
+START_CONCURRENCY = 4
+"""Requests in flight when a run starts; the limit adapts from there."""
 """Longest silence while waiting for an answer (the service parses the file first)."""
 
 

@@ -90,6 +90,13 @@ class Throttled:
 
 
 @dataclass(frozen=True, slots=True)
+class Paced:
+    """The cap on requests in flight adapted to the link (grew, or shrank on a queue)."""
+
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileDone:
     """A file (all its parts) landed."""
 
@@ -128,6 +135,7 @@ Event = (
     | FileInvalid
     | Retrying
     | Throttled
+    | Paced
     | FileDone
     | PartDone
     | FileFailed
@@ -185,7 +193,7 @@ class Tally:
                 self._partial.pop(event.path, None)
             case Retrying():
                 self.retries += 1
-            case Throttled():
+            case Throttled() | Paced():
                 self.concurrency = event.concurrency
             case _:
                 pass

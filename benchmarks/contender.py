@@ -13,7 +13,8 @@ Contenders:
 
 - ``guide``: the guide's ``upload_data_from_file``, one file after another (requests);
 - ``pool``: the same function in a thread pool of ``task.threads``, like SigTech's SDK;
-- ``batchload``: ``batchload.upload_files`` with full validation;
+- ``batchload``: ``batchload.upload_files`` with full validation, at its default
+  concurrency (adaptive) unless the task sets one (a cap);
 - ``batchload-novalidate``: the same with ``validate=False``;
 - ``ceiling``: the very requests batchload sends (whole files with the contract's
   ``convert_options``, or the same parquet parts), built before the clock starts and
@@ -52,7 +53,8 @@ class Task:
     files: tuple[str, ...]
     schema: str
     dataset: str
-    concurrency: int = 8
+    concurrency: int | None = 8
+    """Requests in flight: the ceiling's, batchload's cap (None: its default)."""
     threads: int = 8
     max_request_mb: float = 5.0
     work_dir: str = ""
@@ -70,6 +72,10 @@ class Outcome:
     """Requests sent (the guide's and the ceiling's; batchload's summary does not count them)."""
     request_bytes: int = 0
     """Request body bytes sent (batchload and the ceiling)."""
+    concurrency_peak: int | None = None
+    """batchload: the highest its adaptive limit on requests in flight went."""
+    concurrency_end: int | None = None
+    """batchload: that limit when the run ended."""
     wall_s: float = 0.0
     cpu_s: float = 0.0
     rss_before_mb: float = 0.0
@@ -168,12 +174,22 @@ def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], Non
     import batchload.check.validate  # noqa: F401  (imported before the clock, as in a warm process)
     from batchload.api import upload_files
     from batchload.cli.allocators import give_back_freed_memory
+    from batchload.config import START_CONCURRENCY
     from batchload.errors import BatchloadError
+    from batchload.progress import Event, Paced
 
     give_back_freed_memory()  # as the CLI's entry point does: this process is batchload's
     manifest = Path(task.work_dir or tempfile.mkdtemp()) / "manifest.sqlite"
 
+    cap = {} if task.concurrency is None else {"concurrency": task.concurrency}
+
+    def paced(event: Event) -> None:
+        if isinstance(event, Paced):
+            outcome.concurrency_peak = max(outcome.concurrency_peak or 0, event.concurrency)
+            outcome.concurrency_end = event.concurrency
+
     def run() -> None:
+        outcome.concurrency_peak = outcome.concurrency_end = START_CONCURRENCY
         try:
             summary = upload_files(
                 task.files,
@@ -181,9 +197,10 @@ def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], Non
                 dataset=task.dataset,
                 endpoint=task.endpoint,
                 manifest=manifest,
-                concurrency=task.concurrency,
                 max_request_mb=task.max_request_mb,
                 validate=validate,
+                sink=paced,
+                **cap,
             )
         except BatchloadError as exc:
             outcome.fail(f"run stopped: {exc}")
@@ -270,12 +287,15 @@ def _ceiling(task: Task, outcome: Outcome) -> Callable[[], None]:
 
     import aiohttp
 
+    if task.concurrency is None:
+        raise SystemExit("the ceiling runs at a fixed concurrency: set one")
+    in_flight = task.concurrency
     requests = _prebuilt(task)
     headers = {"Authorization": f"Bearer {os.environ[TOKEN_ENV]}"}
     json_type = {"Content-Type": "application/json"}
 
     async def main() -> None:
-        connector = aiohttp.TCPConnector(limit=task.concurrency)
+        connector = aiohttp.TCPConnector(limit=in_flight)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
         async with aiohttp.ClientSession(
             connector=connector, headers=headers, timeout=timeout
@@ -314,7 +334,7 @@ def _ceiling(task: Task, outcome: Outcome) -> Callable[[], None]:
                 for request in todo:  # shared iterator: each request is taken once
                     await send(url, request)
 
-            await asyncio.gather(*(worker() for _ in range(task.concurrency)))
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
 
     return lambda: asyncio.run(main())
 

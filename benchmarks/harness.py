@@ -5,13 +5,19 @@
   peak RSS and CPU seconds are its own. Contenders take turns: one round of all of
   them, then more rounds for those whose run was short, and each figure is the
   median of its runs, so a noisy neighbour on the machine hits them all alike.
-- Scenarios: S (many small files over a 20 ms link), M (1 MB files), L (100 MB
-  files, no body cap), L16 (the same against a 16 MiB body cap), V (validation
-  alone, :mod:`benchmarks.validation`), R (resume, :mod:`benchmarks.resume`) and
-  C (a concurrency sweep at 20 ms, the plot).
-- Writes ``latest.json``, ``latest.md`` and ``latest.png`` to the output directory
-  and prints the markdown. Nothing here asserts a time: the report says what was
-  measured and which targets it meets.
+- Scenarios: S (many small files over a 20 ms link), S1 (one of them: the memory
+  floor), W (the same files over a 150 ms link, as a remote service is), M (1 MB
+  files), L (100 MB files, no body cap), L16 (the same against a 16 MiB body cap),
+  V (validation alone, :mod:`benchmarks.validation`), R (resume,
+  :mod:`benchmarks.resume`), U (start-up: CPU before the first request, and
+  ``--help``) and C (a concurrency sweep at 20 ms).
+- batchload runs at its defaults (the requests in flight adapt to the link); the
+  ceiling runs at the scenario's fixed concurrency, the thread pool with 8 threads.
+- A full run of every scenario writes ``latest.json``, ``latest.md`` and
+  ``latest.png`` to ``benchmarks/results``, the committed results; ``--quick`` and
+  ``--only`` write to ``benchmarks/results/scratch`` (not committed) unless ``--out``
+  says otherwise. Nothing here asserts a time: the report says what was measured
+  and which targets it meets.
 
 Run: ``uv run python -m benchmarks [--quick] [--only S,M,...]``.
 """
@@ -34,14 +40,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from batchload.config import START_CONCURRENCY
 from batchload.server.process import ServerProcess
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import ROOT, SCHEMA, write_files
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+SCRATCH_DIR = RESULTS_DIR / "scratch"
 TOKEN = "benchmark-token"
-SCENARIOS = ("S", "M", "L", "L16", "V", "R", "C")
-ALIASES = {"L": ("L", "L16")}
+SCENARIOS = ("S", "S1", "W", "M", "L", "L16", "V", "R", "U", "C")
+ALIASES = {"L": ("L", "L16"), "S": ("S", "S1")}
 SHORT_RUN_S = 20.0
 """A contender whose run took less than this is run again (up to the scenario's repeats)."""
 CHILD_TIMEOUT_S = 1800.0
@@ -53,16 +61,34 @@ class Upload:
     """An upload scenario: a file set, server knobs, and how the clients are set."""
 
     key: str
-    title: str
+    what: str
+    """What sets the scenario apart (latency, body cap), after its files in the title."""
     files: int
     file_bytes: int
     knobs: tuple[str, ...] = ()
     concurrency: int = 8
+    """The ceiling's requests in flight (batchload runs at its defaults)."""
     threads: int = 8
     max_request_mb: float = 5.0
     repeats: int = 3
     data: str = ""
     """Data directory name (scenarios sharing files share it); default the key."""
+    guide_files: int | None = None
+    """Send only this many of the files with the sequential guide client (its files/s is
+    a steady per-file rate), when all of them would take minutes."""
+
+    @property
+    def title(self) -> str:
+        """The files as they are, then what sets the scenario apart."""
+        files = f"{self.files:,} CSV file{'s' if self.files != 1 else ''}"
+        return f"{files} of ~{_size(self.file_bytes)}" + (f", {self.what}" if self.what else "")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", MB), ("KB", 1000)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} B"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +110,7 @@ NO_CAP = ("--max-body-mb", "4096")
 def full_plan() -> Plan:
     s = Upload(
         key="S",
-        title="1,000 CSV files of ~20 KB, 20 ms latency",
+        what="20 ms latency",
         files=1_000,
         file_bytes=20_000,
         knobs=("--latency-ms", "20"),
@@ -92,7 +118,7 @@ def full_plan() -> Plan:
     )
     large = Upload(
         key="L",
-        title="4 CSV files of ~100 MB, no body cap",
+        what="no body cap",
         files=4,
         file_bytes=100_000_000,
         knobs=NO_CAP,
@@ -102,12 +128,22 @@ def full_plan() -> Plan:
         quick=False,
         uploads={
             "S": s,
-            "M": Upload(key="M", title="200 CSV files of ~1 MB", files=200, file_bytes=1_000_000),
+            "S1": replace(s, key="S1", what="20 ms latency (the memory floor)", files=1, data="S"),
+            "W": replace(
+                s,
+                key="W",
+                what="150 ms latency (a remote service)",
+                knobs=("--latency-ms", "150"),
+                concurrency=64,
+                guide_files=100,
+                data="S",
+            ),
+            "M": Upload(key="M", what="", files=200, file_bytes=1_000_000),
             "L": large,
             "L16": replace(
                 large,
                 key="L16",
-                title="the same 4 files against a 16 MiB body cap",
+                what="against a 16 MiB body cap",
                 knobs=("--max-body-mb", "16"),
                 max_request_mb=16,
                 data="L",
@@ -124,14 +160,26 @@ def full_plan() -> Plan:
 def quick_plan() -> Plan:
     """Tiny sizes, one run each: seconds, for the test that keeps the harness alive."""
     full = full_plan()
-    sizes = {"S": (24, 20_000), "M": (6, 200_000), "L": (2, 1_500_000), "L16": (2, 1_500_000)}
+    sizes = {
+        "S": (24, 20_000),
+        "S1": (1, 20_000),
+        "W": (24, 20_000),
+        "M": (6, 200_000),
+        "L": (2, 1_500_000),
+        "L16": (2, 1_500_000),
+    }
     uploads = {
         key: replace(spec, files=sizes[key][0], file_bytes=sizes[key][1], repeats=1)
         for key, spec in full.uploads.items()
     }
     uploads["S"] = replace(uploads["S"], concurrency=8)
-    uploads["L16"] = replace(uploads["L16"], knobs=("--max-body-mb", "0.5"), max_request_mb=0.5)
-    uploads["L16"] = replace(uploads["L16"], title="the same files against a 0.5 MiB body cap")
+    uploads["W"] = replace(uploads["W"], guide_files=4)
+    uploads["L16"] = replace(
+        uploads["L16"],
+        knobs=("--max-body-mb", "0.5"),
+        max_request_mb=0.5,
+        what="against a 0.5 MiB body cap",
+    )
     return Plan(
         quick=True,
         uploads=uploads,
@@ -148,11 +196,13 @@ def quick_plan() -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One contender run to make: which contender, at which concurrency (or thread count)."""
+    """One contender run to make: which contender, at which concurrency (or thread count;
+    None: batchload's default), on how many of the files (None: all)."""
 
     kind: str
-    concurrency: int
+    concurrency: int | None
     threads: int
+    files: int | None = None
 
 
 class Runner:
@@ -206,7 +256,7 @@ class Runner:
             task = Task(
                 kind=job.kind,
                 endpoint=server.url,
-                files=tuple(str(p) for p in files),
+                files=tuple(str(p) for p in files[: job.files]),
                 schema=str(SCHEMA),
                 dataset=f"bench_{spec.key.lower()}_{self.count}_{number}",  # fresh every run
                 concurrency=job.concurrency,
@@ -268,6 +318,10 @@ def _ok(run: dict[str, Any], expected: int) -> bool:
     )
 
 
+def _expected(job: Job, paths: Sequence[Path]) -> int:
+    return len(paths[: job.files])
+
+
 def summarise(runs: list[dict[str, Any]], expected: int) -> dict[str, Any]:
     """Medians over a contender's runs (peak RSS: the highest); failed if any run failed."""
     if not all(_ok(r, expected) for r in runs):
@@ -294,8 +348,12 @@ def summarise(runs: list[dict[str, Any]], expected: int) -> dict[str, Any]:
             if all("server_cpu_s" in r for r in runs)
             else None
         ),
+        "cpu_ms_per_file": round(median(lambda r: 1000 * r["cpu_s"] / r["files_ok"]), 3),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "rss_before_mb": round(median(lambda r: r["rss_before_mb"]), 1),
+        "files": runs[0]["files_ok"],
+        "concurrency_peak": max((r.get("concurrency_peak") or 0 for r in runs), default=0) or None,
+        "concurrency_end": runs[-1].get("concurrency_end"),
         "runs": len(runs),
     }
 
@@ -304,24 +362,33 @@ def run_upload(spec: Upload, plan: Plan, runner: Runner) -> dict[str, Any]:
     """Every contender on one scenario, in rounds; medians and ratios."""
     data = write_files(runner.work / "data" / (spec.data or spec.key), spec.files, spec.file_bytes)
     runner.log(f"{spec.key}: {spec.title} ({data.bytes / MB:.1f} MB in {len(data.paths)} files)")
-    jobs = {kind: Job(kind, spec.concurrency, spec.threads) for kind in KINDS}
+    jobs = {kind: _job(kind, spec) for kind in KINDS}
     runs = _rounds(
         spec, jobs, data.paths, repeats=spec.repeats, runner=runner, label=lambda job: job.kind
     )
-    contenders = {kind: summarise(runs[kind], spec.files) for kind in KINDS}
+    contenders = {kind: summarise(runs[kind], _expected(jobs[kind], data.paths)) for kind in KINDS}
     _ratios(contenders)
     return {
         "title": spec.title,
         "files": spec.files,
+        "guide_files": len(data.paths[: spec.guide_files]),
         "source_mb": round(data.bytes / MB, 2),
         "largest_file_mb": round(data.largest / MB, 2),
         "server": " ".join(spec.knobs) or "(defaults)",
         "concurrency": spec.concurrency,
+        "start": START_CONCURRENCY,
         "threads": spec.threads,
         "max_request_mb": spec.max_request_mb,
         "contenders": contenders,
         "runs": runs,
     }
+
+
+def _job(kind: str, spec: Upload) -> Job:
+    """batchload at its defaults, the ceiling at the scenario's concurrency, the guide on
+    its subset of the files."""
+    concurrency = None if kind.startswith("batchload") else spec.concurrency
+    return Job(kind, concurrency, spec.threads, spec.guide_files if kind == "guide" else None)
 
 
 def _rounds(
@@ -340,30 +407,37 @@ def _rounds(
             key
             for key in jobs
             if not round_number
-            or (_ok(runs[key][0], len(paths)) and runs[key][0]["wall_s"] < SHORT_RUN_S)
+            or (
+                _ok(runs[key][0], _expected(jobs[key], paths))
+                and runs[key][0]["wall_s"] < SHORT_RUN_S
+            )
         ]
         if not todo:
             break
         outcomes = runner.run(spec, [jobs[key] for key in todo], paths)
         for key, outcome in zip(todo, outcomes, strict=True):  # logged as each one ends
             runs[key].append(outcome)
-            runner.log(f"{spec.key}: {label(jobs[key]):24} {_brief(outcome, len(paths))}")
+            brief = _brief(outcome, _expected(jobs[key], paths))
+            runner.log(f"{spec.key}: {label(jobs[key]):24} {brief}")
     return runs
 
 
 def _brief(outcome: dict[str, Any], expected: int) -> str:
     if not _ok(outcome, expected):
         return f"FAILED: {(outcome.get('errors') or ['?'])[0][:160]}"
+    peak = outcome.get("concurrency_peak")
     return (
         f"{outcome['files_ok'] / outcome['wall_s']:9.1f} files/s  "
         f"{outcome['source_bytes_ok'] / MB / outcome['wall_s']:7.1f} MB/s  "
         f"cpu {outcome['cpu_s']:6.2f} s  peak {outcome['peak_rss_mb']:7.1f} MB"
+        + (f"  in flight up to {peak}" if peak else "")
     )
 
 
 def _ratios(contenders: dict[str, dict[str, Any]]) -> None:
-    """Each contender's files/s over the guide client's and over the ceiling's."""
-    for base, name in (("guide", "vs_guide"), ("ceiling", "vs_ceiling")):
+    """Each contender's files/s over the guide client's, the thread pool's and the
+    ceiling's."""
+    for base, name in (("guide", "vs_guide"), ("pool", "vs_pool"), ("ceiling", "vs_ceiling")):
         reference = contenders[base]
         for result in contenders.values():
             if result["failed"] or reference["failed"]:
@@ -379,7 +453,12 @@ SWEEP_KINDS = ("pool", "batchload", "ceiling")
 
 def run_sweep(plan: Plan, runner: Runner) -> dict[str, Any]:
     """Files/s at each concurrency (thread count for the pool) over a 20 ms link."""
-    spec = replace(plan.uploads["S"], key="C", title="concurrency sweep, 20 ms latency")
+    spec = replace(
+        plan.uploads["S"],
+        key="C",
+        what="20 ms latency: a concurrency sweep",
+        files=plan.sweep_files,
+    )
     data = write_files(runner.work / "data" / "S", plan.sweep_files, spec.file_bytes)
     runner.log(f"C: {len(data.paths)} files of ~{spec.file_bytes // 1000} KB at {plan.sweep}")
     jobs = {f"{kind}@{n}": Job(kind, n, n) for n in plan.sweep for kind in SWEEP_KINDS}
@@ -426,6 +505,67 @@ def run_resume(plan: Plan, runner: Runner) -> dict[str, Any]:
 
     runner.log(f"R: resume, {plan.resume_files:,} files with {plan.resume_done:,} done")
     return resume.run(plan.resume_files, plan.resume_done, repeats=3 if plan.quick else 5)
+
+
+STARTUP_RUNS = 5
+"""Runs of each start-up command (one when quick)."""
+
+
+def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Scenario U: CPU seconds of whole CLI processes (median of a few): ``--help``, a
+    usage error, and ``upload`` of one small file against a local server, which bounds
+    the CPU spent before its first request."""
+    data = write_files(runner.work / "data" / "S", 1, 20_000)
+    spec = replace(plan.uploads["S1"], key="U", knobs=())
+    runner.log("U: start-up, CPU of whole CLI processes")
+    runs = 1 if plan.quick else STARTUP_RUNS
+    commands = {
+        "help": ["--help"],
+        "usage_error": ["upload", str(runner.work / "missing.csv"), "--schema", str(SCHEMA)],
+    }
+    out: dict[str, Any] = {"runs": runs}
+    for name, args in commands.items():
+        out[f"{name}_cpu_s"] = _median_cpu_s(lambda args=args: args, runs)
+    with runner.server(spec) as server:
+        count = iter(range(runs))
+
+        def upload() -> list[str]:
+            n = next(count)
+            return [
+                "upload",
+                str(data.paths[0]),
+                "--schema",
+                str(SCHEMA),
+                "--dataset",
+                f"bench_u_{n}",
+                "--endpoint",
+                server.url,
+                "--manifest",
+                str(runner.work / f"startup-{n}.sqlite"),
+                "--json",
+            ]
+
+        out["upload_one_file_cpu_s"] = _median_cpu_s(upload, runs)
+    return out
+
+
+def _median_cpu_s(args: Callable[[], list[str]], runs: int) -> float:
+    """Median user+system CPU of ``python -m batchload ARGS`` (fresh arguments each run)."""
+    import resource
+
+    spent = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(
+            [sys.executable, "-m", "batchload", *args()],
+            cwd=ROOT,
+            env={**os.environ, TOKEN_ENV: TOKEN},
+            capture_output=True,
+            timeout=CHILD_TIMEOUT_S,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return round(statistics.median(spent), 3)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -532,9 +672,16 @@ def _run_all(plan: Plan, keys: Sequence[str], work: Path) -> dict[str, Any]:
             results["scenarios"][key] = run_validation(plan, runner)
         elif key == "R":
             results["scenarios"][key] = run_resume(plan, runner)
+        elif key == "U":
+            results["scenarios"][key] = run_startup(plan, runner)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round(time.time() - started, 1)
     return results
+
+
+def results_dir(*, quick: bool, keys: Sequence[str]) -> Path:
+    """The committed results for a full run of every scenario; a scratch folder else."""
+    return RESULTS_DIR if not quick and list(keys) == list(SCENARIOS) else SCRATCH_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -545,15 +692,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: seconds")
     parser.add_argument("--only", metavar="S,M,...", help=f"scenarios ({','.join(SCENARIOS)})")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.* go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where latest.* go (default: benchmarks/results for a full run of every "
+        "scenario, the committed results; benchmarks/results/scratch otherwise)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
     args = parser.parse_args(argv)
     plan = quick_plan() if args.quick else full_plan()
     keys = selected(args.only)
+    out = args.out or results_dir(quick=args.quick, keys=keys)
     command = "uv run python -m benchmarks" + " ".join(
         ["", *(["--quick"] if args.quick else []), *(["--only", args.only] if args.only else [])]
     )
     with tempfile.TemporaryDirectory(prefix="batchload-bench-", dir=args.work) as work:
         results = run_all(plan, keys, Path(work))
     results["command"] = command
-    print(write_reports(results, args.out))
+    print(write_reports(results, out))
+    print(f"[bench] results in {out}", file=sys.stderr)

@@ -26,7 +26,7 @@ LABELS = {
 }
 SWEEP_LABELS = {
     "pool": "guide function, thread pool of N",
-    "batchload": "batchload, --concurrency N",
+    "batchload": "batchload, --concurrency N (a cap)",
     "ceiling": "ceiling (bare aiohttp), N in flight",
 }
 RSS_ALLOWANCE_MB = 300.0
@@ -52,33 +52,157 @@ def _target(
     }
 
 
-def _ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 5's targets, each with what was measured, whether it is met, and context."""
-    found = results["scenarios"]
-    out = []
+def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """S: files/s against the thread pool and the ceiling, CPU per file; S1: memory."""
+    out: list[dict[str, Any]] = []
     if "S" in found:
         c = found["S"]["contenders"]
-        bl, ceiling = c["batchload"], c["ceiling"]
+        bl, pool, ceiling = c["batchload"], c["pool"], c["ceiling"]
         out.append(
             _target(
                 "S",
-                "batchload ≥ 40× the guide client (files/s)",
-                bl["vs_guide"],
-                40,
-                note=f"the ceiling itself is {_ratio(ceiling['vs_guide'])} the guide client",
+                "batchload ≥ 1.5× the thread pool of 8 (files/s), validation on, defaults",
+                bl.get("vs_pool"),
+                1.5,
+                note=f"the ceiling is {_ratio(ceiling.get('vs_pool'))} the thread pool",
             )
         )
         out.append(
             _target(
                 "S",
-                "batchload ≥ 0.8× the ceiling (files/s), validation on",
-                bl["vs_ceiling"],
+                f"batchload ≥ 0.9× the ceiling at concurrency {found['S']['concurrency']} "
+                "(files/s), validation on, defaults",
+                bl.get("vs_ceiling"),
+                0.9,
+                note=f"`--no-validate` {_ratio(c['batchload-novalidate'].get('vs_ceiling'))}; "
+                f"batchload's requests in flight went up to {bl.get('concurrency_peak') or '–'}",
+            )
+        )
+        per_file = _per(bl, pool, "cpu_ms_per_file")
+        out.append(
+            _target(
+                "S",
+                "batchload's client CPU per file ≤ 0.8× the thread pool's, validation on",
+                per_file,
                 0.8,
-                note=f"`--no-validate`: {_ratio(c['batchload-novalidate']['vs_ceiling'])}",
+                at_most=True,
+                note=f"{_num(bl.get('cpu_ms_per_file'), '{:.2f}')} ms against "
+                f"{_num(pool.get('cpu_ms_per_file'), '{:.2f}')} ms; the ceiling's "
+                f"{_num(ceiling.get('cpu_ms_per_file'), '{:.2f}')} ms "
+                f"({_ratio(_per(bl, ceiling, 'cpu_ms_per_file'))} it)",
+            )
+        )
+    if "S1" in found:
+        one = found["S1"]["contenders"]["batchload"]
+        pool_mib = _mib(found["S1"]["contenders"]["pool"].get("peak_rss_mb"))
+        out.append(
+            _target(
+                "S1",
+                "batchload's peak RSS for one small file ≤ 150 MiB",
+                _mib(one.get("peak_rss_mb")),
+                150,
+                at_most=True,
+                note=f"{_num(_mib(one.get('rss_before_mb')), '{:.0f}')} MiB after imports; "
+                f"the thread pool's peak {_num(pool_mib, '{:.0f}')} MiB",
+            )
+        )
+        if "S" in found:
+            many = found["S"]["contenders"]["batchload"]
+            top, floor = _mib(many.get("peak_rss_mb")), _mib(one.get("peak_rss_mb"))
+            growth = None if top is None or floor is None else round(top - floor, 1)
+            out.append(
+                _target(
+                    "S1",
+                    f"batchload's peak RSS grows ≤ 30 MiB from 1 to {found['S']['files']:,} "
+                    "small files",
+                    growth,
+                    30,
+                    at_most=True,
+                )
+            )
+    return out
+
+
+def _per(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    if a.get("failed") or b.get("failed") or not a.get(key) or not b.get(key):
+        return None
+    return round(a[key] / b[key], 2)
+
+
+def _mib(mb: float | None) -> float | None:
+    """MB (10^6 bytes, as the contenders report) in MiB."""
+    return None if mb is None else round(mb * 1e6 / 2**20, 1)
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets (issues 5 and 16), each with what was measured, whether it is met, and
+    context."""
+    found = results["scenarios"]
+    out = []
+    out += _small_file_targets(found)
+    if "M" in found:
+        c = found["M"]["contenders"]
+        out.append(
+            _target(
+                "M",
+                "batchload ≥ 1.5× the thread pool of 8 (MB/s), validation on, defaults",
+                c["batchload"].get("vs_pool"),
+                1.5,
+                note=f"`--no-validate` {_ratio(c['batchload-novalidate'].get('vs_pool'))}",
+            )
+        )
+        out.append(
+            _target(
+                "M",
+                "batchload ≥ 0.8× the ceiling (MB/s), validation on, defaults",
+                c["batchload"].get("vs_ceiling"),
+                0.8,
+                note=f"`--no-validate` {_ratio(c['batchload-novalidate'].get('vs_ceiling'))}",
+            )
+        )
+    if "W" in found:
+        w = found["W"]
+        c = w["contenders"]
+        subset = (
+            f"; the guide client sent {w['guide_files']:,} of the {w['files']:,} files "
+            "(one after another: its files/s is a steady rate)"
+            if w.get("guide_files", w["files"]) < w["files"]
+            else ""
+        )
+        out.append(
+            _target(
+                "W",
+                "batchload ≥ 40× the guide client (files/s), validation on, defaults",
+                c["batchload"].get("vs_guide"),
+                40,
+                note=f"the ceiling is {_ratio(c['ceiling'].get('vs_guide'))} the guide client"
+                + subset,
+            )
+        )
+    if "U" in found:
+        u = found["U"]
+        out.append(
+            _target(
+                "U",
+                "`batchload upload` of one small file ≤ 1 CPU s, whole process",
+                u["upload_one_file_cpu_s"],
+                1.0,
+                at_most=True,
+                note="bounds the CPU before the first request",
+            )
+        )
+        out.append(
+            _target(
+                "U",
+                "`batchload --help` ≤ 0.3 CPU s",
+                u["help_cpu_s"],
+                0.3,
+                at_most=True,
+                note=f"a usage error: {u['usage_error_cpu_s']:.2f} s",
             )
         )
     if "L" in found:
@@ -166,13 +290,22 @@ def _upload_rows(key: str, scenario: dict[str, Any]) -> list[str]:
     for kind in KINDS:
         result = scenario["contenders"][kind]
         if result["failed"]:
-            rows.append(f"| {key} | {LABELS[kind]} | {_failure(result['error'])} | | | | | | | |")
+            failure = _failure(result["error"])
+            rows.append(f"| {key} | {LABELS[kind]} | {failure} | | | | | | | | | | |")
             continue
+        in_flight = result.get("concurrency_peak")
+        if in_flight is None:
+            in_flight = {"guide": 1, "pool": scenario["threads"]}.get(kind, scenario["concurrency"])
+        else:
+            in_flight = f"{scenario.get('start', '?')}→{in_flight}"
         rows.append(
             f"| {key} | {LABELS[kind]} | {_num(result['files_per_s'])} "
             f"| {_num(result['mb_per_s'])} | {_ratio(result['vs_guide'])} "
-            f"| {_ratio(result['vs_ceiling'])} | {_num(result['peak_rss_mb'], '{:,.0f}')} "
+            f"| {_ratio(result.get('vs_pool'))} "
+            f"| {_ratio(result['vs_ceiling'])} | {in_flight} "
+            f"| {_num(result['peak_rss_mb'], '{:,.0f}')} "
             f"| {_num(result['cpu_s'], '{:.2f}')} "
+            f"| {_num(result.get('cpu_ms_per_file'), '{:.2f}')} "
             f"| {_num(result.get('server_cpu_s'), '{:.2f}')} | {result['runs']} |"
         )
     return rows
@@ -181,9 +314,9 @@ def _upload_rows(key: str, scenario: dict[str, Any]) -> list[str]:
 def findings(results: dict[str, Any]) -> list[str]:
     """What the targets table means, as sentences drawn from this run's numbers only."""
     found, out = results["scenarios"], []
-    s = found.get("S", {}).get("contenders")
-    if s and not s["ceiling"]["failed"] and (s["ceiling"]["vs_guide"] or 0) < 40:
-        ceiling = s["ceiling"]
+    w = found.get("W", {}).get("contenders")
+    if w and not w["ceiling"]["failed"] and (w["ceiling"]["vs_guide"] or 0) < 40:
+        ceiling = w["ceiling"]
         busy = ""
         if ceiling.get("server_cpu_s") is not None:
             server_cores = ceiling["server_cpu_s"] / ceiling["wall_s"]
@@ -194,19 +327,20 @@ def findings(results: dict[str, Any]) -> list[str]:
                 "and workers take turns on one interpreter lock)"
             )
         out.append(
-            f"S's 40× is out of reach here: the local server holds "
+            f"W's 40× is out of reach here: the local server holds "
             f"even the ceiling to {_ratio(ceiling['vs_guide'])} the guide client{busy}."
         )
     offline = []
-    for key, name in (("S", "ceiling"), ("L", "guide")):
-        c = found.get(key, {}).get("contenders")
-        t = next(
-            (t for t in results["targets"] if t["scenario"] == key and name in t["target"]), None
-        )
-        if c and t and not t["met"]:
-            ratio = c["batchload-novalidate"].get(f"vs_{name}")
-            if ratio is not None and ratio >= t["bound"]:
-                offline.append(f"{key} ({_ratio(ratio)} the {name} with `--no-validate`)")
+    for t in results["targets"]:
+        c = found.get(t["scenario"], {}).get("contenders")
+        against = _against(t["target"])
+        if c is None or against is None or t["met"] or "CPU" in t["target"]:
+            continue
+        ratio = c["batchload-novalidate"].get(f"vs_{against}")
+        if ratio is not None and ratio >= t["bound"]:
+            offline.append(
+                f"{t['scenario']} ({_ratio(ratio)} the {NAMES[against]} with `--no-validate`)"
+            )
     if offline:
         out.append(
             "The throughput targets batchload misses with validation on, it meets without: "
@@ -238,6 +372,19 @@ def findings(results: dict[str, Any]) -> list[str]:
     return out
 
 
+NAMES = {"guide": "guide", "pool": "thread pool", "ceiling": "ceiling"}
+
+
+def _against(target: str) -> str | None:
+    """Which contender a throughput target compares batchload with (None: not one)."""
+    if "CPU" in target or "RSS" in target:
+        return None
+    for kind in ("ceiling", "pool", "guide"):
+        if NAMES[kind] in target:
+            return kind
+    return None
+
+
 def _cpu_bounds(results: dict[str, Any]) -> list[str]:
     """For each scenario with a throughput target missed: the best ratio that the CPU
     batchload and the local server spent allows, since both share the machine's cores.
@@ -245,7 +392,7 @@ def _cpu_bounds(results: dict[str, Any]) -> list[str]:
     cores = results.get("machine", {}).get("cores") or 1
     missed: dict[str, list[dict[str, Any]]] = {}
     for t in results["targets"]:
-        if not t["met"] and t["scenario"] in ("S", "L") and "RSS" not in t["target"]:
+        if not t["met"] and t["scenario"] in ("S", "W", "M", "L") and _against(t["target"]):
             missed.setdefault(t["scenario"], []).append(t)
     out = []
     for key, missed_here in missed.items():
@@ -256,10 +403,15 @@ def _cpu_bounds(results: dict[str, Any]) -> list[str]:
         floor_s = (bl["cpu_s"] + bl["server_cpu_s"]) / cores
         bounds = []
         for t in missed_here:
-            against = "ceiling" if "ceiling" in t["target"] else "guide"
-            if not c[against]["failed"]:
+            against = _against(t["target"])
+            assert against is not None
+            other = c[against]
+            if not other["failed"]:
+                # the other's time for as many files as batchload sent (the guide may
+                # have sent a subset)
+                wall_s = other["wall_s"] * bl["files"] / other["files"]
                 bounds.append(
-                    f"{_ratio(c[against]['wall_s'] / floor_s)} the {against} "
+                    f"{_ratio(wall_s / floor_s)} the {NAMES[against]} "
                     f"(target {t['bound']:g}×, measured {_ratio(t['measured'])})"
                 )
         if bounds:
@@ -297,37 +449,46 @@ def markdown(results: dict[str, Any], plot_name: str = "latest.png") -> str:
         f"{results['seconds'] / 60:.1f} min in all.",
         "",
     ]
+    made = provenance(results)
     checks = results.get("targets", [])
     if checks:
         met = sum(t["met"] for t in checks)
-        lines += [f"**{met} of {len(checks)} targets met.**", "", *_targets_table(checks)]
-        lines += [f"- {finding}" for finding in findings(results)]
+        lines += [f"**{met} of {len(checks)} targets met.**", "", *_targets_table(checks), made]
+        lines += ["", *(f"- {finding}" for finding in findings(results))]
         lines.append("")
-    uploads = [k for k in ("S", "M", "L", "L16") if k in found]
+    uploads = [k for k in ("S", "S1", "W", "M", "L", "L16") if k in found]
     if uploads:
         lines += [
-            "| scenario | contender | files/s | MB/s | × guide | × ceiling "
-            "| peak RSS MB | CPU s | server CPU s | runs |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| scenario | contender | files/s | MB/s | × guide | × pool of 8 | × ceiling "
+            "| in flight | peak RSS MB | CPU s | CPU ms/file | server CPU s | runs |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for key in uploads:
             lines += _upload_rows(key, found[key])
-        lines += ["", "Scenarios (each contender against its own fresh local server):", ""]
+        lines += [made, "", "Scenarios (each contender against its own fresh local server):", ""]
         for key in uploads:
             s = found[key]
+            subset = s.get("guide_files", s["files"])
             lines.append(
                 f"- **{key}**: {s['title']}; {s['source_mb']:,.1f} MB of CSV; server "
-                f"`{s['server']}`; batchload and the ceiling at concurrency {s['concurrency']}, "
+                f"`{s['server']}`; batchload at its defaults, the ceiling at concurrency "
+                f"{s['concurrency']}, the pool with {s['threads']} threads; "
                 f"`--max-request-mb {s['max_request_mb']:g}`."
+                + (
+                    f" The sequential guide client sent the first {subset:,} files only: "
+                    "its files/s is that steady rate, and its × figures are taken from it."
+                    if subset < s["files"]
+                    else ""
+                )
             )
         lines += [
             "",
             "files/s and MB/s are of source files and bytes that landed, medians of the runs; "
-            "CPU s is the client's user+system time for the run, server CPU s the local "
-            "server's over the client's whole process (both share the machine's cores); "
-            "peak RSS is the client "
-            "process's high-water mark, imports included (the ceiling's includes its "
-            "pre-built bodies).",
+            "*in flight* is the requests in flight (batchload: from its start to the highest "
+            "its adaptive limit went); CPU s is the client's user+system time for the run, "
+            "server CPU s the local server's over the client's whole process (both share "
+            "the machine's cores); peak RSS is the client process's high-water mark, "
+            "imports included (the ceiling's includes its pre-built bodies).",
             "",
         ]
     if "V" in found:
@@ -350,6 +511,15 @@ def markdown(results: dict[str, Any], plot_name: str = "latest.png") -> str:
             f"{r['to_send']:,} left to send.",
             "",
         ]
+    if "U" in found:
+        u = found["U"]
+        lines += [
+            f"**U** (start-up, CPU of the whole process, median of {u['runs']}): "
+            f"`batchload --help` {u['help_cpu_s']:.2f} s; a usage error "
+            f"{u['usage_error_cpu_s']:.2f} s; `batchload upload` of one small file, "
+            f"validated and sent, {u['upload_one_file_cpu_s']:.2f} s.",
+            "",
+        ]
     if "C" in found:
         c = found["C"]
         conc = [p["concurrency"] for p in next(iter(c["contenders"].values()))]
@@ -363,52 +533,110 @@ def markdown(results: dict[str, Any], plot_name: str = "latest.png") -> str:
         for kind, points in c["contenders"].items():
             cells = ["failed" if p["failed"] else _num(p["files_per_s"], "{:,.0f}") for p in points]
             lines.append(f"| {SWEEP_LABELS[kind]} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [made, ""]
     return "\n".join(lines)
+
+
+def provenance(results: dict[str, Any]) -> str:
+    """The line under each table: which commit, on what machine, by which command."""
+    m = results["machine"]
+    quick = " (quick: tiny sizes)" if results["quick"] else ""
+    return (
+        f"<sub>git {m.get('git', '?')}, {m.get('cores')} cores ({m.get('cpu', '?')}), "
+        f"load {results['load_average_at_start'][0]}; `{results['command']}`{quick}</sub>"
+    )
 
 
 # --- the plot --------------------------------------------------------------------------------
 
 
+BARS = ("guide", "pool", "batchload", "ceiling")
+BAR_LABELS = {
+    "guide": "guide function, sequential",
+    "pool": "guide function, thread pool of 8",
+    "batchload": "batchload, defaults, validation on",
+    "ceiling": "ceiling (bare aiohttp, pre-built requests)",
+}
+
+
 def plot(results: dict[str, Any], path: Path) -> bool:
-    """The concurrency sweep as a PNG (matplotlib, Agg); False when C was not run."""
-    sweep = results["scenarios"].get("C")
-    if sweep is None:
+    """Each upload scenario's contenders side by side (× the guide client), and the
+    concurrency sweep beside them, as a PNG (matplotlib, Agg); False when neither ran."""
+    found = results["scenarios"]
+    scenarios = [
+        k
+        for k in ("S", "W", "M", "L")
+        if k in found and not found[k]["contenders"]["guide"]["failed"]
+    ]
+    sweep = found.get("C")
+    if not scenarios and sweep is None:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for kind, points in sweep["contenders"].items():
-        good = [p for p in points if not p["failed"]]
-        ax.plot(
-            [p["concurrency"] for p in good],
-            [p["files_per_s"] for p in good],
-            marker="o",
-            label=SWEEP_LABELS[kind],
-        )
-    s = results["scenarios"].get("S")
-    if s and not s["contenders"]["guide"]["failed"]:
-        ax.axhline(
-            s["contenders"]["guide"]["files_per_s"],
-            color="grey",
-            linestyle="--",
-            label="guide function, sequential (scenario S)",
-        )
-    ax.set_xscale("log", base=2)
-    ticks = [p["concurrency"] for p in next(iter(sweep["contenders"].values()))]
-    ax.set_xticks(ticks, [str(n) for n in ticks])
-    ax.set_xlabel("requests in flight (threads for the pool)")
-    ax.set_ylabel("files/s")
-    ax.set_title(f"{sweep['files']} CSV files of ~20 KB, server {sweep['server']}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    panels = int(bool(scenarios)) + int(sweep is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), dpi=110, squeeze=False)
+    row = list(axes[0])
+    if scenarios:
+        ax = row.pop(0)
+        width = 0.8 / len(BARS)
+        for n, kind in enumerate(BARS):
+            xs = [i + (n - (len(BARS) - 1) / 2) * width for i in range(len(scenarios))]
+            ys = [found[k]["contenders"][kind].get("vs_guide") or 0 for k in scenarios]
+            bars = ax.bar(xs, ys, width, label=BAR_LABELS[kind])
+            ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7)
+        ax.set_xticks(range(len(scenarios)), [_short_title(k, found[k]) for k in scenarios])
+        ax.set_yscale("log")
+        ax.set_ylabel("× the guide client (files/s)")
+        ax.set_title("side by side, one run")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if sweep is not None:
+        ax = row.pop(0)
+        for kind, points in sweep["contenders"].items():
+            good = [p for p in points if not p["failed"]]
+            ax.plot(
+                [p["concurrency"] for p in good],
+                [p["files_per_s"] for p in good],
+                marker="o",
+                label=SWEEP_LABELS[kind],
+            )
+        s = found.get("S")
+        if s and not s["contenders"]["guide"]["failed"]:
+            ax.axhline(
+                s["contenders"]["guide"]["files_per_s"],
+                color="grey",
+                linestyle="--",
+                label="guide function, sequential (scenario S)",
+            )
+        if s and not s["contenders"]["batchload"]["failed"]:
+            ax.axhline(
+                s["contenders"]["batchload"]["files_per_s"],
+                color="black",
+                linestyle=":",
+                label="batchload at its defaults (scenario S)",
+            )
+        ax.set_xscale("log", base=2)
+        ticks = [p["concurrency"] for p in next(iter(sweep["contenders"].values()))]
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.set_xlabel("requests in flight (threads for the pool)")
+        ax.set_ylabel("files/s")
+        ax.set_title(f"{sweep['files']} CSV files of ~20 KB, server {sweep['server']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(provenance(results).removeprefix("<sub>").removesuffix("</sub>"), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _short_title(key: str, scenario: dict[str, Any]) -> str:
+    server = scenario["server"].replace("--latency-ms ", "").replace("(defaults)", "")
+    latency = f"\n{server} ms" if server and server.isdigit() else ""
+    return f"{key}: {scenario['files']:,} × {scenario['largest_file_mb']:g} MB{latency}"
 
 
 PAGE_START = "<!-- performance:start -->"
@@ -444,7 +672,7 @@ def page_region(results: dict[str, Any], page: Path = PERFORMANCE_PAGE) -> str:
         f"[{RESULTS}/latest.md]({here}/latest.md) and "
         f"[latest.json]({here}/latest.json); `--quick` runs everything at tiny sizes "
         "in under a minute, `--only S,R` a subset.",
-        f"![files/s against requests in flight]({here}/latest.png)",
+        f"![batchload, thread pool, guide and ceiling side by side]({here}/latest.png)",
     ]
     intro = []
     for paragraph in paragraphs:

@@ -172,7 +172,7 @@ def test_the_harness_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> No
 
 def test_scenarios_are_chosen_by_key_and_alias() -> None:
     assert selected(None) == list(SCENARIOS)
-    assert selected("r, l,S") == ["S", "L", "L16", "R"]
+    assert selected("r, l,S") == ["S", "S1", "L", "L16", "R"]
     with pytest.raises(SystemExit, match="unknown scenario 'X'"):
         selected("S,X")
 
@@ -197,9 +197,9 @@ def run_outcome(wall_s: float, cpu_s: float, peak_rss_mb: float, **fields: Any) 
 
 def test_a_summary_takes_the_medians_and_the_highest_peak() -> None:
     runs = [
-        run_outcome(2.0, 1.0, 100.0, server_cpu_s=0.5),
-        run_outcome(4.0, 3.0, 300.0, server_cpu_s=1.5),
-        run_outcome(5.0, 2.0, 200.0, server_cpu_s=1.0),
+        run_outcome(2.0, 1.0, 100.0, server_cpu_s=0.5, concurrency_peak=12),
+        run_outcome(4.0, 3.0, 300.0, server_cpu_s=1.5, concurrency_peak=20),
+        run_outcome(5.0, 2.0, 200.0, server_cpu_s=1.0, concurrency_end=9),
     ]
     summary = summarise(runs, expected=10)
     assert summary == {
@@ -208,10 +208,14 @@ def test_a_summary_takes_the_medians_and_the_highest_peak() -> None:
         "mb_per_s": 1.0,  # median of 2, 1 and 0.8
         "wall_s": 4.0,
         "cpu_s": 2.0,
+        "cpu_ms_per_file": 200.0,  # median of 100, 300 and 200
         "server_cpu_s": 1.0,
         "peak_rss_mb": 300.0,
         "rss_before_mb": 50.0,
         "runs": 3,
+        "files": 10,
+        "concurrency_peak": 20,  # the highest any run reached
+        "concurrency_end": 9,  # where the last run ended
     }
     del runs[0]["server_cpu_s"]  # a run measured with others in one process
     assert summarise(runs, expected=10)["server_cpu_s"] is None
@@ -246,6 +250,7 @@ def test_ratios_are_against_the_guide_and_the_ceiling() -> None:
         "files_per_s": 40.0,
         "vs_guide": 20.0,
         "vs_ceiling": 0.8,
+        "vs_pool": None,  # the pool failed: no ratio against it
     }
     assert (contenders["ceiling"]["vs_guide"], contenders["ceiling"]["vs_ceiling"]) == (25.0, 1.0)
     assert (contenders["pool"]["vs_guide"], contenders["pool"]["vs_ceiling"]) == (None, None)
@@ -262,10 +267,12 @@ def contender(files_per_s: float, **fields: Any) -> dict[str, Any]:
         "mb_per_s": files_per_s / 10,
         "wall_s": 100 / files_per_s,
         "cpu_s": 1.0,
+        "cpu_ms_per_file": 1000 * fields.get("cpu_s", 1.0) / 100,
         "server_cpu_s": None,
         "peak_rss_mb": 120.0,
         "rss_before_mb": 60.0,
         "runs": 1,
+        "files": 100,
         **fields,
     }
 
@@ -278,6 +285,7 @@ def upload_scenario(largest_file_mb: float, **contenders: dict[str, Any]) -> dic
         "largest_file_mb": largest_file_mb,
         "server": "(defaults)",
         "concurrency": 8,
+        "threads": 8,
         "max_request_mb": 5.0,
         "contenders": contenders,
     }
@@ -291,7 +299,7 @@ def constructed() -> dict[str, Any]:
         "guide": contender(1.0),
         "pool": contender(5.0),
         "batchload": contender(45.0, cpu_s=3.0, server_cpu_s=1.0),
-        "batchload-novalidate": contender(51.0),
+        "batchload-novalidate": contender(57.0),
         "ceiling": contender(60.0),
     }
     _ratios(s)
@@ -354,8 +362,13 @@ def test_targets_are_met_or_missed_by_the_measured_figures(constructed: dict[str
         for t in targets(constructed)
     }
     assert verdicts == {
-        ("S", "batchload ≥ 40× the guide client"): (45.0, True),
-        ("S", "batchload ≥ 0.8× the ceiling"): (0.75, False),
+        ("S", "batchload ≥ 1.5× the thread pool of 8"): (9.0, True),  # 45 / 5 files/s
+        ("S", "batchload ≥ 0.9× the ceiling at concurrency 8"): (0.75, False),
+        # 3 CPU s against the pool's 1, over the same 100 files
+        ("S", "batchload's client CPU per file ≤ 0.8× the thread pool's, validation on"): (
+            3.0,
+            False,
+        ),
         ("L", "batchload ≥ 2× the guide client's MB/s, validation on"): (3.0, True),
         ("L", "batchload peak RSS ≤ 2× the largest file + 300 MB"): (520.0, False),
         ("L16", "batchload peak RSS ≤ 2× the largest file + 300 MB"): (120.0, True),
@@ -372,7 +385,7 @@ def test_findings_say_what_validation_costs_and_what_the_cpu_allows(
     said = findings(constructed)
     assert said[0] == (
         "The throughput targets batchload misses with validation on, it meets without: "
-        "S (0.85× the ceiling with `--no-validate`). The difference is the contract "
+        "S (0.95× the ceiling with `--no-validate`). The difference is the contract "
         "check's CPU, which here competes with the local server's parsing for the same two cores."
     )
     # 3.0 CPU s in the client and 1.0 in the server on 2 cores: no run beats 2.00 s,
@@ -380,7 +393,7 @@ def test_findings_say_what_validation_costs_and_what_the_cpu_allows(
     assert said[1] == (
         "S, validation on: batchload's client used 3.00 CPU s and the local server 1.00. "
         "On 2 cores no schedule does that in less than 2.00 s, so at these costs batchload "
-        "can reach at most 0.83× the ceiling (target 0.8×, measured 0.75×)."
+        "can reach at most 0.83× the ceiling (target 0.9×, measured 0.75×)."
     )
     assert said[2].endswith("sent unvalidated, the same files peak at 280 MB.")
     assert said[3].startswith("Against the 16 MiB cap the guide's functions fail on every file")
@@ -390,21 +403,23 @@ def test_findings_say_what_validation_costs_and_what_the_cpu_allows(
 def test_the_markdown_shows_each_contenders_figures(constructed: dict[str, Any]) -> None:
     constructed["targets"] = targets(constructed)
     lines = markdown(constructed).splitlines()
-    assert "**5 of 8 targets met.**" in lines
-    figures = "45.0 | 4.5 | 45.00× | 0.75× | 120 | 3.00 | 1.00 | 1"
+    assert "**5 of 9 targets met.**" in lines
+    # files/s, MB/s, × guide, × pool, × ceiling, in flight, RSS, CPU s, CPU ms/file, server, runs
+    figures = "45.0 | 4.5 | 45.00× | 9.00× | 0.75× | 8 | 120 | 3.00 | 30.00 | 1.00 | 1"
     assert f"| S | **batchload** (validation on) | {figures} |" in lines
     refused = "**fails**: 413, the body is over the cap and it cannot split"
-    assert f"| L16 | guide `upload_data_from_file`, sequential | {refused} |{' |' * 7}" in lines
+    assert f"| L16 | guide `upload_data_from_file`, sequential | {refused} |{' |' * 10}" in lines
     assert any(
         line.startswith("**V** (validation alone): 1,000 rows × 10 columns") and "**1.20×**" in line
         for line in lines
     )
 
 
-def test_the_sweep_is_plotted_only_when_it_was_run(
+def test_the_plot_shows_the_scenarios_and_the_sweep_that_ran(
     constructed: dict[str, Any], tmp_path: Path
 ) -> None:
-    assert not plot(constructed, tmp_path / "none.png")
+    assert not plot({"scenarios": {"V": constructed["scenarios"]["V"]}}, tmp_path / "none.png")
+    assert plot(constructed, tmp_path / "side-by-side.png")  # S and L, beside the guide
     with_sweep = copy.deepcopy(constructed)
     points = [{"concurrency": n, "failed": False, "files_per_s": 10.0 * n} for n in (1, 4)]
     with_sweep["scenarios"]["C"] = {
@@ -415,4 +430,4 @@ def test_the_sweep_is_plotted_only_when_it_was_run(
     }
     assert plot(with_sweep, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| batchload, --concurrency N | 10 | 40 |" in markdown(with_sweep).splitlines()
+    assert "| batchload, --concurrency N (a cap) | 10 | 40 |" in markdown(with_sweep).splitlines()

@@ -127,6 +127,33 @@ def test_help_answers_without_loading_the_heavy_libraries() -> None:
     assert ran.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["upload", "data/*.csv", "--schema", "nope.yaml"],
+        ["validate", "data/*.csv", "--schema", "nope.yaml"],
+        ["schema", "show", "nope.yaml"],
+    ],
+    ids=["upload", "validate", "schema-show"],
+)
+def test_a_missing_contract_is_refused_before_the_heavy_libraries_load(
+    argv: list[str], tmp_path: Path
+) -> None:
+    code = (
+        "import sys\n"
+        "from batchload.cli import main\n"
+        f"try:\n    main({argv!r})\n"
+        "except SystemExit as exc:\n    print(exc.code)\n"
+        "heavy = ('polars', 'pandera', 'aiohttp', 'pyarrow', 'pandas')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert ran.stdout.split() == ["2", "[]"], ran.stderr
+    assert "error: nope.yaml: no such contract file" in ran.stderr
+
+
 # --- common mistakes: the documented line and exit code ------------------------------------
 
 

@@ -105,24 +105,52 @@ def test_policy_rejects_nonsense() -> None:
         RetryPolicy(attempts=0)
 
 
-# (event sequence, limit after each event) with maximum 8, minimum 1.
-AIMD_TABLE = [
-    ("T", [4]),
-    ("TT", [4, 2]),
-    ("TTTT", [4, 2, 1, 1]),
-    ("SSSS", [8, 8, 8, 8]),  # already at the maximum
-    ("T" + "S" * 4, [4, 4, 4, 4, 5]),  # +1 after a window of `limit` successes
-    ("T" + "S" * 9, [4, 4, 4, 4, 5, 5, 5, 5, 5, 6]),
-    ("TSSST", [4, 4, 4, 4, 2]),  # a 429 resets the window
+# Segments of answers -> the limit after each segment. An answer is its latency in ms
+# ("20"), "u" when the limit was not reached when it was sent ("20u"), "S" a success
+# without a latency, "T" a 429 or a 5xx; "'" marks an answer to a request sent before
+# the limit last changed. Maximum 16, tolerance 2.
+LIMIT_TABLE = [
+    # slow start: the limit doubles after each window (= limit answers) while latency holds
+    (2, [("20", 2), ("20", 4), ("20", 8), ("20", 16)], [4, 8, 16, 16]),
+    # a limit nothing reached does not grow
+    (4, [("20u", 4), ("20", 4)], [4, 8]),
+    # latency rose past 2 x the baseline: cut by baseline*2/latency (8*20.2*2/50 = 6.5),
+    # slow start ends, then +1 a window while latency holds
+    (4, [("20", 4), ("50", 8), ("30", 6), ("30", 7)], [8, 6, 7, 8]),
+    # a cut is at most a halving
+    (8, [("20", 8), ("200", 16)], [16, 8]),
+    # 429/5xx halve; one from a request sent before the cut says nothing new
+    (8, [("T", 1), ("T'", 1), ("20", 4), ("T", 1)], [4, 4, 5, 2]),
+    # slow answers to requests sent under the old limit do not count against the new one
+    (4, [("20", 4), ("90'", 8), ("20", 8)], [8, 8, 16]),
+    # without latencies it is plain AIMD; no start given: it starts at the maximum
+    (None, [("S", 16), ("T", 1), ("S", 8), ("S", 9)], [16, 8, 9, 10]),
+    # the link slows down for good: cut 4 -> 3 -> 2 -> 1 (windows of 4, 3, 2 answers, then
+    # of 1), until the baseline (20 ms, +1 % a window) reaches 25 ms = 50 / 2 in the 23rd
+    # window: the limit grows again
+    (2, [("20", 2), ("50", 28), ("50", 1)], [4, 1, 2]),
+    # never under the minimum; a 429 ends slow start even there
+    (1, [("T", 1), ("20", 1), ("20", 2)], [1, 2, 3]),
 ]
 
 
-@pytest.mark.parametrize(("events", "limits"), AIMD_TABLE)
-def test_aimd_limit_table(events: str, limits: list[int]) -> None:
-    limit = AimdLimit(8)
+@pytest.mark.parametrize(("start", "segments", "limits"), LIMIT_TABLE)
+def test_adaptive_limit_table(
+    start: int | None, segments: list[tuple[str, int]], limits: list[int]
+) -> None:
+    limit = AimdLimit(16, start=start)
     seen = []
-    for event in events:
-        limit.success() if event == "S" else limit.throttled()
+    for answer, count in segments:
+        for _ in range(count):
+            epoch = limit.epoch - 1 if answer.endswith("'") else limit.epoch
+            kind = answer.rstrip("'")
+            if kind == "T":
+                limit.throttled(epoch=epoch)
+            elif kind == "S":
+                limit.success()
+            else:
+                latency_s = float(kind.rstrip("u")) / 1000
+                limit.success(latency_s, reached=not kind.endswith("u"), epoch=epoch)
         seen.append(limit.value)
     assert seen == limits
 

@@ -65,6 +65,15 @@ def show_reading_notes() -> None:
         notes.propagate = False
 
 
+def require_contracts(*paths: Path) -> None:
+    """Refuse an unreadable contract now, before a command loads pandera and polars: a
+    mistyped ``--schema`` answers at once (exit 2)."""
+    from batchload.contract.reading import contract_text
+
+    for path in paths:
+        contract_text(path)
+
+
 def output(ctx: click.Context | None = None) -> Output:
     """The current command's :class:`Output` (defaults when run outside the group)."""
     ctx = ctx or click.get_current_context(silent=True)

@@ -17,6 +17,7 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    require_contracts,
     schema_option,
     sheet_options,
     token_file_option,
@@ -123,6 +124,7 @@ def show(path: Path, as_json: bool) -> None:
     Example:
       batchload schema show schemas/equity_signals.yaml
     """
+    require_contracts(path)
     from batchload.contract.model import load_contract
 
     contract = load_contract(path)
@@ -179,6 +181,7 @@ def diff(
       batchload schema diff schemas/equity_signals.yaml --dataset-id ds-123 \\
           --endpoint http://127.0.0.1:8765
     """
+    require_contracts(path)
     import anyio
 
     from batchload.config import client_config
@@ -250,6 +253,7 @@ def validate(
       batchload validate prices.xlsx --sheet Daily --header-row 3 \\
         --schema schemas/market_prices.yaml
     """
+    require_contracts(schema_path)
     from batchload.check.crossfile import UniqueKeys
     from batchload.check.validate import validate_files
     from batchload.check.verdict import FileVerdict, group_by_fingerprint

@@ -26,9 +26,11 @@ from batchload.cli.common import (
     json_option,
     output,
     print_json,
+    require_contracts,
     schema_option,
     sheet_options,
 )
+from batchload.config import DEFAULT_MAX_CONCURRENCY
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 from batchload.summary import drift_line
 
@@ -43,7 +45,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_LINES_SHOWN = 20
 #: Validation details shown under one problem (the rest are counted).
 MAX_DETAILS_SHOWN = 8
-DEFAULT_CONCURRENCY = 8
 DEFAULT_RETRIES = 7
 
 
@@ -55,7 +56,9 @@ def run_options(fn: F) -> F:
                 "--concurrency",
                 type=click.IntRange(1, 256),
                 default=None,
-                help=f"Most requests in flight (lowered on 429s). Default: {DEFAULT_CONCURRENCY}.",
+                help="Most requests in flight. Uploads start with a few and adapt to the "
+                "link: more while answers come as fast, fewer when latency rises or on "
+                f"429/5xx. Default: {DEFAULT_MAX_CONCURRENCY}.",
             ),
             click.option(
                 "--manifest",
@@ -260,6 +263,7 @@ def _execute(
     no_validate: bool,
     as_json: bool,
 ) -> None:
+    require_contracts(*(job.schema for job in jobs))
     import anyio
 
     from batchload.cli.render import progress_sink
@@ -279,7 +283,7 @@ def _execute(
             timeout_s=timeout_s,
         )
     options = RunOptions(
-        concurrency=concurrency or DEFAULT_CONCURRENCY,
+        concurrency=concurrency or DEFAULT_MAX_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,
         dry_run=dry_run,
         validate=not no_validate,

@@ -45,7 +45,13 @@ from batchload.contract.pandera_compat import (
     schema_from_document,
     schema_to_document,
 )
-from batchload.contract.reading import READING_KEYS, Reading, Yaml12Loader, reading_from_metadata
+from batchload.contract.reading import (
+    READING_KEYS,
+    Reading,
+    Yaml12Loader,
+    contract_text,
+    reading_from_metadata,
+)
 from batchload.errors import ContractError
 from batchload.protocol import csv_convert_options, normalize_arrow_type
 from batchload.schemadiff import Column, SchemaDifference, diff_schemas, schema_from_json
@@ -221,18 +227,7 @@ def frame_fingerprint(frame: pl.DataFrame) -> str:
 def load_contract(path: Path | str) -> Contract:
     """Read and check a contract file; every problem is a ContractError naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ContractError(
-            "no such contract file",
-            path=path,
-            hint="check --schema; `batchload schema infer FILES --name NAME -o PATH` writes one",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ContractError(f"cannot read the contract: {reason}", path=path) from None
-    return contract_from_yaml(text, path=path)
+    return contract_from_yaml(contract_text(path), path=path)
 
 
 def contract_from_yaml(text: str, *, path: Path | None = None) -> Contract:

@@ -25,8 +25,28 @@ __all__ = [
     "Reading",
     "SheetChoice",
     "Yaml12Loader",
+    "contract_text",
     "reading_from_metadata",
 ]
+
+
+def contract_text(path: Path) -> str:
+    """A contract file's text; a ContractError naming the file when it cannot be read.
+
+    Cheap on purpose: the CLI asks it before loading pandera, so a mistyped ``--schema``
+    answers at once."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContractError(
+            "no such contract file",
+            path=path,
+            hint="check --schema; `batchload schema infer FILES --name NAME -o PATH` writes one",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ContractError(f"cannot read the contract: {reason}", path=path) from None
+
 
 #: The keys of :class:`Reading` under ``metadata.batchload``.
 READING_KEYS = ("null_values", "sheet", "header_row")

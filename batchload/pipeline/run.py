@@ -2,8 +2,9 @@
 
 - **prepare** (contracts, discovery, file_ids, resume decisions; no network) →
   **check** (read + validate + sha256 in worker threads under a CapacityLimiter of
-  the CPU count; small files in groups) → **upload** (N tasks, one aiohttp session,
-  requests paced by AIMD) → **one manifest writer**. Bounded memory object streams
+  the CPU count; small files in groups) → **upload** (N tasks, one aiohttp session;
+  the requests in flight start at a few and adapt to the link's latency, up to N:
+  :class:`~batchload.send.retry.AimdLimit`) → **one manifest writer**. Bounded memory object streams
   join them, so memory stays flat however many files there are, and a byte budget
   bounds the files being read and validated (a large one alone). The parts of large
   files are cut while they are checked, into a spool on disk that the run removes
@@ -39,7 +40,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from batchload.check.checker import check_bytes, check_group, cut_file
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool, sweep_dead
-from batchload.config import ClientConfig, cpu_count
+from batchload.config import (
+    DEFAULT_MAX_CONCURRENCY,
+    START_CONCURRENCY,
+    ClientConfig,
+    cpu_count,
+)
 from batchload.errors import (
     AuthError,
     BatchloadError,
@@ -85,8 +91,9 @@ are sent."""
 class RunOptions:
     """How a run behaves; every field has a sensible default."""
 
-    concurrency: int = 8
-    """Most requests in flight (AIMD lowers it on 429s, then raises it back)."""
+    concurrency: int = DEFAULT_MAX_CONCURRENCY
+    """Most requests in flight. A run starts with a few and adapts to the link: more
+    while answers come back as fast, fewer when latency rises or on a 429 or 5xx."""
     max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     dry_run: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -278,7 +285,7 @@ class _Run:
         async with IngestionClient(
             self.config, max_connections=self.options.concurrency, budget=budget
         ) as client:
-            pacer = Pacer(AimdLimit(self.options.concurrency))
+            pacer = Pacer(AimdLimit(self.options.concurrency, start=START_CONCURRENCY))
             sender = Sender(
                 client,
                 policy=self.options.retry,

@@ -4,7 +4,8 @@
   attempts run out. The call builds a fresh body each attempt (a body streams once).
   An endpoint that has never answered in this run is not retried (see
   :class:`~batchload.send.retry.RetryPolicy`): a wrong ``--endpoint`` fails at once.
-  A 429 pauses every request and lowers concurrency; successes raise it again.
+  Each answer's latency feeds the pacer's adaptive limit; a 429 pauses every
+  request and lowers it, as does a 5xx.
 - :class:`DatasetGate` holds a dataset's id. When the dataset does not exist yet, the
   first file to arrive creates it while every other file waits: with
   ``PUT /ingestion/datasets/{id}`` under an id chosen and recorded (by the ``record``
@@ -31,12 +32,14 @@ from typing import Any, TypeVar
 import anyio
 
 from batchload.errors import ServiceError, TransientError, UsageError
-from batchload.progress import DatasetReady, Event, Retrying, Sink, Throttled
-from batchload.send.retry import Pacer, RetryPolicy
+from batchload.progress import DatasetReady, Event, Paced, Retrying, Sink, Throttled
+from batchload.send.retry import Pacer, RetryPolicy, Ticket
 from batchload.send.transport import IngestionClient
 from batchload.state.records import DatasetRecord
 
 T = TypeVar("T")
+#: Answers that say the service is overloaded: fewer requests in flight.
+OVERLOAD_STATUSES = frozenset({408, 500, 502, 503, 504})
 OnAttempt = Callable[[int], Awaitable[None]]
 
 
@@ -78,22 +81,37 @@ class Sender:
         while True:
             attempt += 1
             await on_attempt(attempt)
+            ticket = None
             try:
-                async with self.pacer.slot():
+                async with self.pacer.slot() as ticket:
                     result = await fn()
             except TransientError as exc:
-                await self.wait_before_retry(exc, attempt, label)
+                await self.wait_before_retry(exc, attempt, label, ticket)
                 continue
-            self.pacer.on_success()
+            self.succeeded(ticket)
             return result
 
+    def succeeded(self, ticket: Ticket) -> None:
+        """A request succeeded: let the pacer adapt, and say so when it did."""
+        if self.pacer.on_success(ticket):
+            self.emit(Paced(self.pacer.concurrency))
+
     async def wait_before_retry(
-        self, exc: TransientError, attempt: int, label: tuple[str, str]
+        self,
+        exc: TransientError,
+        attempt: int,
+        label: tuple[str, str],
+        ticket: Ticket | None = None,
     ) -> None:
-        """Re-raise ``exc`` if it is final; else report it and wait the policy's delay."""
+        """Re-raise ``exc`` if it is final; else report it and wait the policy's delay.
+
+        ``ticket``: the failed request's place, so that the pacer counts only an answer
+        to a request sent under its current limit."""
         if exc.status == 429:
-            self.pacer.on_throttle(exc.retry_after_s)
+            self.pacer.on_throttle(exc.retry_after_s, ticket)
             self.emit(Throttled(self.pacer.concurrency, exc.retry_after_s or 0.0))
+        elif exc.status in OVERLOAD_STATUSES and self.pacer.on_overload(ticket):
+            self.emit(Paced(self.pacer.concurrency))
         retryable = self.policy.retryable(exc, answered=self.client.answered)
         if not retryable or attempt >= self.policy.attempts:
             raise exc
@@ -255,8 +273,9 @@ class DatasetGate:
         while True:
             attempt += 1
             await on_attempt(attempt)
+            ticket = None
             try:
-                async with sender.pacer.slot():
+                async with sender.pacer.slot() as ticket:
                     receipt = await sender.client.create_dataset(make_body(self.name))
             except TransientError as exc:
                 if exc.status != 429:  # no answer or a 5xx: it may have been created
@@ -266,9 +285,9 @@ class DatasetGate:
                         return await self.send(
                             sender, make_body, label=label, on_attempt=on_attempt
                         )
-                await sender.wait_before_retry(exc, attempt, label)
+                await sender.wait_before_retry(exc, attempt, label, ticket)
                 continue
-            sender.pacer.on_success()
+            sender.succeeded(ticket)
             dataset_id = receipt.get("id")
             if not isinstance(dataset_id, str) or not dataset_id:
                 raise ServiceError("creating the dataset gave an answer without an 'id'")

@@ -99,15 +99,18 @@ def assert_rows_recorded_by_claim_owner(location: str) -> None:
 def run_killed_and_rerun(
     server: ServerProcess, tmp_path: Path, location: str, *, processes: int, files: int
 ) -> None:
-    """``processes`` uploads of ``files`` files started together on ``location``; one is
-    SIGKILLed once it has done some files; the others finish the run; a re-run has
-    nothing left to send."""
+    """``processes`` uploads of ``files`` files on ``location``: the first is SIGKILLed
+    once it has done some files and the others have joined (holding claims and leases
+    it still had); the others finish the run; a re-run has nothing left to send.
+
+    The others start once the victim has done files, so that however slowly a loaded
+    machine starts them, the victim is sure to be killed mid-run, not idle."""
     paths = write_signals(tmp_path / "data", files, rows=4)
     args = upload_args("data/*.csv", Path(location), server.url, "--concurrency", "2", *LEASE)
     args = tuple(location if a == str(Path(location)) else a for a in args)
-    procs = [start(args, tmp_path) for _ in range(processes)]
-    victim = procs[0]
+    victim = start(args, tmp_path)
     wait_until(lambda: finished_by(location)[victim.pid] >= 5, what="the victim's first files")
+    procs = [victim, *(start(args, tmp_path) for _ in range(processes - 1))]
     victim.send_signal(signal.SIGKILL)
     killed = finish(victim)
     assert killed.code == -signal.SIGKILL
@@ -122,7 +125,13 @@ def run_killed_and_rerun(
     for summary in summaries:
         assert summary["uploaded"] > 0, summary  # each survivor did work
         assert summary["uploaded"] + summary["by_others"] + summary["skipped"] == files, summary
-    assert sum(s["uploaded"] for s in summaries) + victim_done == files
+    # the victim's files in doubt (sent, unanswered) that the service holds were recorded
+    # from the survivors' listing, not sent again
+    settled = ledger_query(
+        location,
+        "SELECT COUNT(*) FROM files WHERE state = 'done' AND last_error LIKE '%answer was lost%'",
+    )[0][0]
+    assert sum(s["uploaded"] for s in summaries) + victim_done + settled == files
     assert_once_on_server(server, paths)
     assert_rows_recorded_by_claim_owner(location)
 
