@@ -30,7 +30,7 @@ import functools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -123,11 +123,12 @@ async def run_upload(
             limit=limit,
             stop=stop or Stop(),
         )
-        return await run.execute(started)
+        summary = await run.execute(started)
+        return replace(summary, run=await claims.leave())
     finally:
         with anyio.CancelScope(shield=True):
-            if claims is not None:  # what it still holds goes back to the queue at once
-                await claims.call(claims.ledger.unregister, claims.owner)
+            if claims is not None and not claims.gone:  # what it holds goes back at once
+                await claims.call(claims.ledger.unregister, claims.owner, silent_s=0)
             if manifest is not None:
                 manifest.close()
 
