@@ -102,8 +102,9 @@ def report(summary: RunSummary, out: Output) -> None:
 
 
 def _shared(run: SharedRun, me: str | None) -> None:
-    """The whole run, when processes shared it: from the one that finished it last; the
-    others say where it goes on. A run of one process says nothing more."""
+    """The whole run, when processes shared it: from the one that finished it last (or
+    from the Dask client, ``me`` None); the others say where it goes on. A run of one
+    process says nothing more."""
     if not run.last:
         others = ", ".join(run.running[:MAX_LINES_SHOWN])
         click.echo(
@@ -114,9 +115,10 @@ def _shared(run: SharedRun, me: str | None) -> None:
         return
     if [p.owner for p in run.processes] == [me]:
         return
+    who = "finished last by this process" if me else "over every process on the manifest"
     click.echo(
-        f"the run, finished last by this process: {run.done} done, {run.failed} invalid or "
-        f"failed, {run.in_flight + run.left} left, by {len(run.processes)} process(es):",
+        f"the run, {who}: {run.done} done, {run.failed} invalid or failed, "
+        f"{run.in_flight + run.left} left, by {len(run.processes)} process(es):",
         err=True,
     )
     for process in run.processes[:MAX_LINES_SHOWN]:
@@ -129,3 +131,13 @@ def _shared(run: SharedRun, me: str | None) -> None:
         )
     if len(run.processes) > MAX_LINES_SHOWN:
         click.echo(f"  ... and {len(run.processes) - MAX_LINES_SHOWN} more", err=True)
+
+
+def progress_line(run: SharedRun) -> str:
+    """The run's progress as the manifest has it, while processes elsewhere work on it."""
+    states = [p.state for p in run.processes]
+    gone = f", {states.count('gone')} gone" if "gone" in states else ""
+    return (
+        f"run: {run.done} done, {run.failed} invalid or failed, {run.in_flight} in flight, "
+        f"{run.left} left; {states.count('running')} process(es) running{gone}"
+    )

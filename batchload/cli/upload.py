@@ -29,7 +29,7 @@ from batchload.cli.common import (
     schema_option,
     sheet_options,
 )
-from batchload.cli.report import report
+from batchload.cli.report import progress_line, report
 from batchload.config import DEFAULT_MAX_CONCURRENCY
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
 
@@ -80,6 +80,24 @@ def run_options(fn: F) -> F:
                 metavar="SECONDS",
                 help="How long a process's claims on files outlive it: then another process "
                 "on the manifest takes them over. Default: 60.",
+            ),
+            click.option(
+                "--dask",
+                "dask_scheduler",
+                metavar="ADDRESS",
+                help="Run on an existing Dask cluster (tcp://HOST:8786): one worker loop per "
+                "Dask worker, each taking files from the manifest as a process would, and "
+                "progress read from the manifest. Needs a manifest every worker reaches "
+                "(postgresql://, or SQLite with every worker on this machine) and the extra "
+                "batchload[dask].",
+            ),
+            click.option(
+                "--workers",
+                "loops",
+                type=click.IntRange(min=1),
+                default=None,
+                metavar="N",
+                help="With --dask: how many worker loops to start. Default: one per Dask worker.",
             ),
             click.option(
                 "--max-request-mb",
@@ -253,6 +271,8 @@ def _execute(
     max_request_mb: float | None,
     max_rps: float | None,
     lease_s: float | None,
+    dask_scheduler: str | None,
+    loops: int | None,
     retries: int | None,
     on_existing: str,
     dry_run: bool,
@@ -260,6 +280,10 @@ def _execute(
     as_json: bool,
 ) -> None:
     require_contracts(*(job.schema for job in jobs))
+    if loops is not None and dask_scheduler is None:
+        raise click.UsageError("--workers needs --dask ADDRESS")
+    if dask_scheduler is not None and dry_run:
+        raise click.UsageError("a dry run is made here: leave out --dask")
     import anyio
 
     from batchload.cli.render import progress_sink
@@ -289,14 +313,32 @@ def _execute(
         lease_s=lease_s or DEFAULT_LEASE_S,
     )
     path = resolve_manifest(manifest_path) or default_manifest or _default_manifest(jobs[0])
-    with progress_sink(quiet=out.quiet or dry_run) as sink:
+    if dask_scheduler is not None:
+        from batchload.pipeline.dask import run_on_dask
 
-        async def main(stop: Stop) -> RunSummary:
-            return await run_upload(
-                jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
-            )
+        assert config is not None
+        summary = run_on_dask(
+            jobs,
+            scheduler=dask_scheduler,
+            config=config,
+            manifest_path=path,
+            options=options,
+            loops=loops,
+            placed=lambda n, workers: out.info(
+                f"started {n} worker loop(s) on the Dask cluster at {dask_scheduler} "
+                f"({workers} worker(s)); progress from the manifest"
+            ),
+            report=lambda run: out.info(progress_line(run)),
+        )
+    else:
+        with progress_sink(quiet=out.quiet or dry_run) as sink:
 
-        summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
+            async def main(stop: Stop) -> RunSummary:
+                return await run_upload(
+                    jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
+                )
+
+            summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
     resume = _resume_command(out.argv) if summary.interrupted else None
     if as_json:
         print_json({**summary.to_dict(), "resume": resume})
