@@ -12,19 +12,22 @@
     │   │   └── UnreachableError        exit 4  no answer at all (connection refused, DNS, timeout)
     │   └── PayloadTooLarge             exit 4  413: the request body is over the service's limit
     ├── LedgerError                     exit 4  the shared ledger (PostgreSQL) cannot be reached
+    ├── ClusterError                    exit 4  the Dask scheduler cannot be reached or used
     ├── FileProblem                     exit 1  one file cannot be read or sent (the run goes on)
     │   ├── UnreadableFile                      the bytes cannot be parsed in their format
     │   ├── FileChanged                         the file changed on disk during the run
     │   └── ClaimLost                           its lease ran out: another process took the file
     └── RunIncomplete                   exit 1  some files were invalid or failed
 
-Third-party errors (polars, pandera, aiohttp, sqlite3, psycopg) are translated into this tree
-once, at the stage that uses the library, with ``raise ... from``.
+Third-party errors (polars, pandera, aiohttp, sqlite3, psycopg, dask) are translated into
+this tree once, at the stage that uses the library, with ``raise ... from``. Every error
+pickles with its attributes, so it crosses from a Dask worker to the client intact.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -46,6 +49,17 @@ class BatchloadError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # not through __init__: pickle cannot pass its keyword-only arguments
+        return (_restored, (type(self), self.args), self.__dict__)
+
+
+def _restored(cls: type[BatchloadError], args: tuple[object, ...]) -> BatchloadError:
+    """An error as pickle rebuilds it: its args here, its attributes from its state."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class UsageError(BatchloadError):
@@ -125,6 +139,12 @@ class PayloadTooLarge(ServiceError):
 
 class LedgerError(BatchloadError):
     """The ledger's database cannot be reached or refused a query; the run stops."""
+
+    exit_code = EXIT_SERVICE
+
+
+class ClusterError(BatchloadError):
+    """The Dask scheduler cannot be reached, or cannot run the run's loops."""
 
     exit_code = EXIT_SERVICE
 

@@ -90,6 +90,61 @@ class Reconciliation:
         return self.error is None and not self.missing
 
 
+ProcessState = Literal["running", "finished", "gone"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunProcess:
+    """One process of a run shared through the manifest, and the files it settled."""
+
+    owner: str
+    """Its name in the ledger (host:pid:suffix)."""
+    done: int
+    failed: int
+    """Files it settled as failed or invalid."""
+    state: ProcessState
+    """``gone``: not heard from for longer than a lease (killed, or cut off), unfinished."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedRun:
+    """A whole run over every process that shared it through the manifest, read from the
+    ledger when this process finished: the processes that overlapped in time with this
+    one, and with each other, back to the run's first."""
+
+    done: int
+    failed: int
+    """Files settled as failed or invalid, by any process of the run."""
+    in_flight: int
+    """Files claimed by a process and not settled (a gone process's until its lease ends)."""
+    left: int
+    """Files queued that no process holds."""
+    processes: tuple[RunProcess, ...]
+    running: tuple[str, ...] = ()
+    """Other processes still at work when this one finished: the run goes on there. None:
+    this one finished last, and its summary is the run's."""
+
+    @property
+    def last(self) -> bool:
+        return not self.running
+
+    @property
+    def complete(self) -> bool:
+        """Every file of the run settled, and none failed."""
+        return not (self.failed or self.in_flight or self.left)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "last": self.last,
+            "done": self.done,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "left": self.left,
+            "running": list(self.running),
+            "processes": [asdict(p) for p in self.processes],
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSummary:
     """The result of a run; ``exit_code`` is what the CLI exits with."""
@@ -136,16 +191,21 @@ class RunSummary:
     """A stop was asked (Ctrl-C, SIGTERM): files were left for a resume."""
     left: int = 0
     """Files this run was to check and send that it did not finish (interrupted)."""
+    run: SharedRun | None = None
+    """The whole run over the processes sharing the manifest (None for a dry run)."""
 
     @property
     def exit_code(self) -> int:
-        """0 all done; 1 some invalid, failed or missing; the error's code if stopped;
-        130 if interrupted."""
+        """0 all done; 1 some invalid, failed or missing (in this process's part, or, for
+        the process that finished a shared run last, in the whole run); the error's code
+        if stopped; 130 if interrupted."""
         if self.error is not None:
             return self.error.exit_code
         if self.interrupted:
             return EXIT_INTERRUPTED
         if self.invalid or self.failed or self.conflicts or any(not r.ok for r in self.reconcile):
+            return EXIT_INCOMPLETE
+        if self.run is not None and self.run.last and not self.run.complete:
             return EXIT_INCOMPLETE
         return EXIT_OK
 
@@ -174,6 +234,7 @@ class RunSummary:
             "stopped": self.stopped,
             "interrupted": self.interrupted,
             "left": self.left,
+            "run": self.run.to_dict() if self.run is not None else None,
             "problems": [asdict(p) for p in self.problems],
             "reconcile": [asdict(r) for r in self.reconcile],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from batchload.errors import LedgerError, UsageError
-from batchload.state.ledger import Ledger, redact
+from batchload.state.ledger import Ledger, Progress, WorkerRow, redact
 from batchload.state.records import Changes, FileRecord
 from batchload.state.stores import open_ledger
 
@@ -111,8 +111,68 @@ def test_the_heartbeat_keeps_claims_and_unregister_gives_them_back(ledger: Ledge
     ledger.claim("d", "a", limit=2, lease_s=-1.0)
     assert ledger.renew("a", LEASE_S) == 2
     assert ledger.claim("d", "b", limit=2, lease_s=LEASE_S) == ()
-    ledger.unregister("a")
+    assert ledger.unregister("a", silent_s=LEASE_S) == ()
     assert ledger.claim("d", "b", limit=2, lease_s=LEASE_S) == ("/x", "/y")
+
+
+def test_processes_leave_one_at_a_time_and_the_last_finds_no_other_at_work(
+    location: str,
+) -> None:
+    with open_ledger(location) as a, open_ledger(location) as b:
+        since = a.register("a")
+        b.register("b")
+        a.enqueue("d", ["/x", "/y", "/z"], since=since)
+        assert a.claim("d", "a", limit=2, lease_s=LEASE_S) == ("/x", "/y")
+        assert b.claim("d", "b", limit=2, lease_s=LEASE_S) == ("/z",)
+        a.apply([Changes(records=(row("/x"), row("/y", "invalid")))], owner="a")
+        b.apply([Changes(records=(row("/z"),))], owner="b")
+        assert a.unregister("a", silent_s=LEASE_S) == ("b",)  # the run goes on in b
+        assert b.unregister("b", silent_s=LEASE_S) == ()  # b finished it last
+        run = b.progress().shared_run(since, silent_s=LEASE_S)
+        assert (run.last, run.done, run.failed, run.in_flight, run.left) == (True, 2, 1, 0, 0)
+        assert [(p.owner, p.done, p.failed, p.state) for p in run.processes] == [
+            ("a", 1, 1, "finished"),
+            ("b", 1, 0, "finished"),
+        ]
+
+
+def worker(owner: str, started: float, seen: float, finished: float | None) -> WorkerRow:
+    return WorkerRow(
+        owner=owner,
+        started_at=started,
+        seen_at=seen,
+        finished_at=finished,
+        done=1,
+        failed=0,
+        in_flight=2 if finished is None else 0,
+    )
+
+
+def test_a_run_is_the_processes_that_overlap_back_to_its_first() -> None:
+    progress = Progress(
+        now=100.0,
+        done=0,
+        failed=0,
+        in_flight=0,
+        left=3,
+        workers=(
+            worker("yesterday", 1.0, 9.0, 10.0),
+            worker("killed-yesterday", 2.0, 8.0, None),
+            worker("early", 30.0, 55.0, 55.0),  # overlapped "me": the same run
+            worker("killed-early", 40.0, 45.0, None),  # overlapped "early"
+            worker("me", 50.0, 99.0, 99.5),
+            worker("other", 60.0, 98.0, None),  # heard from within the lease
+        ),
+    )
+    run = progress.shared_run(50.0, silent_s=10.0, running=("other",))
+    assert [(p.owner, p.state) for p in run.processes] == [
+        ("early", "finished"),
+        ("killed-early", "gone"),
+        ("me", "finished"),
+        ("other", "running"),
+    ]
+    assert (run.last, run.done, run.in_flight) == (False, 4, 4)
+    assert run.left == 3 + 2  # what a gone process of an earlier run holds is anyone's
 
 
 def test_a_lock_has_one_owner_until_it_expires(ledger: Ledger) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 import click
 
 from batchload.cli.common import (
-    Output,
     connection_config,
     connection_options,
     json_option,
@@ -30,9 +29,9 @@ from batchload.cli.common import (
     schema_option,
     sheet_options,
 )
+from batchload.cli.report import progress_line, report
 from batchload.config import DEFAULT_MAX_CONCURRENCY
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB
-from batchload.summary import drift_line
 
 if TYPE_CHECKING:
     from batchload.config import ClientConfig
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
     from batchload.summary import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_LINES_SHOWN = 20
-#: Validation details shown under one problem (the rest are counted).
-MAX_DETAILS_SHOWN = 8
 DEFAULT_RETRIES = 7
 
 
@@ -84,6 +80,24 @@ def run_options(fn: F) -> F:
                 metavar="SECONDS",
                 help="How long a process's claims on files outlive it: then another process "
                 "on the manifest takes them over. Default: 60.",
+            ),
+            click.option(
+                "--dask",
+                "dask_scheduler",
+                metavar="ADDRESS",
+                help="Run on an existing Dask cluster (tcp://HOST:8786): one worker loop per "
+                "Dask worker, each taking files from the manifest as a process would, and "
+                "progress read from the manifest. Needs a manifest every worker reaches "
+                "(postgresql://, or SQLite with every worker on this machine) and the extra "
+                "batchload[dask].",
+            ),
+            click.option(
+                "--workers",
+                "loops",
+                type=click.IntRange(min=1),
+                default=None,
+                metavar="N",
+                help="With --dask: how many worker loops to start. Default: one per Dask worker.",
             ),
             click.option(
                 "--max-request-mb",
@@ -257,6 +271,8 @@ def _execute(
     max_request_mb: float | None,
     max_rps: float | None,
     lease_s: float | None,
+    dask_scheduler: str | None,
+    loops: int | None,
     retries: int | None,
     on_existing: str,
     dry_run: bool,
@@ -264,6 +280,10 @@ def _execute(
     as_json: bool,
 ) -> None:
     require_contracts(*(job.schema for job in jobs))
+    if loops is not None and dask_scheduler is None:
+        raise click.UsageError("--workers needs --dask ADDRESS")
+    if dask_scheduler is not None and dry_run:
+        raise click.UsageError("a dry run is made here: leave out --dask")
     import anyio
 
     from batchload.cli.render import progress_sink
@@ -293,19 +313,37 @@ def _execute(
         lease_s=lease_s or DEFAULT_LEASE_S,
     )
     path = resolve_manifest(manifest_path) or default_manifest or _default_manifest(jobs[0])
-    with progress_sink(quiet=out.quiet or dry_run) as sink:
+    if dask_scheduler is not None:
+        from batchload.pipeline.dask import run_on_dask
 
-        async def main(stop: Stop) -> RunSummary:
-            return await run_upload(
-                jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
-            )
+        assert config is not None
+        summary = run_on_dask(
+            jobs,
+            scheduler=dask_scheduler,
+            config=config,
+            manifest_path=path,
+            options=options,
+            loops=loops,
+            placed=lambda n, workers: out.info(
+                f"started {n} worker loop(s) on the Dask cluster at {dask_scheduler} "
+                f"({workers} worker(s)); progress from the manifest"
+            ),
+            report=lambda run: out.info(progress_line(run)),
+        )
+    else:
+        with progress_sink(quiet=out.quiet or dry_run) as sink:
 
-        summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
+            async def main(stop: Stop) -> RunSummary:
+                return await run_upload(
+                    jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
+                )
+
+            summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
     resume = _resume_command(out.argv) if summary.interrupted else None
     if as_json:
         print_json({**summary.to_dict(), "resume": resume})
     else:
-        _report(summary, out)
+        report(summary, out)
     if summary.error is not None:
         click.echo(f"error: {summary.error}", err=True)
     if resume is not None:  # printed even with --quiet: it is what to do next
@@ -371,86 +409,3 @@ def _default_manifest(job: UploadJob) -> Path:
     from batchload.state.manifest import default_manifest_path
 
     return default_manifest_path(job.dataset or load_contract(job.schema).dataset_name)
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.2f} MiB"
-
-
-def _on_service(summary: RunSummary) -> str:
-    """What the start-of-run listing changed, for the summary line."""
-    said = [
-        f"{summary.conflicts} conflict(s)" if summary.conflicts else "",
-        f"re-sent {summary.resent} files missing on the service" if summary.resent else "",
-        f"{summary.found_on_service} already on the service" if summary.found_on_service else "",
-    ]
-    return "".join(f", {s}" for s in said if s)
-
-
-def _report(summary: RunSummary, out: Output) -> None:
-    """The human summary, on stderr."""
-    names = ", ".join(f"{name} ({i or 'not created'})" for name, i in summary.datasets.items())
-    if summary.dry_run:
-        out.info(
-            f"dry run: would send {len(summary.plan)} request(s), "
-            f"{_mib(summary.request_bytes)} after base64, to {names}"
-        )
-        for request in summary.plan[:MAX_LINES_SHOWN]:
-            part = f" part {request.part}" if request.part else ""
-            out.info(
-                f"  {request.file_id}  {request.file_format}  {request.rows} rows  "
-                f"{request.request_bytes} bytes{part}  <- {request.path}"
-            )
-        if len(summary.plan) > MAX_LINES_SHOWN:
-            out.info(f"  ... and {len(summary.plan) - MAX_LINES_SHOWN} more")
-    else:
-        parts = (
-            f" ({summary.parts_uploaded} parts of large files)" if summary.parts_uploaded else ""
-        )
-        click.echo(  # the final summary: printed even with --quiet
-            f"uploaded {summary.uploaded} file(s){parts}, {_mib(summary.bytes_sent)}, to {names} "
-            f"in {summary.seconds:.1f}s; {summary.skipped} skipped, {summary.invalid} invalid, "
-            f"{summary.failed} failed{_on_service(summary)}",
-            err=True,
-        )
-        if summary.by_others or summary.lost:
-            click.echo(
-                f"{summary.by_others} file(s) settled by other processes on the manifest"
-                + (
-                    f"; {summary.lost} taken over by another process after this one's lease "
-                    "ran out (their outcome is recorded by it)"
-                    if summary.lost
-                    else ""
-                ),
-                err=True,
-            )
-    for problem in summary.problems[:MAX_LINES_SHOWN]:  # errors: printed even with --quiet
-        if problem.state == "conflict":  # the reason says it all, both sources included
-            click.echo(f"  {problem.reason}", err=True)
-        else:
-            click.echo(f"  {problem.state}: {problem.path}: {problem.reason}", err=True)
-        if len(problem.details) > 1:  # as validate shows them: the reason only counts them
-            for detail in problem.details[:MAX_DETAILS_SHOWN]:
-                click.echo(f"      {detail}", err=True)
-            if len(problem.details) > MAX_DETAILS_SHOWN:
-                more = len(problem.details) - MAX_DETAILS_SHOWN
-                click.echo(f"      ... and {more} more problem(s)", err=True)
-    if len(summary.problems) > MAX_LINES_SHOWN:
-        click.echo(f"  ... and {len(summary.problems) - MAX_LINES_SHOWN} more problems", err=True)
-    drift = drift_line(p.details for p in summary.problems)
-    if drift:
-        click.echo(f"  {drift}", err=True)
-    for path, reason in summary.ignored[:MAX_LINES_SHOWN]:
-        click.echo(f"  ignored: {path}: {reason}", err=True)
-    if len(summary.ignored) > MAX_LINES_SHOWN:
-        click.echo(f"  ... and {len(summary.ignored) - MAX_LINES_SHOWN} more ignored", err=True)
-    for result in summary.reconcile:
-        line = f"reconcile {result.dataset}: {result.on_server} file(s) on the service"
-        if result.error:
-            line += f"; could not list: {result.error}"
-        if result.missing:
-            line += f"; MISSING {len(result.missing)}: {', '.join(result.missing[:5])}"
-        if result.unexpected:
-            line += f"; {len(result.unexpected)} not from this manifest"
-        out.info(line)
-    out.info(f"manifest: {summary.manifest}")

@@ -19,6 +19,10 @@
   :class:`~batchload.errors.ClaimLost` before anything is sent.
 - A dataset is created by one process at a time, under a lock row in the ledger
   (:meth:`Claims.creating`); the others find its id there when they get the lock.
+- A process that is finished leaves (:meth:`Claims.leave`): its unfinished claims go
+  back to the queue, and it reads the whole run from the ledger. The processes leave
+  one at a time, so exactly one finds no other still at work: it finished the run last,
+  and its summary is the run's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from batchload.errors import ClaimLost
 from batchload.jobs import PreparedJob, Work
 from batchload.state.ledger import Ledger
 from batchload.state.records import Changes, DatasetRecord
+from batchload.summary import SharedRun
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,6 +68,8 @@ class Claims:
         self.lost: set[tuple[str, str]] = set()
         self.by_others = 0
         """Files of this process's plan that other processes settled in this run."""
+        self.gone = False
+        """Left the ledger (:meth:`leave`)."""
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one blocking ledger call in a worker thread, one at a time."""
@@ -126,6 +133,15 @@ class Claims:
         while True:
             await anyio.sleep(self.lease_s / 3)
             await self.call(self.ledger.renew, self.owner, self.lease_s)
+
+    async def leave(self) -> SharedRun:
+        """This process is finished: what it still holds goes back to the queue at once.
+        Returns the whole run as the ledger has it now (a lease's silence makes a
+        process gone)."""
+        self.gone = True
+        running = await self.call(self.ledger.unregister, self.owner, silent_s=self.lease_s)
+        progress = await self.call(self.ledger.progress)
+        return progress.shared_run(self.since, silent_s=self.lease_s, running=running)
 
     def apply(self, changes: list[Changes]) -> None:
         """Write changes under this process's claims (blocking: the writer's thread)."""

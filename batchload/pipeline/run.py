@@ -30,7 +30,7 @@ import functools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -40,27 +40,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from batchload.check.checker import check_bytes, check_group, cut_file
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.spool import PartSpool, sweep_dead
-from batchload.config import (
-    DEFAULT_MAX_CONCURRENCY,
-    START_CONCURRENCY,
-    ClientConfig,
-    cpu_count,
-)
-from batchload.errors import (
-    AuthError,
-    BatchloadError,
-    ClaimLost,
-    ConfigError,
-    UsageError,
-)
+from batchload.config import START_CONCURRENCY, ClientConfig, cpu_count
+from batchload.errors import AuthError, BatchloadError, ClaimLost, ConfigError
 from batchload.jobs import PreparedJob, UploadJob, Work
 from batchload.pipeline.claims import Claims
 from batchload.pipeline.dryrun import dry_run
-from batchload.pipeline.listing import ON_EXISTING, Listed, OnExisting, decide
+from batchload.pipeline.listing import Listed, decide
 from batchload.pipeline.opening import open_datasets
+from batchload.pipeline.options import RunOptions
 from batchload.pipeline.prepare import ignored_files, prepare
 from batchload.pipeline.reconcile import reconcile
-from batchload.pipeline.stop import DEFAULT_STOP_GRACE_S, Stop
+from batchload.pipeline.stop import Stop
 from batchload.pipeline.writer import ManifestWriter
 from batchload.progress import (
     FileConflict,
@@ -70,66 +60,15 @@ from batchload.progress import (
     Sink,
     null_sink,
 )
-from batchload.protocol import DEFAULT_MAX_REQUEST_MB, MIB, max_request_bytes
+from batchload.protocol import MIB, max_request_bytes
 from batchload.send.ratebudget import RateBudget
-from batchload.send.retry import AimdLimit, Pacer, RetryPolicy
+from batchload.send.retry import AimdLimit, Pacer
 from batchload.send.sender import DatasetGate, Sender
 from batchload.send.transport import IngestionClient
 from batchload.send.uploader import Ready, Uploader
-from batchload.state.ledger import DEFAULT_LEASE_S, Ledger, new_owner
+from batchload.state.ledger import Ledger, new_owner
 from batchload.state.stores import exists, open_ledger
 from batchload.summary import Problem, Reconciliation, RunSummary
-
-MEMORY_BUDGET_MB = 256.0
-"""Files being checked count what :func:`~batchload.check.checker.check_bytes` says against it
-(a large file read whole is checked alone, small groups and large CSVs validated block
-by block several at once), and a split workbook's frame stays counted until its parts
-are sent."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunOptions:
-    """How a run behaves; every field has a sensible default."""
-
-    concurrency: int = DEFAULT_MAX_CONCURRENCY
-    """Most requests in flight. A run starts with a few and adapts to the link: more
-    while answers come back as fast, fewer when latency rises or on a 429 or 5xx."""
-    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
-    dry_run: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    seed: int | None = None
-    """Seeds the backoff jitter, for repeatable tests."""
-    reconcile: bool = True
-    workers: int | None = None
-    """Read/validate threads; default the CPU count."""
-    memory_budget_mb: float = MEMORY_BUDGET_MB
-    validate: bool = True
-    """False: send files without validating them (the service still parses them); only a
-    file to be split is read, to cut its parts. For trusted files, and to measure what
-    validation costs."""
-    on_existing: OnExisting = "fail"
-    """What to do with a file_id the service holds from another source (see
-    :mod:`batchload.pipeline.listing`): ``fail`` (a conflict), ``skip`` or ``replace``."""
-    lease_s: float = DEFAULT_LEASE_S
-    """How long this process's claims outlive its last heartbeat (then another process
-    sharing the manifest takes its files over)."""
-    max_rps: float | None = None
-    """Most requests a second, over every process sharing the manifest; None: no budget
-    (each process's adaptive concurrency alone)."""
-    stop_grace_s: float = DEFAULT_STOP_GRACE_S
-    """After a stop request, how long requests in flight may take before they are cut."""
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise UsageError("--concurrency must be at least 1")
-        if not self.lease_s > 0:
-            raise UsageError("--lease-s must be positive")
-        if self.max_rps is not None and not self.max_rps > 0:
-            raise UsageError("--max-rps must be positive")
-        if not self.max_request_mb > 0:
-            raise UsageError("--max-request-mb must be positive")
-        if self.on_existing not in ON_EXISTING:
-            raise UsageError(f"--on-existing must be one of {', '.join(ON_EXISTING)}")
 
 
 async def run_upload(
@@ -184,11 +123,12 @@ async def run_upload(
             limit=limit,
             stop=stop or Stop(),
         )
-        return await run.execute(started)
+        summary = await run.execute(started)
+        return replace(summary, run=await claims.leave())
     finally:
         with anyio.CancelScope(shield=True):
-            if claims is not None:  # what it still holds goes back to the queue at once
-                await claims.call(claims.ledger.unregister, claims.owner)
+            if claims is not None and not claims.gone:  # what it holds goes back at once
+                await claims.call(claims.ledger.unregister, claims.owner, silent_s=0)
             if manifest is not None:
                 manifest.close()
 

@@ -38,6 +38,7 @@ from batchload.state.records import (
     FileRecord,
     ResumeRow,
 )
+from batchload.summary import ProcessState, RunProcess, SharedRun
 
 Outcome = Literal["done", "invalid", "failed"]
 
@@ -96,6 +97,46 @@ class Progress:
     left: int
     workers: tuple[WorkerRow, ...]
 
+    def shared_run(
+        self, since: float, *, silent_s: float, running: Sequence[str] = ()
+    ) -> SharedRun:
+        """The run going on at store time ``since``: the processes whose life reaches it,
+        and those whose life reaches theirs, back to the run's first. A process not heard
+        from for ``silent_s`` and unfinished is gone; ``running``: the others still at
+        work, as :meth:`Ledger.unregister` found them."""
+
+        def state(w: WorkerRow) -> ProcessState:
+            if w.finished_at is not None:
+                return "finished"
+            return "running" if self.now - w.seen_at <= silent_s else "gone"
+
+        def end(w: WorkerRow) -> float:
+            if w.finished_at is not None:
+                return w.finished_at
+            return self.now if state(w) == "running" else w.seen_at
+
+        start = since
+        while True:
+            members = [w for w in self.workers if end(w) >= start]
+            first = min((w.started_at for w in members), default=start)
+            if first >= start:
+                break
+            start = first
+        names = {w.owner for w in members}
+        others = [w for w in self.workers if w.owner not in names]
+        return SharedRun(
+            done=sum(w.done for w in members),
+            failed=sum(w.failed for w in members),
+            in_flight=sum(w.in_flight for w in members),
+            # what gone processes of earlier runs still hold is anyone's to take
+            left=self.left + sum(w.in_flight for w in others),
+            processes=tuple(
+                RunProcess(owner=w.owner, done=w.done, failed=w.failed, state=state(w))
+                for w in members
+            ),
+            running=tuple(running),
+        )
+
 
 class Ledger(Protocol):
     """A manifest store that several processes can share (see the module docstring)."""
@@ -136,7 +177,7 @@ class Ledger(Protocol):
     # claims, locks, budget
     def clock(self) -> float: ...
     def register(self, owner: str) -> float: ...
-    def unregister(self, owner: str) -> None: ...
+    def unregister(self, owner: str, *, silent_s: float) -> tuple[str, ...]: ...
     def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None: ...
     def claim(self, dataset: str, owner: str, *, limit: int, lease_s: float) -> tuple[str, ...]: ...
     def pending(

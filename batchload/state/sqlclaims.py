@@ -44,15 +44,28 @@ class SqlClaims(SqlBase):
             )
             return float(db.query("SELECT started_at FROM workers WHERE owner = ?", (owner,))[0][0])
 
-    def unregister(self, owner: str) -> None:
-        """``owner`` is finished: the claims it still holds go back to the queue at once."""
+    def unregister(self, owner: str, *, silent_s: float) -> tuple[str, ...]:
+        """``owner`` is finished: the claims it still holds go back to the queue at once.
+        Returns the other processes still at work (unfinished, heard from within
+        ``silent_s``); none: ``owner`` is the last of its run to finish."""
         with self._write() as db:
+            # processes finishing together take turns here, so that one of them is last
+            db.query(
+                "SELECT owner FROM workers WHERE finished_at IS NULL "
+                f"ORDER BY owner{self.FOR_UPDATE}"
+            )
             db.run(
                 "UPDATE claims SET owner = NULL, lease_until = NULL "
                 "WHERE owner = ? AND outcome IS NULL",
                 (owner,),
             )
             db.run(f"UPDATE workers SET finished_at = {self.NOW} WHERE owner = ?", (owner,))
+            running = db.query(
+                "SELECT owner FROM workers WHERE finished_at IS NULL "
+                f"AND seen_at >= {self.NOW} - ? ORDER BY started_at",
+                (silent_s,),
+            )
+        return tuple(str(o) for (o,) in running)
 
     def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None:
         """Queue the files a process has to work on (in the order given).

@@ -149,6 +149,47 @@ def test_two_processes_on_one_sqlite_manifest_one_killed(
     run_killed_and_rerun(server, tmp_path, manifest, processes=3, files=150)
 
 
+def test_the_last_process_to_finish_prints_the_runs_summary_and_its_exit_code(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    server = server_factory("--latency-ms", "40", tokens=(TOKEN,))
+    paths = write_signals(tmp_path / "data", 150, rows=4)
+    paths[30].write_text(paths[30].read_text().replace(",5\n", ",7\n", 1))  # not a horizon
+    manifest = tmp_path / "run.sqlite"
+    args = upload_args("data/*.csv", manifest, server.url, "--concurrency", "2")
+    human = [a for a in args if a != "--json"]
+    started = [start(args, tmp_path), start(human, tmp_path)]
+    shown, told = (finish(p) for p in started)
+    for result in (shown, told):
+        assert_clean_output(result)
+    summary = shown.json()
+    run = summary["run"]
+    mine = (summary["owner"], summary["uploaded"], summary["invalid"])
+    owners = [p["owner"] for p in run["processes"]]
+    assert len(owners) == 2 and mine[0] in owners, run
+    other = next(o for o in owners if o != mine[0])
+    whole = (  # what the process that finished last says of the run
+        "the run, finished last by this process: 149 done, 1 invalid or failed, 0 left, "
+        "by 2 process(es):"
+    )
+    if run["last"]:  # the --json one finished last: the run's summary and exit code
+        assert (run["done"], run["failed"], run["left"], run["in_flight"]) == (149, 1, 0, 0)
+        assert summary["exit_code"] == shown.code == 1, summary
+        assert f"the run goes on in 1 other process(es) on the manifest ({mine[0]})" in told.stderr
+        own_invalid = " 1 invalid, " in told.stderr
+        assert told.code == (1 if own_invalid else 0), told.stderr
+    else:  # the other did: it says so, and exits with the run's code
+        assert run["running"] == [other], run
+        assert shown.code == summary["exit_code"] == (1 if mine[2] else 0)
+        assert whole in told.stderr, told.stderr
+        assert told.code == 1, told.stderr
+        for process in run["processes"]:
+            line = f"  {process['owner']}: "
+            assert line in told.stderr, told.stderr
+    assert summary["uploaded"] > 0, summary  # both processes did work: a shared run
+    assert_once_on_server(server, [p for i, p in enumerate(paths) if i != 30])
+
+
 def test_three_processes_on_postgres_one_killed_then_rerun(
     server_factory: Factory, tmp_path: Path, postgres_url: str
 ) -> None:
