@@ -136,6 +136,11 @@ class RunSummary:
     """A stop was asked (Ctrl-C, SIGTERM): files were left for a resume."""
     left: int = 0
     """Files this run was to check and send that it did not finish (interrupted)."""
+    ledger_s: float = 0.0
+    """Seconds this process spent in the manifest's transactions (claims, writes,
+    heartbeats, ``--max-rps`` grants), over all its threads: the ledger's own cost."""
+    ledger_calls: int = 0
+    """Transactions (or single statements) those seconds were spent in."""
 
     @property
     def exit_code(self) -> int:
@@ -174,6 +179,8 @@ class RunSummary:
             "stopped": self.stopped,
             "interrupted": self.interrupted,
             "left": self.left,
+            "ledger_s": round(self.ledger_s, 4),
+            "ledger_calls": self.ledger_calls,
             "problems": [asdict(p) for p in self.problems],
             "reconcile": [asdict(r) for r in self.reconcile],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
