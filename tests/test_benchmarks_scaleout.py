@@ -36,13 +36,21 @@ def test_the_busiest_window_counts_arrivals_less_than_a_second_apart() -> None:
     assert scaleout.busiest_window([0.0, 0.5, 1.0, 1.5], window_s=2.0) == 4
 
 
-def test_the_sending_rate_runs_from_the_first_arrival_to_the_last() -> None:
-    stamps = ["2026-01-01T00:00:02.000Z", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z"]
-    assert scaleout.sending_rate(stamps) == 1.0  # two gaps in two seconds
-    five = [f"2026-01-01T00:00:00.{n * 250:03d}Z" for n in range(4)] + ["2026-01-01T00:00:01Z"]
-    assert scaleout.sending_rate(five) == 4.0
-    assert scaleout.sending_rate(["2026-01-01T00:00:00.000Z"]) is None
-    assert scaleout.sending_rate(["2026-01-01T00:00:00.000Z"] * 2) is None
+def test_the_rate_counts_only_while_every_process_was_sending() -> None:
+    # one process: from its first file to its last, 3 gaps in 2 s
+    assert scaleout.overlap_rate([[2.0, 0.0, 0.5, 1.0]]) == 1.5
+    # two: from B's first (2.5) to A's last (4.0), 4 files in 1.5 s
+    assert scaleout.overlap_rate([[0.0, 1.0, 2.0, 3.0, 4.0], [2.5, 3.5, 5.0, 6.0]]) == 2.0
+    assert scaleout.overlap_rate([[0.0, 1.0], [2.0, 3.0]]) is None  # one after the other
+    assert scaleout.overlap_rate([[0.0, 1.0, 2.0], []]) == 1.0  # a process with no file
+    assert scaleout.overlap_rate([]) is None
+    assert scaleout.overlap_rate([[5.0, 5.0]]) is None
+
+
+def test_a_server_stamp_is_read_as_epoch_seconds() -> None:
+    first, later = "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.500Z"
+    assert scaleout.moment(later) - scaleout.moment(first) == 1.5
+    assert scaleout.moment("1970-01-01T00:00:02.250Z") == 2.25
 
 
 # --- targets and the table, on constructed results ------------------------------------------
@@ -53,6 +61,7 @@ def point(processes: int, files_per_s: float, busiest: int, ledger_ms: float) ->
         "processes": processes,
         "failed": False,
         "files_per_s": files_per_s,
+        "span_files_per_s": files_per_s * 0.75,
         "wall_files_per_s": files_per_s / 2,
         "busiest_1s": busiest,
         "requests": 403,
@@ -143,10 +152,16 @@ def test_the_scale_out_table_has_a_row_per_store_and_process_count(
     results["targets"] = scaleout.targets(p_result)
     lines = markdown(results).splitlines()
     assert "**4 of 4 targets met.**" in lines
-    # files/s sending, × 1 process, whole run, busiest, requests, ledger ms, calls, files each
-    row = "| SQLite file | 2 | 60.0 | 2.00× | 30.0 | 70 / 80 | 403 | 1.20 | 4.1 | 200, 200 | 2 |"
+    # all sending, × 1 process, first to last, whole run, busiest, requests, ledger ms,
+    # calls, files each, runs
+    row = (
+        "| SQLite file | 2 | 60.0 | 2.00× | 45.0 | 30.0 | 70 / 80 | 403 | 1.20 | 4.1 "
+        "| 200, 200 | 2 |"
+    )
     assert row in lines
-    assert "| PostgreSQL | not measured: PostgreSQL server binaries not found |" + " |" * 9 in lines
+    assert (
+        "| PostgreSQL | not measured: PostgreSQL server binaries not found |" + " |" * 10 in lines
+    )
 
 
 # --- one small case for real, on each store -------------------------------------------------
