@@ -193,6 +193,11 @@ class RunSummary:
     """Files this run was to check and send that it did not finish (interrupted)."""
     run: SharedRun | None = None
     """The whole run over the processes sharing the manifest (None for a dry run)."""
+    ledger_s: float = 0.0
+    """Seconds this process spent in the manifest's transactions (claims, writes,
+    heartbeats, ``--max-rps`` grants), over all its threads: the ledger's own cost."""
+    ledger_calls: int = 0
+    """Transactions (or single statements) those seconds were spent in."""
 
     @property
     def exit_code(self) -> int:
@@ -235,6 +240,8 @@ class RunSummary:
             "interrupted": self.interrupted,
             "left": self.left,
             "run": self.run.to_dict() if self.run is not None else None,
+            "ledger_s": round(self.ledger_s, 4),
+            "ledger_calls": self.ledger_calls,
             "problems": [asdict(p) for p in self.problems],
             "reconcile": [asdict(r) for r in self.reconcile],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],

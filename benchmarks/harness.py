@@ -10,9 +10,11 @@
   files), L (100 MB files, no body cap), L16 (the same against a 16 MiB body cap),
   V (validation alone, :mod:`benchmarks.validation`), R (resume,
   :mod:`benchmarks.resume`), U (start-up: CPU before the first request, and
-  ``--help``) and C (a concurrency sweep at 20 ms).
-- batchload runs at its defaults (the requests in flight adapt to the link); the
-  ceiling runs at the scenario's fixed concurrency, the thread pool with 8 threads.
+  ``--help``), C (a concurrency sweep at 20 ms) and P (one run shared by 1, 2 and 4
+  processes under one ``--max-rps`` budget, :mod:`benchmarks.scaleout`).
+- batchload runs at its defaults (the requests in flight adapt to the link), but in P,
+  where each process keeps one in flight; the ceiling runs at the scenario's fixed
+  concurrency, the thread pool with 8 threads.
 - A full run of every scenario writes ``latest.json``, ``latest.md`` and
   ``latest.png`` to ``benchmarks/results``, the committed results; ``--quick`` and
   ``--only`` write to ``benchmarks/results/scratch`` (not committed) unless ``--out``
@@ -42,13 +44,14 @@ from typing import Any
 
 from batchload.config import START_CONCURRENCY
 from batchload.server.process import ServerProcess
+from benchmarks import scaleout
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import ROOT, SCHEMA, write_files
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCRATCH_DIR = RESULTS_DIR / "scratch"
 TOKEN = "benchmark-token"
-SCENARIOS = ("S", "S1", "W", "M", "L", "L16", "V", "R", "U", "C")
+SCENARIOS = ("S", "S1", "W", "M", "L", "L16", "V", "R", "U", "C", "P")
 ALIASES = {"L": ("L", "L16"), "S": ("S", "S1")}
 SHORT_RUN_S = 20.0
 """A contender whose run took less than this is run again (up to the scenario's repeats)."""
@@ -102,6 +105,7 @@ class Plan:
     sweep_repeats: int
     resume_files: int
     resume_done: int
+    scale: scaleout.Sizes
 
 
 NO_CAP = ("--max-body-mb", "4096")
@@ -154,6 +158,7 @@ def full_plan() -> Plan:
         sweep_repeats=2,
         resume_files=10_000,
         resume_done=9_000,
+        scale=scaleout.Sizes(files=400, processes=(1, 2, 4), repeats=2),
     )
 
 
@@ -188,6 +193,7 @@ def quick_plan() -> Plan:
         sweep_repeats=1,
         resume_files=500,
         resume_done=450,
+        scale=scaleout.Sizes(files=12, processes=(1, 2), repeats=1),
     )
 
 
@@ -507,6 +513,13 @@ def run_resume(plan: Plan, runner: Runner) -> dict[str, Any]:
     return resume.run(plan.resume_files, plan.resume_done, repeats=3 if plan.quick else 5)
 
 
+def run_scaleout(plan: Plan, runner: Runner) -> dict[str, Any]:
+    """Scenario P, from :mod:`benchmarks.scaleout`."""
+    sizes = plan.scale
+    runner.log(f"P: {sizes.files:,} files over {sizes.processes} processes sharing a manifest")
+    return scaleout.run(sizes, runner.work / "scaleout", runner.log)
+
+
 STARTUP_RUNS = 5
 """Runs of each start-up command (one when quick)."""
 
@@ -674,6 +687,8 @@ def _run_all(plan: Plan, keys: Sequence[str], work: Path) -> dict[str, Any]:
             results["scenarios"][key] = run_resume(plan, runner)
         elif key == "U":
             results["scenarios"][key] = run_startup(plan, runner)
+        elif key == "P":
+            results["scenarios"][key] = run_scaleout(plan, runner)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round(time.time() - started, 1)
     return results

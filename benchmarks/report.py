@@ -14,8 +14,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scaleout
 from benchmarks.contender import KINDS
 from benchmarks.data import ROOT
+from benchmarks.targets import target
 
 LABELS = {
     "guide": "guide `upload_data_from_file`, sequential",
@@ -32,26 +34,6 @@ SWEEP_LABELS = {
 RSS_ALLOWANCE_MB = 300.0
 
 
-def _target(
-    scenario: str,
-    text: str,
-    measured: float | None,
-    bound: float,
-    *,
-    at_most: bool = False,
-    note: str = "",
-) -> dict[str, Any]:
-    met = measured is not None and (measured <= bound if at_most else measured >= bound)
-    return {
-        "scenario": scenario,
-        "target": text,
-        "measured": measured,
-        "bound": bound,
-        "met": met,
-        "note": note,
-    }
-
-
 def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
     """S: files/s against the thread pool and the ceiling, CPU per file; S1: memory."""
     out: list[dict[str, Any]] = []
@@ -59,7 +41,7 @@ def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
         c = found["S"]["contenders"]
         bl, pool, ceiling = c["batchload"], c["pool"], c["ceiling"]
         out.append(
-            _target(
+            target(
                 "S",
                 "batchload ≥ 1.5× the thread pool of 8 (files/s), validation on, defaults",
                 bl.get("vs_pool"),
@@ -68,7 +50,7 @@ def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         out.append(
-            _target(
+            target(
                 "S",
                 f"batchload ≥ 0.9× the ceiling at concurrency {found['S']['concurrency']} "
                 "(files/s), validation on, defaults",
@@ -80,7 +62,7 @@ def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
         )
         per_file = _per(bl, pool, "cpu_ms_per_file")
         out.append(
-            _target(
+            target(
                 "S",
                 "batchload's client CPU per file ≤ 0.8× the thread pool's, validation on",
                 per_file,
@@ -96,7 +78,7 @@ def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
         one = found["S1"]["contenders"]["batchload"]
         pool_mib = _mib(found["S1"]["contenders"]["pool"].get("peak_rss_mb"))
         out.append(
-            _target(
+            target(
                 "S1",
                 "batchload's peak RSS for one small file ≤ 150 MiB",
                 _mib(one.get("peak_rss_mb")),
@@ -111,7 +93,7 @@ def _small_file_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
             top, floor = _mib(many.get("peak_rss_mb")), _mib(one.get("peak_rss_mb"))
             growth = None if top is None or floor is None else round(top - floor, 1)
             out.append(
-                _target(
+                target(
                     "S1",
                     f"batchload's peak RSS grows ≤ 30 MiB from 1 to {found['S']['files']:,} "
                     "small files",
@@ -147,7 +129,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "M" in found:
         c = found["M"]["contenders"]
         out.append(
-            _target(
+            target(
                 "M",
                 "batchload ≥ 1.5× the thread pool of 8 (MB/s), validation on, defaults",
                 c["batchload"].get("vs_pool"),
@@ -156,7 +138,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         out.append(
-            _target(
+            target(
                 "M",
                 "batchload ≥ 0.8× the ceiling (MB/s), validation on, defaults",
                 c["batchload"].get("vs_ceiling"),
@@ -174,7 +156,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             else ""
         )
         out.append(
-            _target(
+            target(
                 "W",
                 "batchload ≥ 40× the guide client (files/s), validation on, defaults",
                 c["batchload"].get("vs_guide"),
@@ -186,7 +168,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "U" in found:
         u = found["U"]
         out.append(
-            _target(
+            target(
                 "U",
                 "`batchload upload` of one small file ≤ 1 CPU s, whole process",
                 u["upload_one_file_cpu_s"],
@@ -196,7 +178,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         out.append(
-            _target(
+            target(
                 "U",
                 "`batchload --help` ≤ 0.3 CPU s",
                 u["help_cpu_s"],
@@ -208,7 +190,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "L" in found:
         c = found["L"]["contenders"]
         out.append(
-            _target(
+            target(
                 "L",
                 "batchload ≥ 2× the guide client's MB/s, validation on",
                 c["batchload"].get("vs_guide"),
@@ -224,7 +206,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             bound = 2 * scenario["largest_file_mb"] + RSS_ALLOWANCE_MB
             before = c["batchload"].get("rss_before_mb")
             out.append(
-                _target(
+                target(
                     key,
                     f"batchload peak RSS ≤ 2× the largest file + {RSS_ALLOWANCE_MB:g} MB "
                     f"(= {bound:,.0f} MB), validation on",
@@ -239,7 +221,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "V" in found:
         large, small = found["V"]["large"], found["V"]["small_files"]
         out.append(
-            _target(
+            target(
                 "V",
                 f"pandera ≤ 1.3× hand-written Polars ({large['rows']:,} rows × {large['columns']})",
                 large["ratio"],
@@ -249,7 +231,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         out.append(
-            _target(
+            target(
                 "V",
                 f"≤ 2 ms per small file, grouped, read included ({small['files']:,} files)",
                 small["grouped_ms_per_file"],
@@ -261,7 +243,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "R" in found:
         r = found["R"]
         out.append(
-            _target(
+            target(
                 "R",
                 "≥ 20,000 files/s skipped on resume",
                 r["skipped_per_s"],
@@ -269,6 +251,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 note=f"{r['done']:,} of {r['files']:,} done, in {r['seconds'] * 1000:.0f} ms",
             )
         )
+    if "P" in found:
+        out += scaleout.targets(found["P"])
     return out
 
 
@@ -534,6 +518,8 @@ def markdown(results: dict[str, Any], plot_name: str = "latest.png") -> str:
             cells = ["failed" if p["failed"] else _num(p["files_per_s"], "{:,.0f}") for p in points]
             lines.append(f"| {SWEEP_LABELS[kind]} | " + " | ".join(cells) + " |")
         lines += [made, ""]
+    if "P" in found:
+        lines += scaleout.markdown(found["P"], made)
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ def test_a_postgres_manifest_through_every_command(
     summary = upload.json()
     assert (summary["uploaded"], summary["by_others"], summary["lost"]) == (5, 0, 0)
     assert summary["manifest"] == url.replace(PASSWORD, "***")
+    assert summary["ledger_calls"] > 0 and summary["ledger_s"] > 0  # the ledger's own time
 
     show = cli("manifest", "show", url, token=token, cwd=tmp_path)
     assert show.code == 0, show.stderr

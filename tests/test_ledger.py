@@ -194,6 +194,18 @@ def test_grants_are_spaced_and_a_throttle_slows_them(ledger: Ledger) -> None:
     assert ledger.grant("rps", 0.1) > 1.5  # everyone waits out the pause
 
 
+def test_every_transaction_counts_in_the_ledgers_own_time(ledger: Ledger) -> None:
+    """What a run reports as its ledger time: each call's transaction, on either store."""
+    before = (ledger.spent.calls, ledger.spent.seconds)
+    since = ledger.register("a")
+    ledger.enqueue("d", ["/x", "/y"], since=since)
+    ledger.claim("d", "a", limit=2, lease_s=LEASE_S)
+    ledger.apply([Changes(records=(row("/x"),))], owner="a")
+    ledger.grant("rps", 0.1)
+    assert ledger.spent.calls == before[0] + 5
+    assert ledger.spent.seconds > before[1]
+
+
 def test_a_newer_postgres_ledger_is_refused_and_a_password_never_shown(postgres_url: str) -> None:
     with open_ledger(postgres_url):
         pass

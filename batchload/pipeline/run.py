@@ -450,6 +450,8 @@ class _Run:
             error=error,
             interrupted=self.stop.requested,
             left=max(works - finished, 0),
+            ledger_s=self.manifest.spent.seconds,
+            ledger_calls=self.manifest.spent.calls,
         )
 
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -138,11 +141,36 @@ class Progress:
         )
 
 
+class LedgerTime:
+    """Time this process spent in a store's transactions, over all its threads: the
+    ledger's own cost per run (claims, writes, heartbeats, budget grants), which a
+    run's summary reports. A wait for the database (its lock, a pooled connection)
+    counts: the caller waits all the same."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Add the time spent in this block (one transaction) to the count."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            with self._lock:
+                self.calls += 1
+                self.seconds += spent
+
+
 class Ledger(Protocol):
     """A manifest store that several processes can share (see the module docstring)."""
 
     location: str
     """Where it is, fit to print (a URL's password redacted)."""
+    spent: LedgerTime
 
     def close(self) -> None: ...
     def __enter__(self) -> Ledger: ...

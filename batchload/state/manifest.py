@@ -171,6 +171,7 @@ class Manifest(SqlLedger):
     one millisecond (a file finished, a process registered) must stay in order."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        super().__init__()
         self.path = path
         self.location = str(path)
         self._connection = _Connection(connection)
@@ -218,12 +219,12 @@ class Manifest(SqlLedger):
         return self
 
     @contextmanager
-    def _read(self) -> Iterator[_Connection]:
+    def _reading(self) -> Iterator[_Connection]:
         with self._lock:
             yield self._connection
 
     @contextmanager
-    def _write(self) -> Iterator[_Connection]:
+    def _writing(self) -> Iterator[_Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
         with self._lock:
             db = self._connection.db

@@ -158,6 +158,7 @@ class PostgresLedger(SqlLedger):
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, pool: psycopg_pool.ConnectionPool[Any]) -> None:
+        super().__init__()
         self.location = redact(url)
         self._pool = pool
 
@@ -194,12 +195,12 @@ class PostgresLedger(SqlLedger):
         return self
 
     @contextmanager
-    def _read(self) -> Iterator[_Connection]:
+    def _reading(self) -> Iterator[_Connection]:
         with self._errors(), self._pool.connection() as conn:
             yield _Connection(conn)
 
     @contextmanager
-    def _write(self) -> Iterator[_Connection]:
+    def _writing(self) -> Iterator[_Connection]:
         with self._errors(), self._pool.connection() as conn, conn.transaction():
             yield _Connection(conn)
 

@@ -1,10 +1,11 @@
 """What both SQL stores share: the few calls made of a connection, and the base class
 that gives the ledger's queries their connections and dialect words.
 
-A store subclass supplies a connection (:meth:`SqlBase._read` for one statement or a
-few, :meth:`SqlBase._write` for one transaction) and a handful of dialect words (``NOW``
-as epoch seconds, ``GREATEST``, row locks). Statements use ``?`` placeholders; the
-PostgreSQL adapter turns them into psycopg's.
+A store subclass supplies a connection (:meth:`SqlBase._reading` for one statement or a
+few, :meth:`SqlBase._writing` for one transaction) and a handful of dialect words
+(``NOW`` as epoch seconds, ``GREATEST``, row locks). Statements use ``?`` placeholders;
+the PostgreSQL adapter turns them into psycopg's. Every use of a connection is timed
+(:attr:`SqlBase.spent`): the ledger's own cost, which a run reports.
 
 A source path that is not UTF-8 (a file name in another encoding) cannot be text in
 either database: each store's connection keeps it as ``bytes:`` and its bytes in hex
@@ -19,6 +20,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
+
+from batchload.state.ledger import LedgerTime
 
 IN_CHUNK = 500
 
@@ -74,12 +77,25 @@ class SqlBase:
 
     location: str
 
+    def __init__(self) -> None:
+        self.spent = LedgerTime()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Db]:
+        with self.spent.timing(), self._reading() as db:
+            yield db
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Db]:
+        with self.spent.timing(), self._writing() as db:
+            yield db
+
     # --- connections: the subclass's --------------------------------------------------
 
-    def _read(self) -> contextlib.AbstractContextManager[Db]:
+    def _reading(self) -> contextlib.AbstractContextManager[Db]:
         raise NotImplementedError
 
-    def _write(self) -> contextlib.AbstractContextManager[Db]:
+    def _writing(self) -> contextlib.AbstractContextManager[Db]:
         raise NotImplementedError
 
     def close(self) -> None:
