@@ -116,14 +116,14 @@ def _get(url: str) -> Any:
 
 def _received(url: str) -> dict[str, float]:
     """When the server received each file of the one dataset the run made, by file_id
-    (AssertionError if there is not exactly one dataset, or a file_id twice)."""
+    (ValueError if there is not exactly one dataset, or a file_id is listed twice)."""
     datasets = _get(f"{url}/ingestion/datasets/")
     if len(datasets) != 1:
-        raise AssertionError(f"{len(datasets)} datasets on the server, not one")
+        raise ValueError(f"{len(datasets)} datasets on the server, not one")
     listing = _get(f"{url}/ingestion/datasets/{datasets[0]['id']}/files")["files"]
     received = {receipt["file_id"]: moment(receipt["received_at"]) for receipt in listing}
     if len(received) != len(listing):
-        raise AssertionError("a file_id listed twice")
+        raise ValueError("a file_id listed twice on the server")
     return received
 
 
@@ -145,31 +145,14 @@ def run_case(data: Path, files: int, processes: int, manifest: str, work: Path) 
         argv = [sys.executable, "-m", "batchload", "upload", str(data), "--schema", str(SCHEMA)]
         argv += ["--dataset", DATASET, "--endpoint", server.url, "--manifest", manifest]
         argv += ["--max-rps", str(MAX_RPS), "--concurrency", str(CONCURRENCY), "--json"]
-        env = {**os.environ, TOKEN_ENV: TOKEN}
-        started = time.monotonic()
-        with contextlib.ExitStack() as outputs:
-            children = []
-            for number in range(processes):  # files, not pipes: nobody reads them meanwhile
-                out = outputs.enter_context(open(work / f"{number}.out", "w+"))
-                err = outputs.enter_context(open(work / f"{number}.err", "w+"))
-                child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
-                children.append((child, out, err))
-            codes = [child.wait(timeout=RUN_TIMEOUT_S) for child, _, _ in children]
-            wall_s = time.monotonic() - started
-            summaries, errors = [], []
-            for code, (_, out, err) in zip(codes, children, strict=True):
-                out.seek(0)
-                err.seek(0)
-                text = out.read()
-                if code != 0 or not text.startswith("{"):
-                    tail = err.read().strip().splitlines()[-2:]
-                    errors.append(f"exit {code}: {' | '.join(tail)}"[:300])
-                else:
-                    summaries.append(json.loads(text))
+        wall_s, summaries, errors = _uploads(argv, processes, work)
         if errors:
             return {"processes": processes, "failed": True, "error": errors[0]}
         times = _get(f"{server.url}/admin/requests")["times"]  # before our own listings
-        received = _received(server.url)
+        try:
+            received = _received(server.url)
+        except ValueError as exc:
+            return {"processes": processes, "failed": True, "error": str(exc)}
     uploaded = [s["uploaded"] for s in summaries]
     if sum(uploaded) != files or len(received) != files:
         error = f"{sum(uploaded)} uploaded and {len(received)} on the server, of {files}"
@@ -190,6 +173,41 @@ def run_case(data: Path, files: int, processes: int, manifest: str, work: Path) 
         "ledger_calls_per_file": sum(s["ledger_calls"] for s in summaries) / files,
         "uploaded_each": sorted(uploaded, reverse=True),
     }
+
+
+def _uploads(
+    argv: list[str], processes: int, work: Path
+) -> tuple[float, list[dict[str, Any]], list[str]]:
+    """Start ``processes`` copies of ``argv`` at once and wait for them all: the wall time,
+    the ``--json`` summaries of those that exited 0, and why the others did not."""
+    env = {**os.environ, TOKEN_ENV: TOKEN}
+    started = time.monotonic()
+    with contextlib.ExitStack() as outputs:
+        children = []
+        try:
+            for number in range(processes):  # files, not pipes: nobody reads them meanwhile
+                out = outputs.enter_context(open(work / f"{number}.out", "w+"))
+                err = outputs.enter_context(open(work / f"{number}.err", "w+"))
+                child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
+                children.append((child, out, err))
+            codes = [child.wait(timeout=RUN_TIMEOUT_S) for child, _, _ in children]
+        finally:  # a timeout, an interrupt: none of them outlives the case
+            for child, _, _ in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        wall_s = time.monotonic() - started
+        summaries, errors = [], []
+        for code, (_, out, err) in zip(codes, children, strict=True):
+            out.seek(0)
+            err.seek(0)
+            text = out.read()
+            if code != 0 or not text.startswith("{"):
+                tail = err.read().strip().splitlines()[-2:]
+                errors.append(f"exit {code}: {' | '.join(tail)}"[:300])
+            else:
+                summaries.append(json.loads(text))
+    return wall_s, summaries, errors
 
 
 def summarise(processes: int, runs: Sequence[dict[str, Any]], files: int) -> dict[str, Any]:
