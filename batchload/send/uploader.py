@@ -243,6 +243,7 @@ class Uploader:
                 ),
                 source,
                 touched,
+                finished_next=not work.previous,
             )
         except PayloadTooLarge:
             await self._parts(job, checked, functools.partial(self.recut, job, checked), touched)
@@ -299,7 +300,9 @@ class Uploader:
             file_format="parquet",
         )
         try:
-            done = await self._send(job, row, envelope, source, touched)
+            done = await self._send(
+                job, row, envelope, source, touched, finished_next=not checked.work.previous
+            )
         except PayloadTooLarge:
             await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
@@ -395,11 +398,16 @@ class Uploader:
         envelope: Callable[[str | None], Envelope],
         source: DiskSource | MemorySource,
         touched: dict[int, FileRecord],
+        *,
+        finished_next: bool = False,
     ) -> FileRecord:
         """Send one whole file or part; return its done row (failed row written on error).
 
         ``touched`` collects the last row written for each part number of the file, so
         that what a refused (413) cut left behind can be cleared when the file is done.
+        ``finished_next``: the caller's :meth:`_finish` writes the done row at once, with
+        nothing to delete first (a whole file with no earlier rows), so it is not
+        written here as well: one manifest write a file fewer.
         """
         gate = self.gates[job.name]
         attempts = 0
@@ -455,7 +463,8 @@ class Uploader:
             last_error=None,
         )
         touched[row.part] = done
-        await self.write(Changes(records=(done,)))
+        if not finished_next:
+            await self.write(Changes(records=(done,)))
         return done
 
     async def _finish(
