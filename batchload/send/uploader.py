@@ -205,14 +205,8 @@ class Uploader:
             self.problems.append(
                 replace(problem_of(job, checked), state="failed", reason=str(exc), status=status)
             )
-            self.sink(
-                FileFailed(
-                    checked.work.source.key,
-                    checked.file_id,
-                    str(exc),
-                    checked.work.source.size,
-                )
-            )
+            source = checked.work.source
+            self.sink(FileFailed(source.key, checked.file_id, str(exc), source.size))
 
     async def _whole(self, job: PreparedJob, checked: Checked) -> None:
         """A file as its own bytes, or a compressed CSV as its text (``checked.plain``)."""
@@ -299,10 +293,9 @@ class Uploader:
             rows=checked.rows,
             file_format="parquet",
         )
+        first = not checked.work.previous
         try:
-            done = await self._send(
-                job, row, envelope, source, touched, finished_next=not checked.work.previous
-            )
+            done = await self._send(job, row, envelope, source, touched, finished_next=first)
         except PayloadTooLarge:
             await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
@@ -405,9 +398,8 @@ class Uploader:
 
         ``touched`` collects the last row written for each part number of the file, so
         that what a refused (413) cut left behind can be cleared when the file is done.
-        ``finished_next``: the caller's :meth:`_finish` writes the done row at once, with
-        nothing to delete first (a whole file with no earlier rows), so it is not
-        written here as well: one manifest write a file fewer.
+        ``finished_next``: :meth:`_finish` writes the done row next, with nothing to
+        delete first (a whole file with no earlier rows): it is not written here too.
         """
         gate = self.gates[job.name]
         attempts = 0
