@@ -173,7 +173,7 @@ def _guide(task: Task, outcome: Outcome, threads: int) -> Callable[[], None]:
 def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], None]:
     import batchload.check.validate  # noqa: F401  (imported before the clock, as in a warm process)
     from batchload.api import upload_files
-    from batchload.cli.allocators import give_back_freed_memory
+    from batchload.cli.allocators import exempt_start_up_objects, give_back_freed_memory
     from batchload.config import START_CONCURRENCY
     from batchload.contract.model import load_contract
     from batchload.errors import BatchloadError
@@ -184,6 +184,7 @@ def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], Non
     # importing what they need, when a process first validates (loading a contract does).
     # The run loads and checks its contract again, on the clock.
     load_contract(task.schema)
+    exempt_start_up_objects()  # as the CLI does before a run
     manifest = Path(task.work_dir or tempfile.mkdtemp()) / "manifest.sqlite"
 
     cap = {} if task.concurrency is None else {"concurrency": task.concurrency}
