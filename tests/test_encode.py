@@ -21,7 +21,7 @@ from batchload.read.content import (
     fingerprint_file,
     sha256_bytes,
 )
-from batchload.send.body import RequestBody
+from batchload.send.body import INLINE_CHUNK_BYTES, RequestBody
 
 ENVELOPE = Envelope(
     file_id="prices",
@@ -78,6 +78,23 @@ def test_memory_source() -> None:
     raw = anyio.run(collect, body)
     assert len(raw) == body.content_length
     assert base64.b64decode(json.loads(raw)["file"]) == data
+
+
+def test_a_small_body_in_memory_is_one_piece_the_same_as_its_stream(tmp_path: Path) -> None:
+    """What the transport sends as bytes is what streaming the file would send."""
+    data = b"a,b\n1,2\n"
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    fp = fingerprint_file(path)
+    kept = RequestBody(ENVELOPE, DiskSource(path, fp.size, fp.sha256, fp.data, fp.mtime_ns))
+    whole = kept.inline()
+    assert whole is not None and len(whole) == kept.content_length
+    assert whole == anyio.run(collect, RequestBody(ENVELOPE, DiskSource(path, fp.size, fp.sha256)))
+    with pytest.raises(RuntimeError, match="streams once"):
+        kept.inline()
+    large = b"x" * (INLINE_CHUNK_BYTES + 1)
+    assert RequestBody(ENVELOPE, MemorySource(large, sha256_bytes(large))).inline() is None
+    assert RequestBody(ENVELOPE, DiskSource(path, fp.size, fp.sha256)).inline() is None
 
 
 def test_a_body_streams_once() -> None:

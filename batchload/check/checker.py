@@ -32,7 +32,7 @@ from batchload.cancel import stop_if_cancelled
 from batchload.check.crossfile import UniqueKeys
 from batchload.check.parts import Part, PartCutter
 from batchload.check.spool import PartSpool
-from batchload.check.validate import BLOCK_BYTES, in_blocks, validate_files
+from batchload.check.validate import BLOCK_BYTES, BLOCKWISE_MIN_BLOCKS, in_blocks, validate_files
 from batchload.contract.model import arrow_schema
 from batchload.errors import BatchloadError, FileChanged, FileProblem, UnreadableFile
 from batchload.jobs import PreparedJob, Work
@@ -130,7 +130,10 @@ def check_bytes(
         size = work.source.size
         if not (validate or work.split):
             continue
-        if in_blocks(work.source.path, job.contract, BLOCK_BYTES):
+        # the size listed decides for a small file, without a stat on the event loop
+        if size > BLOCKWISE_MIN_BLOCKS * BLOCK_BYTES and in_blocks(
+            work.source.path, job.contract, BLOCK_BYTES
+        ):
             total += BLOCKWISE_MEMORY_BLOCKS * BLOCK_BYTES
             total += size // 2 if validate else 0
             total += PART_MEMORY_FACTOR * max_request_bytes if work.split else 0

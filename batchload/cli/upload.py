@@ -286,6 +286,7 @@ def _execute(
         raise click.UsageError("a dry run is made here: leave out --dask")
     import anyio
 
+    from batchload.cli.allocators import exempt_start_up_objects
     from batchload.cli.render import progress_sink
     from batchload.config import resolve_manifest
     from batchload.pipeline.run import RunOptions, run_upload
@@ -338,6 +339,7 @@ def _execute(
                     jobs, config=config, manifest_path=path, options=options, sink=sink, stop=stop
                 )
 
+            exempt_start_up_objects()  # everything the run needs is imported by now
             summary = anyio.run(_stoppable, main, options.stop_grace_s, backend="asyncio")
     resume = _resume_command(out.argv) if summary.interrupted else None
     if as_json:

@@ -62,13 +62,36 @@ class RequestBody:
         self.head, self.tail = self.envelope.head_tail()
         self.content_length = len(self.head) + b64_len(self.source.size) + len(self.tail)
 
+    def inline(self) -> bytes | None:
+        """The whole body as bytes when its file is in memory and one chunk (a small
+        file's kept bytes, a small part or frame): sent with its headers in one write,
+        which costs the event loop less than a stream. None: stream it (iterate the
+        body). Raises FileChanged, as streaming would, before a byte is sent."""
+        source = self.source
+        if isinstance(source, DiskSource):
+            data = source.kept
+        else:
+            data = source.data if source.size <= min(self.chunk_bytes, INLINE_CHUNK_BYTES) else None
+        if data is None:
+            return None
+        self._start()
+        if isinstance(source, DiskSource):
+            self._check_stat(source)
+        return self.head + pybase64.b64encode(data) + self.tail
+
     def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._used:
-            raise RuntimeError("a RequestBody streams once; build a new one for a retry")
-        self._used = True
+        whole = self.inline()
+        if whole is not None:
+            return _once(whole)
+        self._start()
         if isinstance(self.source, MemorySource):
             return self._from_memory(self.source)
         return self._from_disk(self.source)
+
+    def _start(self) -> None:
+        if self._used:
+            raise RuntimeError("a RequestBody streams once; build a new one for a retry")
+        self._used = True
 
     async def _from_memory(self, source: MemorySource) -> AsyncIterator[bytes]:
         view = memoryview(source.data)
@@ -78,10 +101,6 @@ class RequestBody:
         yield self.tail
 
     async def _from_disk(self, source: DiskSource) -> AsyncIterator[bytes]:
-        if source.kept is not None:
-            self._check_stat(source)
-            yield self.head + pybase64.b64encode(source.kept) + self.tail
-            return
         digest = hashlib.sha256()
         remaining = source.size
         with open(source.path, "rb") as handle:  # noqa: ASYNC230 - small reads; big ones in a thread
@@ -133,6 +152,10 @@ class RequestBody:
             hint="re-run once the file is final",
         )
         raise self.problem
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _read_encode(handle: io.BufferedReader, want: int, digest: Any) -> tuple[bytes, bytes]:

@@ -215,7 +215,7 @@ class IngestionClient:
                 "Content-Type": "application/json",
                 "Content-Length": str(body.content_length),
             }
-            data = body
+            data = body.inline() or body
         elif json_body is not None:
             headers = {"Content-Type": "application/json"}
             data = json.dumps(json_body).encode("utf-8")

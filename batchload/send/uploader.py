@@ -205,14 +205,8 @@ class Uploader:
             self.problems.append(
                 replace(problem_of(job, checked), state="failed", reason=str(exc), status=status)
             )
-            self.sink(
-                FileFailed(
-                    checked.work.source.key,
-                    checked.file_id,
-                    str(exc),
-                    checked.work.source.size,
-                )
-            )
+            source = checked.work.source
+            self.sink(FileFailed(source.key, checked.file_id, str(exc), source.size))
 
     async def _whole(self, job: PreparedJob, checked: Checked) -> None:
         """A file as its own bytes, or a compressed CSV as its text (``checked.plain``)."""
@@ -243,6 +237,7 @@ class Uploader:
                 ),
                 source,
                 touched,
+                finished_next=not work.previous,
             )
         except PayloadTooLarge:
             await self._parts(job, checked, functools.partial(self.recut, job, checked), touched)
@@ -298,8 +293,9 @@ class Uploader:
             rows=checked.rows,
             file_format="parquet",
         )
+        first = not checked.work.previous
         try:
-            done = await self._send(job, row, envelope, source, touched)
+            done = await self._send(job, row, envelope, source, touched, finished_next=first)
         except PayloadTooLarge:
             await self._parts(job, checked, self._frame_cut(job, checked, frame), touched)
             return
@@ -395,11 +391,15 @@ class Uploader:
         envelope: Callable[[str | None], Envelope],
         source: DiskSource | MemorySource,
         touched: dict[int, FileRecord],
+        *,
+        finished_next: bool = False,
     ) -> FileRecord:
         """Send one whole file or part; return its done row (failed row written on error).
 
         ``touched`` collects the last row written for each part number of the file, so
         that what a refused (413) cut left behind can be cleared when the file is done.
+        ``finished_next``: :meth:`_finish` writes the done row next, with nothing to
+        delete first (a whole file with no earlier rows): it is not written here too.
         """
         gate = self.gates[job.name]
         attempts = 0
@@ -455,7 +455,8 @@ class Uploader:
             last_error=None,
         )
         touched[row.part] = done
-        await self.write(Changes(records=(done,)))
+        if not finished_next:
+            await self.write(Changes(records=(done,)))
         return done
 
     async def _finish(
