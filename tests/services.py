@@ -7,9 +7,8 @@ The fixtures in ``conftest.py`` are thin wrappers over this module:
   as root both run as ``nobody`` through ``setpriv``; the data directory and the Unix
   socket live in a temporary directory (on /dev/shm when it is big enough) owned by
   that user. Superuser ``postgres``, trust authentication, TCP on 127.0.0.1 only.
-* :func:`start_s3` runs moto's S3 server in a child Python process on an ephemeral port.
-  A child, not a thread in the pytest process: its state cannot be reset by an in-process
-  ``mock_aws``, and a client call that holds the GIL cannot starve it.
+* :func:`start_s3` runs moto's S3 server in a child Python process on an ephemeral port
+  (it lives in :mod:`benchmarks.s3server`, which the object benchmark starts too).
 
 Readiness is always polled (a connection, an HTTP request) against a deadline; the
 interval between polls is a ``wait`` on the child itself, so a child that dies is seen
@@ -22,23 +21,27 @@ import contextlib
 import os
 import pwd
 import re
-import selectors
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-START_TIMEOUT_S = 30.0
-POLL_INTERVAL_S = 0.02
+from benchmarks.s3server import (
+    POLL_INTERVAL_S,
+    START_TIMEOUT_S,
+    S3Server,
+    ServiceError,
+    env_without_proxies,
+    log_tail,
+    start_s3,
+)
+
 PG_SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "nobody"
 PG_BINARIES = ("initdb", "pg_ctl", "postgres")
@@ -47,29 +50,14 @@ PG_MISSING = (
     "/usr/lib/postgresql/*/bin. Install them: apt-get install -y --no-install-recommends "
     "postgresql (Debian's package; .ci/run does this when they are missing)."
 )
-
-
-class ServiceError(RuntimeError):
-    """A test service could not be started; the message says why and what to install."""
-
-
-def _env_without_proxies(**extra: str) -> dict[str, str]:
-    """The current environment with no proxy settings: every service is on loopback."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
-
-
-def _log_tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
+__all__ = [
+    "PostgresServer",
+    "S3Server",
+    "ServiceError",
+    "find_pg_bindir",
+    "start_postgres",
+    "start_s3",
+]
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -168,7 +156,7 @@ class PostgresServer:
             [*self._as_user, *argv],
             capture_output=True,
             text=True,
-            env=_env_without_proxies(LC_ALL="C", LANG="C"),
+            env=env_without_proxies(LC_ALL="C", LANG="C"),
             stdin=subprocess.DEVNULL,
             timeout=START_TIMEOUT_S,
         )
@@ -251,7 +239,7 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=_env_without_proxies(LC_ALL="C", LANG="C"),
+                env=env_without_proxies(LC_ALL="C", LANG="C"),
             )
         self._wait_ready()
 
@@ -274,13 +262,13 @@ class PostgresServer:
             if code is not None:
                 self.proc = None
                 raise ServiceError(
-                    f"postgres exited with {code} during start-up:\n{_log_tail(self.log_path)}"
+                    f"postgres exited with {code} during start-up:\n{log_tail(self.log_path)}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServiceError(
                     f"postgres not ready after {START_TIMEOUT_S} s ({error}):\n"
-                    f"{_log_tail(self.log_path)}"
+                    f"{log_tail(self.log_path)}"
                 )
 
     def stop(self) -> None:
@@ -333,165 +321,3 @@ def start_postgres() -> PostgresServer:
     except BaseException:
         server.stop()
         raise
-
-
-# --------------------------------------------------------------------------- S3 (moto)
-
-S3_ACCESS_KEY = "test"
-S3_SECRET_KEY = "test"
-S3_REGION = "us-east-1"
-
-# Runs in the child: moto's own threaded WSGI server, port 0, the real port on stdout.
-# The child exits when its stdin closes, so a killed pytest never leaves it behind. An
-# audit hook refuses any DNS lookup or connection that is not to loopback.
-_MOTO_CHILD = """
-import logging, os, sys
-
-def loopback_only(event, args):  # moto must never reach the internet (IMDS, DNS, AWS)
-    if event == "socket.getaddrinfo" and args[0] not in (None, "127.0.0.1", "localhost"):
-        raise PermissionError(f"test S3 server: no lookup of {args[0]!r}")
-    if event == "socket.connect" and isinstance(args[1], tuple):
-        if args[1][0] not in ("127.0.0.1", "localhost"):
-            raise PermissionError(f"test S3 server: no connection to {args[1]!r}")
-
-sys.addaudithook(loopback_only)
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-print("moto listening on", server.get_host_and_port()[1], flush=True)
-os.dup2(2, 1)  # nothing more on the pipe nobody reads any more
-sys.stdin.read()
-server.stop()
-"""
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_MOTO_LISTENING = re.compile(r"^moto listening on (\d+)$")
-
-
-@dataclass(kw_only=True)
-class S3Server:
-    """A running moto server; ``env`` is what a client (obstore, boto3, a child) needs."""
-
-    log_path: Path
-    endpoint_url: str = ""
-    proc: subprocess.Popen[bytes] | None = None
-    startup_s: float = 0.0
-    _boto: Any = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
-            "AWS_REGION": S3_REGION,
-            "AWS_DEFAULT_REGION": S3_REGION,
-            "AWS_ALLOW_HTTP": "true",
-            # No instance-metadata lookups (169.254.169.254) from boto or obstore.
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-
-    def store(self, bucket: str, **config: Any) -> Any:
-        """An ``obstore`` ``S3Store`` for ``bucket``, configured explicitly (not from env)."""
-        from obstore.store import S3Store
-
-        return S3Store(
-            bucket,
-            endpoint=self.endpoint_url,
-            access_key_id=S3_ACCESS_KEY,
-            secret_access_key=S3_SECRET_KEY,
-            region=S3_REGION,
-            client_options={"allow_http": True},
-            **config,
-        )
-
-    def create_bucket(self, name: str, *, versioned: bool = False) -> str:
-        """CreateBucket through boto3 (moto's own dependency; obstore cannot create buckets)."""
-        if self._boto is None:
-            import boto3
-
-            self._boto = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                aws_access_key_id=S3_ACCESS_KEY,
-                aws_secret_access_key=S3_SECRET_KEY,
-                region_name=S3_REGION,
-            )
-        self._boto.create_bucket(Bucket=name)
-        if versioned:
-            self._boto.put_bucket_versioning(
-                Bucket=name, VersioningConfiguration={"Status": "Enabled"}
-            )
-        return name
-
-    def start(self) -> S3Server:
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _MOTO_CHILD],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=_env_without_proxies(**self.env),
-            )
-        port = self._read_port()
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        self._wait_ready()
-        self.startup_s = time.monotonic() - t0
-        return self
-
-    def _read_port(self) -> int:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while (remaining := deadline - time.monotonic()) > 0:
-                if not sel.select(remaining):
-                    break
-                line = self.proc.stdout.readline().decode(errors="replace").strip()
-                if not line:  # EOF: the child died
-                    break
-                if match := _MOTO_LISTENING.match(line):
-                    return int(match.group(1))
-        self.stop()
-        raise ServiceError(f"moto server did not start:\n{_log_tail(self.log_path)}")
-
-    def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:  # ListBuckets, unsigned: moto answers once its WSGI app serves
-                with _NO_PROXY_OPENER.open(self.endpoint_url + "/", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                error: object = exc
-            try:
-                code = self.proc.wait(timeout=POLL_INTERVAL_S)
-            except subprocess.TimeoutExpired:
-                code = None
-            if code is not None or time.monotonic() > deadline:
-                self.stop()
-                raise ServiceError(
-                    f"moto server not ready ({code=}, {error}):\n{_log_tail(self.log_path)}"
-                )
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        proc.terminate()  # nothing to keep; a graceful shutdown costs werkzeug's 0.5 s poll
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def start_s3(log_dir: Path) -> S3Server:
-    """Start moto's S3 server on 127.0.0.1; ``ServiceError`` if it does not come up."""
-    return S3Server(log_path=log_dir / "moto.log").start()
