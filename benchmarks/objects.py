@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ from benchmarks.s3server import S3Server, env_without_proxies, start_s3
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCRATCH_DIR = RESULTS_DIR / "scratch"
 TOKEN = "objects-benchmark-token"
+BUCKET = "bench"
+S3, LOCAL = "s3", "local"
 MB = 1_000_000
 PEAK_RSS_TARGET_MB = 400
 """Issue 18: a 500 MB object streams with a client peak RSS at most this."""
@@ -51,6 +53,8 @@ BLOCK_ROWS = 200_000
 """Rows generated (and put) at a time: about 8 MB of CSV."""
 PUT_CHUNK_BYTES = 16 * 1024 * 1024
 CHILD_TIMEOUT_S = 1800.0
+S3_LATENCY_MS = 20.0
+"""Each request to the S3 server waits this long, as one to a bucket in the same region."""
 
 # Runs the CLI in the child and, as it exits, writes its own peak RSS (kB) to argv[1].
 _MEASURED = """
@@ -145,55 +149,61 @@ def _rate(result: dict[str, Any], size: int, files: int) -> dict[str, Any]:
     }
 
 
-def run(plan: Plan, work: Path) -> dict[str, Any]:
-    log(f"starting moto S3 and batchload serve under {work}")
-    s3 = start_s3(work)
+SCENARIOS = ("large", "small")
+
+
+def run(plan: Plan, work: Path, scenarios: Sequence[str] = SCENARIOS) -> dict[str, Any]:
+    log(f"starting moto S3 ({S3_LATENCY_MS:g} ms a request) and batchload serve under {work}")
+    s3 = start_s3(work, latency_ms=S3_LATENCY_MS)
     try:
-        bucket = s3.create_bucket("bench")
-        store = s3.store(bucket)
+        s3.create_bucket(BUCKET)
         with ServerProcess(data_dir=work / "server", tokens=(TOKEN,)) as server:
-            return _scenarios(plan, work, s3, store, server.url)
+            results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "plan": asdict(plan)}
+            for name in scenarios:
+                scenario = large if name == "large" else small
+                results[name] = scenario(plan, work, s3, server.url)
+            return results
     finally:
         s3.stop()
 
 
-def _scenarios(plan: Plan, work: Path, s3: S3Server, store: Any, endpoint: str) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "plan": asdict(plan)}
+def large(plan: Plan, work: Path, s3: S3Server, endpoint: str) -> dict[str, Any]:
+    """One large CSV object, uploaded from the store and then from a local copy."""
     local = work / "data" / "big.csv"
     log(f"putting a {plan.big_bytes / MB:.0f} MB CSV object (multipart) and its local copy")
-    size = put_object(store, "big/big.csv", local, plan.big_bytes)
-    big: dict[str, Any] = {"bytes": size}
-    for name, source in (("s3", "s3://bench/big/big.csv"), ("local", str(local))):
+    size = put_object(s3.store(BUCKET), "big/big.csv", local, plan.big_bytes)
+    results: dict[str, Any] = {"bytes": size}
+    for name, source in ((S3, f"s3://{BUCKET}/big/big.csv"), (LOCAL, str(local))):
         log(f"large: uploading {source}")
         outcome = upload(source, f"big_{name}", endpoint=endpoint, s3=s3, work=work / f"big-{name}")
-        big[name] = _rate(outcome, size, 1)
-        log(f"large {name}: {json.dumps(big[name])}")
+        results[name] = _rate(outcome, size, 1)
+        log(f"large {name}: {json.dumps(results[name])}")
     local.unlink()
-    results["large"] = big
+    return results
 
+
+def small(plan: Plan, work: Path, s3: S3Server, endpoint: str) -> dict[str, Any]:
+    """Many small objects across two prefixes, then the same files from a local folder."""
     folder = work / "data" / "small"
-    total = 0
+    store = s3.store(BUCKET)
     rows = rows_for(plan.small_bytes)
     log(f"putting {plan.small_files} small objects across two prefixes")
+    total = 0
     for i in range(plan.small_files):
         key = f"small/{2023 + i % 2}/s_{i:04d}.csv"
         total += put_object(store, key, folder / key, plan.small_bytes, first_row=i * rows)
-    small: dict[str, Any] = {"files": plan.small_files, "bytes": total}
-    for name, source in (("s3", "s3://bench/small/**/*.csv"), ("local", str(folder))):
+    results: dict[str, Any] = {"files": plan.small_files, "bytes": total}
+    for name, source in ((S3, f"s3://{BUCKET}/small/**/*.csv"), (LOCAL, str(folder))):
         log(f"small: uploading {source}")
         outcome = upload(
             source, f"small_{name}", endpoint=endpoint, s3=s3, work=work / f"small-{name}"
         )
-        small[name] = _rate(outcome, total, plan.small_files)
-        log(f"small {name}: {json.dumps(small[name])}")
-    results["small"] = small
+        results[name] = _rate(outcome, total, plan.small_files)
+        log(f"small {name}: {json.dumps(results[name])}")
     return results
 
 
 def markdown(results: dict[str, Any]) -> str:
-    big, small = results["large"], results["small"]
-    target = PEAK_RSS_TARGET_MB
-    met = "met" if big["s3"]["peak_rss_mb"] <= target else "NOT met"
     lines = [
         "# Object-store sources (issue 18)",
         "",
@@ -203,15 +213,20 @@ def markdown(results: dict[str, Any]) -> str:
         "| source | bytes | files | parts | wall s | MB/s | files/s | client peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, scenario, files in (("large", big, 1), ("small", small, small.get("files", 1))):
-        for name in ("s3", "local"):
+    for label in (label for label in SCENARIOS if label in results):
+        scenario = results[label]
+        for name in (S3, LOCAL):
             r = scenario[name]
             lines.append(
-                f"| {label}, {name} | {scenario['bytes']:,} | {files} | {r['parts']} "
-                f"| {r['wall_s']} | {r['mb_per_s']} | {r['files_per_s']} | {r['peak_rss_mb']} |"
+                f"| {label}, {name} | {scenario['bytes']:,} | {scenario.get('files', 1)} "
+                f"| {r['parts']} | {r['wall_s']} | {r['mb_per_s']} | {r['files_per_s']} "
+                f"| {r['peak_rss_mb']} |"
             )
-    lines += ["", f"Peak RSS target for the large object (≤ {target} MB): {met}.", ""]
-    return "\n".join(lines)
+    if "large" in results:
+        peak = results["large"][S3]["peak_rss_mb"]
+        met = "met" if peak <= PEAK_RSS_TARGET_MB else "NOT met"
+        lines += ["", f"The large object's peak RSS target (≤ {PEAK_RSS_TARGET_MB} MB): {met}."]
+    return "\n".join([*lines, ""])
 
 
 def log(message: str) -> None:
@@ -225,12 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a 50 MB object, 40 small ones")
     parser.add_argument("--out", type=Path, default=None, help="where objects.* go")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
+    parser.add_argument("--only", choices=SCENARIOS, help="one scenario (written to scratch)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    out = args.out or (SCRATCH_DIR if args.quick else RESULTS_DIR)
+    scenarios = [args.only] if args.only else list(SCENARIOS)
+    committed = not args.quick and not args.only
+    out = args.out or (RESULTS_DIR if committed else SCRATCH_DIR)
     with tempfile.TemporaryDirectory(prefix="batchload-objects-", dir=args.work) as work:
-        results = run(plan, Path(work))
-    results["command"] = "uv run python -m benchmarks.objects" + (" --quick" if args.quick else "")
+        results = run(plan, Path(work), scenarios)
+    flags = [*(["--quick"] if args.quick else []), *(["--only", args.only] if args.only else [])]
+    results["command"] = " ".join(["uv run python -m benchmarks.objects", *flags])
     out.mkdir(parents=True, exist_ok=True)
     (out / "objects.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "objects.md").write_text(markdown(results))

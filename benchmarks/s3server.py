@@ -55,9 +55,10 @@ S3_REGION = "us-east-1"
 
 # Runs in the child: moto's own threaded WSGI server, port 0, the real port on stdout.
 # The child exits when its stdin closes, so a killed pytest never leaves it behind. An
-# audit hook refuses any DNS lookup or connection that is not to loopback.
+# audit hook refuses any DNS lookup or connection that is not to loopback. argv[1]: the
+# milliseconds each request waits before it is answered, as a remote store's would.
 _MOTO_CHILD = """
-import logging, os, sys
+import logging, os, sys, time
 
 def loopback_only(event, args):  # moto must never reach the internet (IMDS, DNS, AWS)
     if event == "socket.getaddrinfo" and args[0] not in (None, "127.0.0.1", "localhost"):
@@ -71,6 +72,15 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
+latency_s = float(sys.argv[1]) / 1000
+if latency_s:
+    answer = server._server.app
+
+    def after_latency(environ, start_response):
+        time.sleep(latency_s)
+        return answer(environ, start_response)
+
+    server._server.app = after_latency
 print("moto listening on", server.get_host_and_port()[1], flush=True)
 os.dup2(2, 1)  # nothing more on the pipe nobody reads any more
 sys.stdin.read()
@@ -85,6 +95,8 @@ class S3Server:
     """A running moto server; ``env`` is what a client (obstore, boto3, a child) needs."""
 
     log_path: Path
+    latency_ms: float = 0.0
+    """How long each request waits before it is answered (a remote store's latency)."""
     endpoint_url: str = ""
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
@@ -140,7 +152,7 @@ class S3Server:
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _MOTO_CHILD],
+                [sys.executable, "-c", _MOTO_CHILD, str(self.latency_ms)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -204,6 +216,6 @@ class S3Server:
             proc.wait()
 
 
-def start_s3(log_dir: Path) -> S3Server:
+def start_s3(log_dir: Path, *, latency_ms: float = 0.0) -> S3Server:
     """Start moto's S3 server on 127.0.0.1; ``ServiceError`` if it does not come up."""
-    return S3Server(log_path=log_dir / "moto.log").start()
+    return S3Server(log_path=log_dir / "moto.log", latency_ms=latency_ms).start()
