@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import pandera.polars as pa
@@ -16,6 +17,7 @@ from batchload.check.spool import PartSpool
 from batchload.check.validate import in_blocks, validate_files
 from batchload.check.verdict import FileVerdict
 from batchload.contract.model import Contract, arrow_schema, build_contract
+from batchload.errors import FileProblem
 from batchload.read.content import DiskSource, MemorySource
 from batchload.read.csv import CannotReadInBlocks, read_csv_blocks
 from batchload.read.frames import read_frame
@@ -117,6 +119,18 @@ def test_bad_rows_anywhere_give_the_whole_file_verdict(
         lines[rng.randrange(len(lines))] = lines[rng.randrange(len(lines))]
     blocks, whole = both(write(tmp_path / "a.csv", lines), contract)
     assert blocks == whole
+
+
+def test_key_hashes_that_cannot_wait_on_disk_fail_the_file_with_the_reason(
+    tmp_path: Path, contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hashes wait in a temporary file while the blocks are read: without one (no
+    such folder, a full disk) the file fails with why, never with a traceback."""
+    path = write(tmp_path / "a.csv", rows(1000))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    with pytest.raises(FileProblem, match="cannot keep its key hashes in a temporary file") as e:
+        validate_blockwise(path, contract, block_bytes=BLOCK)
+    assert e.value.path == path and "TMPDIR" in (e.value.hint or "")
 
 
 def test_a_duplicate_pair_across_blocks(tmp_path: Path, contract: Contract) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from batchload.errors import UsageError
 from batchload.state.export import export
-from batchload.state.manifest import SCHEMA_VERSION, Manifest
+from batchload.state.manifest import BLOB_CHUNK_BYTES, SCHEMA_VERSION, Manifest
 from batchload.state.records import (
     Changes,
     DatasetRecord,
@@ -204,6 +204,29 @@ def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
             ]
         )
         assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
+
+
+def test_key_hashes_left_on_disk_are_stored_chunk_by_chunk_and_replace_the_old(
+    tmp_path: Path,
+) -> None:
+    """A large file's hashes go into their row a chunk at a time (here three chunks);
+    storing a file's hashes again replaces them whole, from disk or from memory, and a
+    spill cut short mid-way changes nothing."""
+    rows = BLOB_CHUNK_BYTES // 8 * 2 + 3
+    data = bytes(range(256)) * (8 * rows // 256) + b"z" * (8 * rows % 256)
+    spill = tmp_path / "keys.bin"
+    spill.write_bytes(b"x" * 8 + data)
+    on_disk = FileKeys(dataset="prices", source_path="/d/a.csv", scheme="s1", hashes=None)
+    with Manifest.open(tmp_path / "m.sqlite") as manifest:
+        manifest.write([record("/d/a.csv")], keys=[replace(on_disk, hashes=KeyRun(spill, 8, rows))])
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": data}
+        manifest.write([], keys=[keys("/d/a.csv", b"A" * 8)])
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8}
+        manifest.write([], keys=[replace(on_disk, hashes=KeyRun(spill, 0, 2))])
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
+        with pytest.raises(OSError, match="cut short"):
+            manifest.write([], keys=[replace(on_disk, hashes=KeyRun(spill, 8, rows + 1))])
+        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
 
 
 def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ resume rule (:func:`resume_decision`) that turns a file's rows into what a run d
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,11 +97,19 @@ class KeyRun:
     rows: int
 
     def read(self) -> bytes:
+        return b"".join(self.chunks(8 * self.rows))
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The hashes, ``size`` bytes at a time: stored without being held whole."""
+        end = self.offset + 8 * self.rows
         with self.path.open("rb") as spill:
-            data = os.pread(spill.fileno(), 8 * self.rows, self.offset)
-        if len(data) != 8 * self.rows:
-            raise OSError("the spilled key hashes were cut short")
-        return data
+            at = self.offset
+            while at < end:
+                data = os.pread(spill.fileno(), min(size, end - at), at)
+                if not data:
+                    raise OSError("the spilled key hashes were cut short")
+                yield data
+                at += len(data)
 
 
 KeyHashes = bytes | memoryview | KeyRun

@@ -37,6 +37,15 @@ _UPSERT = (
 )
 
 
+def keys_upsert(hashes: str) -> str:
+    """The statement that stores a file's key hashes, given as ``hashes`` (SQL)."""
+    return (
+        "INSERT INTO file_keys (dataset, source_path, scheme, hashes) "
+        f"VALUES (?, ?, ?, {hashes}) ON CONFLICT (dataset, source_path) DO UPDATE SET "
+        "scheme = excluded.scheme, hashes = excluded.hashes"
+    )
+
+
 def outcome_of(record: FileRecord) -> Outcome | None:
     """Whether writing ``record`` settles its file: a failure, or a done row that knows
     its file's part count (a part's first done row does not: more parts may follow)."""
@@ -254,20 +263,15 @@ class SqlLedger(SqlClaims):
                 [(d, p, d, p) for d, p in dict.fromkeys((d, p) for d, p, _ in forget)],
             )
         if keys:
-            db.many(
-                "INSERT INTO file_keys (dataset, source_path, scheme, hashes) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (dataset, source_path) DO UPDATE SET "
-                "scheme = excluded.scheme, hashes = excluded.hashes",
-                (  # one file's hashes read at a time, when they were left on disk
-                    (k.dataset, k.source_path, k.scheme, k.blob())
-                    for k in keys
-                    if k.hashes is not None
-                ),
-            )
+            self._store_keys(db, [k for k in keys if k.hashes is not None])
             db.many(
                 "DELETE FROM file_keys WHERE dataset = ? AND source_path = ?",
                 [(k.dataset, k.source_path) for k in keys if k.hashes is None],
             )
+
+    def _store_keys(self, db: Db, keys: Sequence[FileKeys]) -> None:
+        """Store ``keys``' hashes (one file's read at a time, when they were left on disk)."""
+        db.many(keys_upsert("?"), ((k.dataset, k.source_path, k.scheme, k.blob()) for k in keys))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{dataset: {state: count}}`` with every state present."""
