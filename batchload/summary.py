@@ -118,7 +118,8 @@ class SharedRun:
     in_flight: int
     """Files claimed by a process and not settled (a gone process's until its lease ends)."""
     left: int
-    """Files queued that no process holds."""
+    """Files queued that no process holds (on the whole manifest: a file another
+    command queued and left is counted here too)."""
     processes: tuple[RunProcess, ...]
     running: tuple[str, ...] = ()
     """Other processes still at work when this one finished: the run goes on there. None:
@@ -127,11 +128,6 @@ class SharedRun:
     @property
     def last(self) -> bool:
         return not self.running
-
-    @property
-    def complete(self) -> bool:
-        """Every file of the run settled, and none failed."""
-        return not (self.failed or self.in_flight or self.left)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,7 +206,7 @@ class RunSummary:
             return EXIT_INTERRUPTED
         if self.invalid or self.failed or self.conflicts or any(not r.ok for r in self.reconcile):
             return EXIT_INCOMPLETE
-        if self.run is not None and self.run.last and not self.run.complete:
+        if self.run is not None and self.run.last and self.run.failed:
             return EXIT_INCOMPLETE
         return EXIT_OK
 

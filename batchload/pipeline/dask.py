@@ -199,9 +199,10 @@ def _merged(
     seconds: float,
     manifest: str | None,
 ) -> RunSummary:
-    """One summary of the loops: their parts added up, files each loop's plan had done
-    before the run as the first plans saw them, the files settled by loops that returned
-    nothing (lost with a worker) as by others, and the run from the ledger."""
+    """One summary of the loops: their parts added up; what the plans and listings
+    decided before any file was sent (skipped, re-sent, found on the service) as the
+    earliest loop saw it; the files settled by loops that returned nothing (lost with a
+    worker) as by others; and the run from the ledger, which is the truth of it."""
     problems = tuple(dict.fromkeys(p for part in parts for p in part.problems))
     datasets: dict[str, str | None] = {}
     for part in parts:

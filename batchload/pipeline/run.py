@@ -255,14 +255,16 @@ class _Run:
                         uploader = self._uploader(sender, spool)
                         if any(job.work for job in self.prepared) and not self.stop.requested:
                             await self._pipeline(uploader)
+                    # under the heartbeat: a long listing must not make this process look
+                    # gone to the others on the manifest
+                    if self.options.reconcile and not self.stop.requested:
+                        try:
+                            reconciled = await reconcile(sender, self.manifest)
+                        except BatchloadError as exc:
+                            error = exc
                     watch.cancel_scope.cancel()
             except Exception as exc:
                 error = _run_stopper(exc)
-            if error is None and self.options.reconcile and not self.stop.requested:
-                try:
-                    reconciled = await reconcile(sender, self.manifest)
-                except BatchloadError as exc:
-                    error = exc
         return self._summary(started, uploader, error, reconciled)
 
     def _uploader(self, sender: Sender, spool: PartSpool) -> Uploader:

@@ -86,7 +86,9 @@ def test_a_run_on_dask_loses_a_worker_and_lands_every_file_once(
     states = {pid_of(p["owner"]): p["state"] for p in shared["processes"]}
     assert states[victim] == "gone", shared
     assert sum(p["done"] for p in shared["processes"]) == 300
-    assert summary["uploaded"] + summary["by_others"] == 300, summary
+    # the dead loop returned no summary: what it settled is counted as by others
+    assert summary["by_others"] == finished_by(postgres_url)[victim], summary
+    assert 0 < summary["uploaded"] <= 300 - summary["by_others"], summary
     assert_once_on_server(server, paths)
     assert_rows_recorded_by_claim_owner(postgres_url)
 
