@@ -46,3 +46,18 @@ def test_no_module_grows_past_the_size_that_asks_for_a_split() -> None:
         for path in PACKAGE.rglob("*.py")
     }
     assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_readers_a_csv_upload_does_not_use_load_when_first_used() -> None:
+    """fastexcel, obstore and pyarrow.parquet stay out of a CSV upload's process (``lazy``)."""
+    probe = (
+        "import sys, batchload.pipeline.run, batchload.cli.upload\n"
+        "lazy = ('fastexcel', 'obstore', 'pyarrow.parquet')\n"
+        "print(sorted(name for name in lazy if name in sys.modules))\n"
+        "from batchload.read import excel\n"
+        "excel.fastexcel.read_excel  # a name looked up: now it is imported\n"
+        "print('fastexcel' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]

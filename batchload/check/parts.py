@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from batchload.errors import FileProblem
+from batchload.lazy import lazy_module
 from batchload.read.content import DiskSource, MemorySource, sha256_bytes
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    pq = lazy_module("pyarrow.parquet")  # written only for parts and workbooks
 
 
 PART_FILL = 0.9

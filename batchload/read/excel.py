@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import fastexcel
 import polars as pl
 
 from batchload.contract.model import arrow_type_of
 from batchload.contract.reading import SheetChoice
 from batchload.errors import UnreadableFile
+from batchload.lazy import lazy_module
 from batchload.read.fastexcel_compat import refused_value
 from batchload.read.problems import (
     MAX_EXAMPLES,
@@ -66,9 +66,12 @@ from batchload.read.problems import (
 )
 
 if TYPE_CHECKING:
+    import fastexcel
     from fastexcel import DType
 
     from batchload.contract.model import Contract
+else:
+    fastexcel = lazy_module("fastexcel")  # read only for workbooks
 
 __all__ = ["MAX_WORKBOOK_EXPANDED_BYTES", "Loaded", "read_excel"]
 

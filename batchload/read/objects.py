@@ -36,23 +36,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import obstore
-from obstore.exceptions import (
-    BaseError,
-    NotFoundError,
-    PermissionDeniedError,
-    PreconditionError,
-    UnauthenticatedError,
-)
-from obstore.store import HTTPStore, from_url
-
 from batchload.config import object_client_options
 from batchload.errors import FileChanged, FileProblem, UsageError
+from batchload.lazy import lazy_module
 from batchload.read.content import KEEP_BYTES, Fingerprint
 
 if TYPE_CHECKING:
+    import obstore
+    import obstore.exceptions as obstore_errors
+    import obstore.store as obstore_store
     from obstore import GetOptions  # only in the type stubs
     from obstore.store import ClientConfig
+else:  # read only for objects' URLs
+    obstore = lazy_module("obstore")
+    obstore_errors = lazy_module("obstore.exceptions")
+    obstore_store = lazy_module("obstore.store")
 
 OBJECT_SCHEMES = frozenset({"s3", "gs", "az", "abfs", "abfss", "azure", "https", "http"})
 LIST_PAGE = 1000
@@ -112,9 +110,9 @@ def _store(root: str) -> Any:
     options = cast("ClientConfig", object_client_options())
     try:
         if root.startswith(("http://", "https://")):
-            return HTTPStore.from_url(root, client_options=options)
-        return from_url(root, client_options=options)
-    except BaseError as exc:
+            return obstore_store.HTTPStore.from_url(root, client_options=options)
+        return obstore_store.from_url(root, client_options=options)
+    except obstore_errors.BaseError as exc:
         raise UsageError(f"{root}: cannot configure the store: {_reason(exc)}") from None
 
 
@@ -141,11 +139,15 @@ def head(url: str) -> ObjectMeta | str:
     root, key = _split(url)
     try:
         return _meta(root, obstore.head(_store(root), key))
-    except (FileNotFoundError, NotFoundError):
+    except (FileNotFoundError, obstore_errors.NotFoundError):
         return "no such object"
-    except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
+    except (
+        obstore_errors.PermissionDeniedError,
+        obstore_errors.UnauthenticatedError,
+        PermissionError,
+    ) as exc:
         return f"access denied: {_reason(exc)}"
-    except BaseError as exc:
+    except obstore_errors.BaseError as exc:
         return f"cannot read: {_reason(exc)}"
 
 
@@ -167,7 +169,7 @@ def list_matching(pattern: str, keep: Callable[[str], bool]) -> Iterator[ObjectM
                 key = item["path"]
                 if matches(key) and keep(key[len(prefix) :]):
                     yield _meta(root, item)
-    except BaseError as exc:
+    except obstore_errors.BaseError as exc:
         raise UsageError(f"cannot list {redact(pattern)}: {_reason(exc)}") from None
     except (FileNotFoundError, PermissionError) as exc:
         raise UsageError(f"cannot list {redact(pattern)}: {_reason(exc)}") from None
@@ -244,16 +246,22 @@ def fetch(
             result = obstore.get(store, key, options=options)
             meta = _meta(root, result.meta)
             return _copy(result, meta, directory)
-        except PreconditionError:  # rewritten since it was listed: take the new version
+        except (
+            obstore_errors.PreconditionError
+        ):  # rewritten since it was listed: take the new version
             fresh = head(url)
             if isinstance(fresh, str):
                 raise FileProblem(fresh, path=url) from None
             etag, version = fresh.etag, None
-        except (FileNotFoundError, NotFoundError):
+        except (FileNotFoundError, obstore_errors.NotFoundError):
             raise FileProblem("the object is gone", path=url) from None
-        except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
+        except (
+            obstore_errors.PermissionDeniedError,
+            obstore_errors.UnauthenticatedError,
+            PermissionError,
+        ) as exc:
             raise FileProblem(f"access denied: {_reason(exc)}", path=url) from None
-        except BaseError as exc:
+        except obstore_errors.BaseError as exc:
             raise FileProblem(f"cannot read: {_reason(exc)}", path=url) from None
     raise FileChanged(f"the object was rewritten {READ_ATTEMPTS} times while read", path=url)
 
