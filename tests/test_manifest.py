@@ -166,6 +166,15 @@ def keys(source: str, hashes: bytes | None, scheme: str = "s1") -> FileKeys:
     return FileKeys(dataset="prices", source_path=source, scheme=scheme, hashes=hashes)
 
 
+def stored(manifest: Manifest, dataset: str, scheme: str) -> dict[str, bytes]:
+    """Every file's key hashes made with ``scheme``, read as a run reads them: what is
+    there first (and how many each), then the hashes of those files."""
+    counts = manifest.key_counts(dataset, scheme)
+    found = dict(manifest.key_hashes(dataset, scheme, list(counts)))
+    assert {path: len(blob) // 8 for path, blob in found.items()} == counts
+    return found
+
+
 def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
     with Manifest.open(tmp_path / "m.sqlite") as manifest:
         manifest.apply(
@@ -175,18 +184,18 @@ def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
                 Changes(records=(record("/d/c.csv"),), keys=(keys("/d/c.csv", b"C" * 8, "s0"),)),
             ]
         )
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
-        assert manifest.key_hashes("prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
-        assert manifest.key_hashes("other", "s1") == {}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
+        assert stored(manifest, "prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
+        assert stored(manifest, "other", "s1") == {}
         # re-sent without validation: what was stored is stale, and deleted
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", None)])
-        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
+        assert set(stored(manifest, "prices", "s1")) == {"/d/a.csv"}
         # a whole file cut into parts keeps its keys; a file forgotten loses them
         parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
         manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
-        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
+        assert set(stored(manifest, "prices", "s1")) == {"/d/a.csv"}
         manifest.write([], forget=[("prices", "/d/a.csv", 1), ("prices", "/d/a.csv", 2)])
-        assert manifest.key_hashes("prices", "s1") == {}
+        assert stored(manifest, "prices", "s1") == {}
 
 
 def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
@@ -203,7 +212,7 @@ def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
                 Changes(records=(record("/d/b.csv"),), keys=(later,)),
             ]
         )
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
 
 
 def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:
@@ -237,9 +246,9 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     with Manifest.open(path, create=False) as manifest:
         (kept,) = manifest.rows()
         assert (kept.source_path, kept.converted_from) == ("/d/a.csv", None)
-        assert manifest.key_hashes("prices", "s1") == {}  # sent before keys were kept
+        assert stored(manifest, "prices", "s1") == {}  # sent before keys were kept
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
-        assert manifest.key_hashes("prices", "s1") == {"/d/b.csv": b"B" * 8}
+        assert stored(manifest, "prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
