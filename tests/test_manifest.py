@@ -10,7 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from batchload.check.crossfile import Earlier, UniqueKeys
+from batchload.check.validate import validate_files
+from batchload.contract.model import load_contract
 from batchload.errors import UsageError
+from batchload.pipeline.prepare import prepare
+from batchload.protocol import max_request_bytes
 from batchload.state.export import export
 from batchload.state.manifest import SCHEMA_VERSION, Manifest
 from batchload.state.records import (
@@ -21,6 +26,7 @@ from batchload.state.records import (
     KeyRun,
     resume_decision,
 )
+from tests.upload_helpers import HEADER, SIGNALS, job, signal_csv, signal_rows
 
 
 def record(
@@ -222,21 +228,27 @@ def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:
         KeyRun(spill, 0, 3).read()
 
 
+V1_TABLES = """
+    CREATE TABLE datasets (name TEXT PRIMARY KEY, dataset_id TEXT, state TEXT NOT NULL,
+        endpoint TEXT NOT NULL, contract TEXT, file_id_template TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE TABLE files (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
+        part INTEGER NOT NULL DEFAULT 0, parts INTEGER, file_id TEXT, size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL, sha256 TEXT, sent_sha256 TEXT, file_format TEXT,
+        dataset_id TEXT, rows INTEGER, bytes_sent INTEGER, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
+        receipt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, done_at TEXT,
+        PRIMARY KEY (dataset, source_path, part), UNIQUE (dataset, file_id));
+"""
+"""A version 1 manifest's tables, as the first batchload made them."""
+
+
 def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript(
-        """
-        CREATE TABLE datasets (name TEXT PRIMARY KEY, dataset_id TEXT, state TEXT NOT NULL,
-            endpoint TEXT NOT NULL, contract TEXT, file_id_template TEXT,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-        CREATE TABLE files (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
-            part INTEGER NOT NULL DEFAULT 0, parts INTEGER, file_id TEXT, size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL, sha256 TEXT, sent_sha256 TEXT, file_format TEXT,
-            dataset_id TEXT, rows INTEGER, bytes_sent INTEGER, state TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
-            receipt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, done_at TEXT,
-            PRIMARY KEY (dataset, source_path, part), UNIQUE (dataset, file_id));
+        V1_TABLES
+        + """
         INSERT INTO files (dataset, source_path, file_id, size, mtime_ns, state, parts,
             created_at, updated_at) VALUES ('prices', '/d/a.csv', 'a', 100, 5, 'done', 1, 't', 't');
         PRAGMA user_version = 1;
@@ -255,3 +267,60 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(UsageError, match="manifest of a newer batchload"):
         Manifest.open(path)
+
+
+def test_keys_an_older_batchload_kept_still_refuse_a_repeat(tmp_path: Path) -> None:
+    """A version 2 manifest (the first to keep key hashes, in the format kept since) is
+    upgraded when opened, and the hashes it kept catch a new file that repeats a day,
+    though the file they came from is gone from disk."""
+    contract = load_contract(SIGNALS)
+    monday = tmp_path / "monday.csv"
+    monday.write_text(signal_csv(1))
+    (sent,) = validate_files(
+        [monday], contract, keys=UniqueKeys.for_contract(contract), keep_key_hashes=True
+    )
+    assert isinstance(sent.key_hashes, bytes | memoryview)
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        V1_TABLES
+        + """
+        CREATE TABLE file_keys (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
+            scheme TEXT NOT NULL, hashes BLOB NOT NULL, PRIMARY KEY (dataset, source_path));
+        PRAGMA user_version = 2;
+        """
+    )
+    source = str(monday)
+    db.execute(
+        "INSERT INTO files (dataset, source_path, file_id, size, mtime_ns, state, parts, "
+        "created_at, updated_at) VALUES ('equity_signals', ?, 'monday', 1, 1, 'done', 1, 't', 't')",
+        (source,),
+    )
+    scheme = UniqueKeys.for_contract(contract).scheme
+    db.execute(
+        "INSERT INTO file_keys VALUES ('equity_signals', ?, ?, ?)",
+        (source, scheme, bytes(sent.key_hashes)),
+    )
+    db.commit()
+    db.close()
+    monday.unlink()
+    repeat = tmp_path / "new" / "repeat.csv"
+    repeat.parent.mkdir()
+    monday_row_2 = signal_rows(1, 2).splitlines(keepends=True)[1]
+    repeat.write_text(HEADER + signal_rows(9, 3) + monday_row_2)
+
+    with Manifest.open(path, create=False) as manifest:
+        (prepared,) = prepare(
+            [job(repeat.parent / "*.csv")],
+            manifest=manifest,
+            endpoint=None,
+            max_request_bytes=max_request_bytes(5),
+        )
+        assert prepared.earlier_keys == ((source, 20),)
+        earlier = Earlier(manifest, prepared.name, prepared.earlier_keys)
+        keys = UniqueKeys.for_contract(contract, earlier=earlier)
+        (verdict,) = validate_files([repeat], contract, keys=keys)
+    assert not verdict.valid
+    (problem,) = verdict.problems
+    assert problem.rows == (4,)
+    assert f"already in {source}, sent by an earlier run" in verdict.reason
