@@ -109,10 +109,11 @@ class PreparedJob:
     taken_over: Mapping[str, str] = field(default_factory=dict)
     """file_id -> the gone source it was sent from, for the ids a new file takes over: the
     service holds them from this manifest, not from another source."""
-    known_keys: tuple[tuple[str, bytes], ...] = ()
-    """Unique-key hashes of the dataset's files that earlier runs sent and this run
-    does not send again (skipped, or only to be re-hashed): the cross-file check
-    starts from them. The same for every job of one dataset."""
+    earlier_keys: tuple[tuple[str, int], ...] = ()
+    """The dataset's files that earlier runs sent and this run does not send again
+    (skipped, or only to be re-hashed), with how many unique-key hashes the manifest
+    keeps for each: the cross-file check starts from those hashes. The same for every
+    job of one dataset."""
 
     @property
     def convert_options(self) -> dict[str, object] | None:

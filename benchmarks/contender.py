@@ -93,13 +93,13 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / MB
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's own high-water mark (``VmHWM``).
 
     Not ``ru_maxrss``: Linux carries that over ``exec`` from the forked parent, so a
@@ -373,12 +373,12 @@ def measure(task: Task) -> Outcome:
         raise SystemExit(f"benchmarks run against a local server only, not {task.endpoint}")
     outcome = Outcome(kind=task.kind)
     run = prepare(task, outcome)
-    outcome.rss_before_mb = round(_rss_mb(), 1)
+    outcome.rss_before_mb = round(rss_mb(), 1)
     cpu0, wall0 = _cpu_s(), time.perf_counter()
     run()
     outcome.wall_s = time.perf_counter() - wall0
     outcome.cpu_s = _cpu_s() - cpu0
-    outcome.peak_rss_mb = round(_peak_rss_mb(), 1)
+    outcome.peak_rss_mb = round(peak_rss_mb(), 1)
     return outcome
 
 

@@ -84,6 +84,15 @@ def postgres_url(postgres_server: services.PostgresServer) -> Iterator[str]:
         yield postgres_server.url(dbname)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def manifest_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A manifest on each store in turn: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "manifest.sqlite")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.S3Server]:
     """moto's S3 server on 127.0.0.1; ``.endpoint_url``, ``.env`` (AWS_* for clients)."""

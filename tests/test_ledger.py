@@ -12,18 +12,15 @@ import pytest
 
 from batchload.errors import LedgerError, UsageError
 from batchload.state.ledger import Ledger, Progress, WorkerRow, redact
-from batchload.state.records import Changes, FileRecord
+from batchload.state.records import Changes, FileKeys, FileRecord
 from batchload.state.stores import open_ledger
 
 LEASE_S = 30.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "manifest.sqlite")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+@pytest.fixture
+def location(manifest_location: str) -> str:
+    return manifest_location
 
 
 @pytest.fixture
@@ -204,6 +201,33 @@ def test_every_transaction_counts_in_the_ledgers_own_time(ledger: Ledger) -> Non
     ledger.grant("rps", 0.1)
     assert ledger.spent.calls == before[0] + 5
     assert ledger.spent.seconds > before[1]
+
+
+def test_key_hashes_are_counted_without_being_read_then_read_a_few_files_at_a_time(
+    ledger: Ledger,
+) -> None:
+    """What a run's cross-file check reads of the history, the same on both stores:
+    how many hashes each file has, then the hashes of the files it asks for."""
+    odd = "/d/caf\udce9.csv"  # a name that is not UTF-8 (kept as bytes:<hex>)
+    blobs = {"/d/a.csv": bytes(range(256)) * 4_000, "/d/b.csv": b"B" * 8, odd: b"C" * 16}
+    ledger.write(
+        [row(path) for path in blobs],
+        keys=[
+            FileKeys(dataset="d", source_path=path, scheme="s1", hashes=blob)
+            for path, blob in blobs.items()
+        ]
+        + [FileKeys(dataset="e", source_path="/d/a.csv", scheme="s1", hashes=b"E" * 8)],
+    )
+    ledger.write(
+        [], keys=[FileKeys(dataset="d", source_path="/d/z.csv", scheme="s0", hashes=b"Z" * 8)]
+    )
+    assert ledger.key_counts("d", "s1") == {"/d/a.csv": 128_000, "/d/b.csv": 1, odd: 2}
+    assert ledger.key_counts("d", "s0") == {"/d/z.csv": 1}  # made another way: apart
+    assert sorted(ledger.key_hashes("d", "s1", ["/d/a.csv", odd])) == [
+        ("/d/a.csv", blobs["/d/a.csv"]),
+        (odd, blobs[odd]),
+    ]
+    assert ledger.key_hashes("d", "s1", ["/d/z.csv", "/d/gone.csv"]) == []
 
 
 def test_a_newer_postgres_ledger_is_refused_and_a_password_never_shown(postgres_url: str) -> None:

@@ -10,7 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from batchload.check.crossfile import Earlier, UniqueKeys
+from batchload.check.validate import validate_files
+from batchload.contract.model import load_contract
 from batchload.errors import UsageError
+from batchload.pipeline.prepare import prepare
+from batchload.protocol import max_request_bytes
 from batchload.state.export import export
 from batchload.state.manifest import BLOB_CHUNK_BYTES, SCHEMA_VERSION, Manifest
 from batchload.state.records import (
@@ -21,6 +26,7 @@ from batchload.state.records import (
     KeyRun,
     resume_decision,
 )
+from tests.upload_helpers import HEADER, SIGNALS, job, signal_csv, signal_rows
 
 
 def record(
@@ -166,6 +172,15 @@ def keys(source: str, hashes: bytes | None, scheme: str = "s1") -> FileKeys:
     return FileKeys(dataset="prices", source_path=source, scheme=scheme, hashes=hashes)
 
 
+def stored(manifest: Manifest, dataset: str, scheme: str) -> dict[str, bytes]:
+    """Every file's key hashes made with ``scheme``, read as a run reads them: what is
+    there first (and how many each), then the hashes of those files."""
+    counts = manifest.key_counts(dataset, scheme)
+    found = dict(manifest.key_hashes(dataset, scheme, list(counts)))
+    assert {path: len(blob) // 8 for path, blob in found.items()} == counts
+    return found
+
+
 def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
     with Manifest.open(tmp_path / "m.sqlite") as manifest:
         manifest.apply(
@@ -175,18 +190,18 @@ def test_key_hashes_are_kept_with_their_files(tmp_path: Path) -> None:
                 Changes(records=(record("/d/c.csv"),), keys=(keys("/d/c.csv", b"C" * 8, "s0"),)),
             ]
         )
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
-        assert manifest.key_hashes("prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
-        assert manifest.key_hashes("other", "s1") == {}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"A" * 16, "/d/b.csv": b"B" * 8}
+        assert stored(manifest, "prices", "s0") == {"/d/c.csv": b"C" * 8}  # made otherwise
+        assert stored(manifest, "other", "s1") == {}
         # re-sent without validation: what was stored is stale, and deleted
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", None)])
-        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
+        assert set(stored(manifest, "prices", "s1")) == {"/d/a.csv"}
         # a whole file cut into parts keeps its keys; a file forgotten loses them
         parts = [record("/d/a.csv", part=i, parts=2) for i in (1, 2)]
         manifest.write(parts, forget=[("prices", "/d/a.csv", 0)])
-        assert set(manifest.key_hashes("prices", "s1")) == {"/d/a.csv"}
+        assert set(stored(manifest, "prices", "s1")) == {"/d/a.csv"}
         manifest.write([], forget=[("prices", "/d/a.csv", 1), ("prices", "/d/a.csv", 2)])
-        assert manifest.key_hashes("prices", "s1") == {}
+        assert stored(manifest, "prices", "s1") == {}
 
 
 def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
@@ -203,7 +218,7 @@ def test_key_hashes_left_on_disk_are_read_when_stored(tmp_path: Path) -> None:
                 Changes(records=(record("/d/b.csv"),), keys=(later,)),
             ]
         )
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"A" * 8, "/d/b.csv": b"B" * 24}
 
 
 def test_key_hashes_left_on_disk_are_stored_chunk_by_chunk_and_replace_the_old(
@@ -219,14 +234,14 @@ def test_key_hashes_left_on_disk_are_stored_chunk_by_chunk_and_replace_the_old(
     on_disk = FileKeys(dataset="prices", source_path="/d/a.csv", scheme="s1", hashes=None)
     with Manifest.open(tmp_path / "m.sqlite") as manifest:
         manifest.write([record("/d/a.csv")], keys=[replace(on_disk, hashes=KeyRun(spill, 8, rows))])
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": data}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": data}
         manifest.write([], keys=[keys("/d/a.csv", b"A" * 8)])
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"A" * 8}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"A" * 8}
         manifest.write([], keys=[replace(on_disk, hashes=KeyRun(spill, 0, 2))])
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
         with pytest.raises(OSError, match="cut short"):
             manifest.write([], keys=[replace(on_disk, hashes=KeyRun(spill, 8, rows + 1))])
-        assert manifest.key_hashes("prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
+        assert stored(manifest, "prices", "s1") == {"/d/a.csv": b"x" * 8 + data[:8]}
 
 
 def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:
@@ -236,21 +251,27 @@ def test_key_hashes_cut_short_on_disk_are_an_error(tmp_path: Path) -> None:
         KeyRun(spill, 0, 3).read()
 
 
+V1_TABLES = """
+    CREATE TABLE datasets (name TEXT PRIMARY KEY, dataset_id TEXT, state TEXT NOT NULL,
+        endpoint TEXT NOT NULL, contract TEXT, file_id_template TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE TABLE files (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
+        part INTEGER NOT NULL DEFAULT 0, parts INTEGER, file_id TEXT, size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL, sha256 TEXT, sent_sha256 TEXT, file_format TEXT,
+        dataset_id TEXT, rows INTEGER, bytes_sent INTEGER, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
+        receipt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, done_at TEXT,
+        PRIMARY KEY (dataset, source_path, part), UNIQUE (dataset, file_id));
+"""
+"""A version 1 manifest's tables, as the first batchload made them."""
+
+
 def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript(
-        """
-        CREATE TABLE datasets (name TEXT PRIMARY KEY, dataset_id TEXT, state TEXT NOT NULL,
-            endpoint TEXT NOT NULL, contract TEXT, file_id_template TEXT,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-        CREATE TABLE files (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
-            part INTEGER NOT NULL DEFAULT 0, parts INTEGER, file_id TEXT, size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL, sha256 TEXT, sent_sha256 TEXT, file_format TEXT,
-            dataset_id TEXT, rows INTEGER, bytes_sent INTEGER, state TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
-            receipt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, done_at TEXT,
-            PRIMARY KEY (dataset, source_path, part), UNIQUE (dataset, file_id));
+        V1_TABLES
+        + """
         INSERT INTO files (dataset, source_path, file_id, size, mtime_ns, state, parts,
             created_at, updated_at) VALUES ('prices', '/d/a.csv', 'a', 100, 5, 'done', 1, 't', 't');
         PRAGMA user_version = 1;
@@ -260,12 +281,69 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
     with Manifest.open(path, create=False) as manifest:
         (kept,) = manifest.rows()
         assert (kept.source_path, kept.converted_from, kept.etag) == ("/d/a.csv", None, None)
-        assert manifest.key_hashes("prices", "s1") == {}  # sent before keys were kept
+        assert stored(manifest, "prices", "s1") == {}  # sent before keys were kept
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
-        assert manifest.key_hashes("prices", "s1") == {"/d/b.csv": b"B" * 8}
+        assert stored(manifest, "prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(UsageError, match="manifest of a newer batchload"):
         Manifest.open(path)
+
+
+def test_keys_an_older_batchload_kept_still_refuse_a_repeat(tmp_path: Path) -> None:
+    """A version 2 manifest (the first to keep key hashes, in the format kept since) is
+    upgraded when opened, and the hashes it kept catch a new file that repeats a day,
+    though the file they came from is gone from disk."""
+    contract = load_contract(SIGNALS)
+    monday = tmp_path / "monday.csv"
+    monday.write_text(signal_csv(1))
+    (sent,) = validate_files(
+        [monday], contract, keys=UniqueKeys.for_contract(contract), keep_key_hashes=True
+    )
+    assert isinstance(sent.key_hashes, bytes | memoryview)
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        V1_TABLES
+        + """
+        CREATE TABLE file_keys (dataset TEXT NOT NULL, source_path TEXT NOT NULL,
+            scheme TEXT NOT NULL, hashes BLOB NOT NULL, PRIMARY KEY (dataset, source_path));
+        PRAGMA user_version = 2;
+        """
+    )
+    source = str(monday)
+    db.execute(
+        "INSERT INTO files (dataset, source_path, file_id, size, mtime_ns, state, parts, "
+        "created_at, updated_at) VALUES ('equity_signals', ?, 'monday', 1, 1, 'done', 1, 't', 't')",
+        (source,),
+    )
+    scheme = UniqueKeys.for_contract(contract).scheme
+    db.execute(
+        "INSERT INTO file_keys VALUES ('equity_signals', ?, ?, ?)",
+        (source, scheme, bytes(sent.key_hashes)),
+    )
+    db.commit()
+    db.close()
+    monday.unlink()
+    repeat = tmp_path / "new" / "repeat.csv"
+    repeat.parent.mkdir()
+    monday_row_2 = signal_rows(1, 2).splitlines(keepends=True)[1]
+    repeat.write_text(HEADER + signal_rows(9, 3) + monday_row_2)
+
+    with Manifest.open(path, create=False) as manifest:
+        (prepared,) = prepare(
+            [job(repeat.parent / "*.csv")],
+            manifest=manifest,
+            endpoint=None,
+            max_request_bytes=max_request_bytes(5),
+        )
+        assert prepared.earlier_keys == ((source, 20),)
+        earlier = Earlier(manifest, prepared.name, prepared.earlier_keys)
+        keys = UniqueKeys.for_contract(contract, earlier=earlier)
+        (verdict,) = validate_files([repeat], contract, keys=keys)
+    assert not verdict.valid
+    (problem,) = verdict.problems
+    assert problem.rows == (4,)
+    assert f"already in {source}, sent by an earlier run" in verdict.reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pandera.polars as pa
@@ -13,13 +14,14 @@ import xlsxwriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchload.check.crossfile import UniqueKeys
+from batchload.check.crossfile import Earlier, UniqueKeys
 from batchload.check.rows import validate_chunk
 from batchload.check.validate import MAX_EXAMPLES, Problem, validate_files, validate_frame
 from batchload.check.verdict import FileVerdict, group_by_fingerprint
 from batchload.contract.model import Contract, build_contract
-from batchload.state.records import KeyRun
-from tests.test_blockwise import signals
+from batchload.state.manifest import Manifest
+from batchload.state.records import FileKeys, KeyRun
+from tests.test_blockwise import hashes_of, signals
 
 HEADER = "date,ticker,signal,volume\n"
 
@@ -413,8 +415,27 @@ def test_large_files_keys_live_in_the_spill_file_and_still_catch_repeats(
     assert again is not None and (again.rows, again.detail) == ((1,), "already in big3.csv")
 
 
+@pytest.fixture
+def manifest(tmp_path: Path) -> Iterator[Manifest]:
+    with Manifest.open(tmp_path / "m.sqlite") as opened:
+        yield opened
+
+
+def stored_keys(manifest: Manifest, scheme: str, blobs: Mapping[str, bytes]) -> Earlier:
+    """``blobs`` stored in ``manifest`` as a run stores its files' keys; those files, as
+    a later run starts from them."""
+    manifest.write(
+        [],
+        keys=[
+            FileKeys(dataset="d", source_path=path, scheme=scheme, hashes=blob)
+            for path, blob in blobs.items()
+        ],
+    )
+    return Earlier(manifest, "d", tuple(manifest.key_counts("d", scheme).items()))
+
+
 def test_a_spilled_files_keys_are_read_back_for_the_manifest_and_catch_a_later_repeat(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, manifest: Manifest
 ) -> None:
     """The manifest gets a large file's hashes from the spill file (not kept in memory
     until the upload ends), exactly as a later run needs them to catch a repeat."""
@@ -431,8 +452,8 @@ def test_a_spilled_files_keys_are_read_back_for_the_manifest_and_catch_a_later_r
     assert read is not None
     assert isinstance(read, KeyRun)
     blob = read.read()
-    assert UniqueKeys.from_bytes([blob]).sort().to_list() == keys.hashes(big).sort().to_list()
-    later = UniqueKeys(("k",), known=[("big.csv", blob)])
+    assert hashes_of(blob).sort().to_list() == keys.hashes(big).sort().to_list()
+    later = UniqueKeys(("k",), earlier=stored_keys(manifest, keys.scheme, {"big.csv": blob}))
     (clash,) = later.claim([(Path("new.csv"), pl.DataFrame({"k": [1000, 42]}))])
     assert clash is not None and clash.rows == (2,)
     assert clash.detail == "already in big.csv, sent by an earlier run"
@@ -508,15 +529,16 @@ def test_valid_verdict_is_pandera_verdict(
     assert ours == pandera_says, verdict
 
 
-def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) -> None:
-    """Known files (their stored hashes) catch a repeat, name the file, and are replaced
-    by their own keys when validated again, so a changed file never repeats itself."""
+def test_unique_keys_start_from_the_files_an_earlier_run_sent(manifest: Manifest) -> None:
+    """Earlier files (their hashes, as the manifest keeps them) catch a repeat, name the
+    file, and are replaced by their own keys when validated again, so a changed file
+    never repeats itself."""
     earlier = UniqueKeys(("k",))
     monday, tuesday = Path("/d/monday.csv"), Path("/d/tuesday.csv")
     frames = {monday: pl.DataFrame({"k": [1, 2, 3]}), tuesday: pl.DataFrame({"k": [4, 5]})}
-    known = [(str(p), UniqueKeys.to_bytes(earlier.hashes(f))) for p, f in frames.items()]
+    blobs = {str(p): bytes(UniqueKeys.to_bytes(earlier.hashes(f))) for p, f in frames.items()}
 
-    keys = UniqueKeys(("k",), known=known)
+    keys = UniqueKeys(("k",), earlier=stored_keys(manifest, earlier.scheme, blobs))
     assert len(keys) == 5
     (clash,) = keys.claim([(Path("/d/resend.csv"), pl.DataFrame({"k": [9, 2]}))])
     assert clash is not None and (clash.count, clash.rows) == (1, (2,))
@@ -528,13 +550,16 @@ def test_unique_keys_start_from_the_files_an_earlier_run_sent(tmp_path: Path) ->
     assert again is not None and again.count == 2
 
 
-def test_unique_key_hashes_round_trip_and_say_how_they_were_made(contract: Contract) -> None:
+def test_unique_key_hashes_round_trip_and_say_how_they_were_made(
+    contract: Contract, manifest: Manifest
+) -> None:
     keys = UniqueKeys.for_contract(contract)
     frame = pl.DataFrame({"date": [dt.date(2024, 1, 2)], "ticker": ["A"]})
     hashes = keys.hashes(frame)
-    assert UniqueKeys.from_bytes([UniqueKeys.to_bytes(hashes)]).to_list() == hashes.to_list()
+    assert hashes_of(UniqueKeys.to_bytes(hashes)).to_list() == hashes.to_list()
     assert keys.scheme.startswith(f"polars {pl.__version__} hash_rows ")
     assert keys.scheme.endswith("date:Date,ticker:String")
     assert UniqueKeys(("date",)).scheme != keys.scheme
-    no_key = UniqueKeys((), known=[("/d/x.csv", b"\0" * 8)])  # no unique key: nothing kept
+    earlier = stored_keys(manifest, UniqueKeys(()).scheme, {"/d/x.csv": b"\0" * 8})
+    no_key = UniqueKeys((), earlier=earlier)  # no unique key: nothing kept
     assert no_key.claim([(Path("/d/y.csv"), frame)]) == [None] and len(no_key) == 0

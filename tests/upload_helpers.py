@@ -110,7 +110,7 @@ def run(
     server: ServerProcess,
     token: str,
     jobs: list[UploadJob],
-    manifest: Path,
+    manifest: Path | str,
     *,
     sink: Callable[[Event], None] | None = None,
     **options: Any,

@@ -4,8 +4,10 @@ A backfill that sends the same day twice passes every per-file check; only a mem
 of the keys already accepted catches it. :class:`UniqueKeys` is that memory, kept
 small (8-byte hashes) and safe to share between the worker threads that validate.
 It spans runs: a file's hashes go into the manifest when it is done, and a re-run
-starts from those of the files it does not read again (``known``), so a new file
-that repeats a day sent last week is caught without reading last week's file.
+starts from those of the files it does not read again (:class:`Earlier`), so a new
+file that repeats a day sent last week is caught without reading last week's file.
+Those are read from the manifest into a sorted run on disk
+(:mod:`batchload.check.history`), so a run's memory does not grow with the history.
 """
 
 from __future__ import annotations
@@ -13,27 +15,38 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
+from batchload.check.history import HistoryRun, history_run
 from batchload.check.keyruns import SOLO_RUN_ROWS, Clash, MemoryRun, Spill, SpilledRun
 from batchload.check.verdict import MAX_EXAMPLES, Problem
+from batchload.state.ledger import Ledger
 from batchload.state.records import KeyRun
 
 if TYPE_CHECKING:
     from batchload.contract.model import Contract
 
-__all__ = ["SortedHashes", "UniqueKeys"]
+__all__ = ["Earlier", "SortedHashes", "UniqueKeys"]
+
+READ_ROWS = 1 << 19
+"""Stored hashes read from the manifest at a time (4 MiB; one larger file's, alone)."""
 
 
-Known = Sequence[tuple[str, bytes]]
-"""Files an earlier run sent: ``(source path, key hashes as u64 bytes)``."""
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """The files earlier runs sent whose keys count in this run, and the manifest that
+    keeps their hashes."""
+
+    store: Ledger
+    dataset: str
+    files: Sequence[tuple[str, int]]
+    """``(source path, how many hashes the manifest keeps for it)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,31 +76,33 @@ class UniqueKeys:
     chance is ~3e-6.
     Safe to share between worker threads.
 
-    ``known`` files (sent by earlier runs) are taken in with the first claim, in a
-    worker thread. A known file that is claimed again (it changed and is validated
-    anew) first loses its old keys: a file never repeats itself.
+    The ``earlier`` files' keys (sent by earlier runs) are taken in with the first
+    claim, in a worker thread, as one sorted run on disk. An earlier file that is
+    claimed again (it changed and is validated anew) first loses its old keys: a file
+    never repeats itself.
     """
 
     _SEED = 0x6261_7463  # fixed, so a run hashes the same key the same way
 
     def __init__(
-        self, key: Sequence[str], *, dtypes: Sequence[object] = (), known: Known = ()
+        self, key: Sequence[str], *, dtypes: Sequence[object] = (), earlier: Earlier | None = None
     ) -> None:
         self.key = tuple(key)
         self.scheme = self.scheme_of(self.key, dtypes)
         self._files: list[Path] = []
-        self._runs: list[MemoryRun | SpilledRun] = []
+        self._runs: list[MemoryRun | SpilledRun | HistoryRun] = []
         self._spill = Spill()
         self._spilled: dict[Path, SpilledRun] = {}  # the files whose run is in the spill
-        self._known: Known = known if self.key else ()
-        self._earlier: dict[str, int] = {}  # known source path -> its file number
+        self._pending = earlier if self.key and earlier and earlier.files else None
+        self._earlier: dict[str, int] = {}  # earlier source path -> its file number
         self._lock = threading.Lock()
 
     @classmethod
-    def for_contract(cls, contract: Contract, *, known: Known = ()) -> UniqueKeys:
+    def for_contract(cls, contract: Contract, *, earlier: Earlier | None = None) -> UniqueKeys:
         """The tracker of ``contract``'s unique key, starting from files sent before."""
         types = contract.polars_schema()
-        return cls(contract.unique, dtypes=[types.get(c) for c in contract.unique], known=known)
+        dtypes = [types.get(c) for c in contract.unique]
+        return cls(contract.unique, dtypes=dtypes, earlier=earlier)
 
     @classmethod
     def scheme_of(cls, key: Sequence[str], dtypes: Sequence[object] = ()) -> str:
@@ -118,15 +133,6 @@ class UniqueKeys:
         in no particular order; a view of the series' own buffer, not a copy."""
         return hashes.cast(pl.UInt64).to_numpy().view("u1").data
 
-    @staticmethod
-    def from_bytes(blobs: Sequence[bytes]) -> pl.Series:
-        """The hashes of :meth:`to_bytes` blobs, concatenated, as one UInt64 series."""
-        data = b"".join(blobs)
-        array = pa.Array.from_buffers(pa.uint64(), len(data) // 8, [None, pa.py_buffer(data)])
-        series = pl.from_arrow(array)
-        assert isinstance(series, pl.Series)
-        return series.alias("h")
-
     def stored(self, path: Path) -> KeyRun | None:
         """Where ``path``'s key hashes (as :meth:`to_bytes` gives them) wait when its run
         is in the spill file; None when it is kept in memory. A checked file waits for
@@ -137,7 +143,7 @@ class UniqueKeys:
 
     def __len__(self) -> int:
         with self._lock:
-            self._take_known()
+            self._take_earlier()
             return sum(len(run) for run in self._runs)
 
     def claim(
@@ -181,7 +187,7 @@ class UniqueKeys:
         hashed = [hashes for _, hashes in items]
         pairs = self._pairs(hashed)
         with self._lock:
-            self._take_known()
+            self._take_earlier()
             self._forget_earlier([path for path, _ in items])
             if self._all_new(pairs, several=len(items) > 1):  # the usual case, one lookup
                 first = len(self._files)
@@ -247,21 +253,34 @@ class UniqueKeys:
                 return False  # (a key repeated within one file is the file's own unique check)
         return not any(run.holds_any(hashes) for run in self._runs)  # pairs are sorted
 
-    def _take_known(self) -> None:
-        """Take in the known files' hashes as one sorted run (once; under the lock)."""
-        if not self._known:
+    def _take_earlier(self) -> None:
+        """Take in the earlier files' hashes as one sorted run on disk (once; under the lock)."""
+        if self._pending is None:
             return
-        known, self._known = self._known, ()
+        earlier = self._pending
         first = len(self._files)
-        for number, (path, _) in enumerate(known, start=first):
-            self._files.append(Path(path))
-            self._earlier[str(path)] = number
-        hashes = self.from_bytes([blob for _, blob in known])
-        heights = [len(blob) // 8 for _, blob in known]
-        starts = pl.Series(list(itertools.accumulate(heights[:-1], initial=0)), dtype=pl.Int64)
-        rows = pl.int_range(0, hashes.len(), dtype=pl.Int64, eager=True)
-        files = (starts.search_sorted(rows, side="right") - 1 + first).cast(pl.UInt32)
-        self._add(MemoryRun.of(pl.DataFrame({"h": hashes, "f": files}).sort("h", "f")))
+        numbers = {path: n for n, (path, _) in enumerate(earlier.files, start=first)}
+        run, repeated = history_run(
+            self._stored(earlier, numbers), sum(count for _, count in earlier.files)
+        )
+        # taken in only once read whole: a claim after a failed read tries again
+        self._pending = None
+        self._files += [Path(path) for path, _ in earlier.files]
+        self._earlier.update(numbers)
+        self._runs.append(run)
+        self._add(repeated)
+
+    def _stored(self, earlier: Earlier, numbers: dict[str, int]) -> Iterator[tuple[int, bytes]]:
+        """The earlier files' hashes with their file numbers, read ``READ_ROWS`` at a time."""
+        batch: list[str] = []
+        rows = 0
+        for index, (path, count) in enumerate(earlier.files):
+            batch.append(path)
+            rows += count
+            if rows >= READ_ROWS or index == len(earlier.files) - 1:
+                for stored, blob in earlier.store.key_hashes(earlier.dataset, self.scheme, batch):
+                    yield numbers[stored], blob
+                batch, rows = [], 0
 
     def _forget_earlier(self, paths: Iterable[Path]) -> None:
         """Drop the keys an earlier run recorded for files validated again now."""
@@ -280,16 +299,16 @@ class UniqueKeys:
     def _find(self, hashes: pl.Series, pending: Sequence[pl.DataFrame]) -> Clash | None:
         if hashes.len() == 0:
             return None
-        candidates: list[MemoryRun | SpilledRun] = list(self._runs)
+        candidates: list[MemoryRun | SpilledRun | HistoryRun] = list(self._runs)
         if pending:
             candidates.append(MemoryRun.of(pl.concat(pending).sort("h")))
         hit_rows: list[pl.Series] = []
         files: list[pl.Series] = []
         for run in candidates:
-            position, matched = run.lookup(hashes)
+            matched, of = run.matches(hashes)
             if matched.any():
                 hit_rows.append(matched)
-                files.append(run.files_at(position.filter(matched)))
+                files.append(of)
         if not hit_rows:
             return None
         hit = hit_rows[0]

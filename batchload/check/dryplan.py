@@ -6,35 +6,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from batchload.check.checker import check_group, groups, part_envelope, problem_of
-from batchload.check.crossfile import UniqueKeys
+from batchload.check.crossfile import Earlier, UniqueKeys
 from batchload.check.parts import parquet_bytes, split_frame
 from batchload.check.spool import PartSpool
 from batchload.contract.model import arrow_schema
 from batchload.jobs import PreparedJob
 from batchload.protocol import Envelope, raw_budget
+from batchload.state.ledger import Ledger
 from batchload.summary import PlannedRequest, Problem
 
 __all__ = ["plan_requests"]
 
 
 def plan_requests(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, *, validate: bool = True
+    prepared: Sequence[PreparedJob],
+    max_request_bytes: int,
+    *,
+    validate: bool = True,
+    manifest: Ledger | None = None,
 ) -> tuple[list[PlannedRequest], list[Problem]]:
     """The dry run: check every file and list the requests a run would send (a file's
-    parts are cut as a run cuts them, and their files removed once listed)."""
+    parts are cut as a run cuts them, and their files removed once listed). The
+    ``manifest`` keeps the key hashes of the files earlier runs sent."""
     with PartSpool.temporary() as spool:
-        return _plan(prepared, max_request_bytes, spool, validate=validate)
+        return _plan(prepared, max_request_bytes, spool, validate=validate, manifest=manifest)
 
 
 def _plan(
-    prepared: Sequence[PreparedJob], max_request_bytes: int, spool: PartSpool, *, validate: bool
+    prepared: Sequence[PreparedJob],
+    max_request_bytes: int,
+    spool: PartSpool,
+    *,
+    validate: bool,
+    manifest: Ledger | None,
 ) -> tuple[list[PlannedRequest], list[Problem]]:
     plan: list[PlannedRequest] = []
     problems: list[Problem] = []
     keys: dict[str, UniqueKeys] = {}
     for job in prepared:
         if job.name not in keys:
-            keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
+            earlier = Earlier(manifest, job.name, job.earlier_keys) if manifest else None
+            keys[job.name] = UniqueKeys.for_contract(job.contract, earlier=earlier)
         job_keys = keys[job.name]
         creates = job.job.dataset_id is None and (job.record is None or not job.record.dataset_id)
         for group in groups(job.work):

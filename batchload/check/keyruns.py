@@ -63,10 +63,11 @@ class MemoryRun:
             return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
         return self.files if positions is None else self.files.gather(positions)
 
-    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """For each of ``hashes``: where it would sit here, and whether it is here."""
+    def matches(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """Which of ``hashes`` are here (in their order), and the file of each one that is."""
         position = self.hashes.search_sorted(hashes, side="left").clip(0, self.hashes.len() - 1)
-        return position, self.hashes.gather(position) == hashes
+        matched = self.hashes.gather(position) == hashes
+        return matched, self.files_at(position.filter(matched))
 
     def holds_any(self, hashes: pl.Series) -> bool:
         """Whether any of ``hashes`` (sorted) is here (looked up a slice at a time)."""
@@ -175,19 +176,17 @@ class SpilledRun:
                     return True
         return False
 
-    def lookup(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """As :meth:`MemoryRun.lookup` (the positions are all 0: the run is of one file)."""
+    def matches(self, hashes: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """As :meth:`MemoryRun.matches` (every match is of the run's one file)."""
         values = hashes.to_numpy()
         matched = np.zeros(len(values), dtype=bool)
         for chunk in self.spill.chunks(self.offset, self.rows):
             for start in range(0, len(values), LOOKUP_ROWS):
                 part = values[start : start + LOOKUP_ROWS]
                 matched[start : start + len(part)] |= in_sorted(chunk, part)
-        return pl.zeros(len(values), dtype=pl.UInt32, eager=True), pl.Series(matched)
-
-    def files_at(self, positions: pl.Series | None) -> pl.Series:
-        count = self.rows if positions is None else positions.len()
-        return pl.repeat(self.files, count, dtype=pl.UInt32, eager=True)
+        return pl.Series(matched), pl.repeat(
+            self.files, int(matched.sum()), dtype=pl.UInt32, eager=True
+        )
 
     def without(self, numbers: set[int]) -> SpilledRun | None:
         return None if self.files in numbers else self

@@ -9,6 +9,7 @@ import anyio
 from batchload.check.dryplan import plan_requests
 from batchload.jobs import PreparedJob
 from batchload.pipeline.prepare import ignored_files
+from batchload.state.ledger import Ledger
 from batchload.summary import Problem, RunSummary
 
 
@@ -17,14 +18,17 @@ async def dry_run(
     *,
     validate: bool,
     workers: int,
+    manifest: Ledger | None,
     manifest_path: str,
     started: float,
     limit: int,
 ) -> RunSummary:
-    """Validate and plan every request; send nothing, write nothing."""
+    """Validate and plan every request; send nothing, write nothing (``manifest``, if
+    there is one, is only read)."""
     limiter = anyio.CapacityLimiter(workers)
     plan, problems = await anyio.to_thread.run_sync(
-        lambda: plan_requests(prepared, limit, validate=validate), limiter=limiter
+        lambda: plan_requests(prepared, limit, validate=validate, manifest=manifest),
+        limiter=limiter,
     )
     datasets = {
         job.name: job.job.dataset_id or (job.record.dataset_id if job.record else None)

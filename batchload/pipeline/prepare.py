@@ -7,9 +7,10 @@ makes a run impossible is found here and raised as a
 one file_id (in this run, or against a file the manifest already sent under that
 id), a manifest made for another endpoint or with another file_id template, two
 jobs that disagree about one dataset. Only ``stat`` and the manifest are read:
-that includes, when the contract has a ``unique`` key, the key hashes of the
-dataset's done files that this run does not validate again (one query), so the
-cross-file check covers what earlier runs sent.
+that includes, when the contract has a ``unique`` key, which of the dataset's done
+files this run does not validate again have key hashes stored (one query; the
+hashes are read by the check), so the cross-file check covers what earlier runs
+sent.
 """
 
 from __future__ import annotations
@@ -122,36 +123,37 @@ def _prepare(
         by_name.setdefault(name, item)
         prepared.append(item)
     if manifest is not None:
-        prepared = _with_known_keys(prepared, manifest, indexes)
+        prepared = _with_earlier_keys(prepared, manifest, indexes)
     return prepared
 
 
-def _with_known_keys(
+def _with_earlier_keys(
     prepared: list[PreparedJob],
     manifest: Ledger,
     indexes: Mapping[str, Mapping[str, list[ResumeRow]]],
 ) -> list[PreparedJob]:
-    """Give each job the key hashes of its dataset's done files that it does not re-send.
+    """Give each job its dataset's done files that it does not re-send and whose key
+    hashes are stored (how many each: the hashes are not read here).
 
     Nothing is read for a contract without a unique key. A file with a row not done
     (being re-sent, failed, invalid now), one this run sends again (changed) or
     forgets (gone, its id taken over) is left out: its old keys must not count
     against it or its successor.
     """
-    known: dict[str, tuple[tuple[str, bytes], ...]] = {}
+    known: dict[str, tuple[tuple[str, int], ...]] = {}
     for name in dict.fromkeys(job.name for job in prepared):
         jobs = [job for job in prepared if job.name == name]
         contract = jobs[0].contract
         if not contract.unique:
             continue
         scheme = UniqueKeys.for_contract(contract).scheme
-        stored = manifest.key_hashes(name, scheme)
+        stored = manifest.key_counts(name, scheme)
         if not stored:
             continue
         index = indexes[name]
         stored = {
-            path: hashes
-            for path, hashes in stored.items()
+            path: count
+            for path, count in stored.items()
             if (rows := index.get(path)) and all(r.state == "done" for r in rows)
         }
         for job in jobs:
@@ -162,7 +164,7 @@ def _with_known_keys(
                 stored.pop(path, None)
         known[name] = tuple(stored.items())
     return [
-        replace(job, known_keys=known[job.name]) if job.name in known else job for job in prepared
+        replace(job, earlier_keys=known[job.name]) if job.name in known else job for job in prepared
     ]
 
 

@@ -38,7 +38,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchload.check.checker import check_bytes, check_group, cut_file
-from batchload.check.crossfile import UniqueKeys
+from batchload.check.crossfile import Earlier, UniqueKeys
 from batchload.check.spool import PartSpool, sweep_dead
 from batchload.config import START_CONCURRENCY, ClientConfig, cpu_count
 from batchload.errors import AuthError, BatchloadError, ClaimLost, ConfigError
@@ -106,6 +106,7 @@ async def run_upload(
                 prepared,
                 validate=options.validate,
                 workers=options.workers or cpu_count(),
+                manifest=manifest,
                 manifest_path=manifest.location if manifest else str(manifest_path),
                 started=started,
                 limit=limit,
@@ -314,7 +315,8 @@ class _Run:
         """The run's cross-file unique-key tracker of ``job``'s dataset, starting from the
         keys of the files earlier runs sent (taken in by the first check, in a thread)."""
         if job.name not in self._keys:
-            self._keys[job.name] = UniqueKeys.for_contract(job.contract, known=job.known_keys)
+            earlier = Earlier(self.manifest, job.name, job.earlier_keys)
+            self._keys[job.name] = UniqueKeys.for_contract(job.contract, earlier=earlier)
         return self._keys[job.name]
 
     # --- stages --------------------------------------------------------------------------

@@ -15,10 +15,12 @@ one manifest, each claiming files as it goes.
   dataset's rows in one narrow query, so deciding that an unchanged file is done
   needs no read of the file and no parsing of its receipt.
 - The contract's ``unique`` key is checked across runs too: each validated file's
-  row-key hashes are kept (``file_keys``: one blob of little-endian u64 hashes per
-  source file), written in the same transaction as the file's ``done`` rows, so a
-  re-run knows the keys of the files it skips without reading them
-  (:meth:`Manifest.key_hashes`, one query).
+  row-key hashes are kept (``file_keys``: one blob of u64 hashes in the machine's byte
+  order per source file), written in the same transaction as the file's ``done`` rows,
+  so a re-run knows the keys of the files it skips without reading them. It reads
+  them a few files at a time (:meth:`Manifest.key_counts`, then
+  :meth:`Manifest.key_hashes`) into a sorted run on disk: its memory does not grow
+  with the dataset's history.
 
 Schema (``PRAGMA user_version`` = 5; an older manifest is upgraded when opened: v1
 gains ``file_keys``, whose files sent before have no keys recorded, v2 gains

@@ -134,19 +134,36 @@ class SqlLedger(SqlClaims):
             index.setdefault(row.source_path, []).append(row)
         return index
 
-    def key_hashes(self, dataset: str, scheme: str) -> dict[str, bytes]:
-        """Source path -> the key hashes stored for it, of those made with ``scheme``.
+    def key_counts(self, dataset: str, scheme: str) -> dict[str, int]:
+        """Source path -> how many key hashes are stored for it, of those made with
+        ``scheme``, by path; the hashes themselves are not read.
 
-        One plain query (hashes made another way, with another key or another polars,
-        are left out); whether each file is done is for the caller to judge from its
-        rows (:meth:`resume_index`), which a resume has read already.
+        Hashes made another way (another key, another polars) are left out; whether
+        each file is done is for the caller to judge from its rows
+        (:meth:`resume_index`), which a resume has read already.
         """
         with self._read() as db:
             rows = db.query(
-                "SELECT source_path, hashes FROM file_keys WHERE dataset = ? AND scheme = ?",
+                "SELECT source_path, length(hashes) FROM file_keys "
+                "WHERE dataset = ? AND scheme = ? ORDER BY source_path",
                 (dataset, scheme),
             )
-        return {path: bytes(hashes) for path, hashes in rows}
+        return {path: size // 8 for path, size in rows}
+
+    def key_hashes(
+        self, dataset: str, scheme: str, paths: Sequence[str]
+    ) -> list[tuple[str, bytes]]:
+        """The key hashes stored for some source paths (made with ``scheme``): the caller
+        asks for a few files at a time, so that the history is never in memory whole."""
+        found: list[tuple[str, bytes]] = []
+        with self._read() as db:
+            for chunk in chunks(paths):
+                found += db.query(
+                    "SELECT source_path, hashes FROM file_keys WHERE dataset = ? "
+                    f"AND scheme = ? AND source_path IN ({marks(chunk)})",
+                    (dataset, scheme, *chunk),
+                )
+        return found
 
     def rows_for(self, dataset: str, paths: Sequence[str]) -> dict[str, list[FileRecord]]:
         """Full rows of some source paths of a dataset, grouped by path."""
