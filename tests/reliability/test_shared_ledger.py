@@ -125,13 +125,14 @@ def run_killed_and_rerun(
     for summary in summaries:
         assert summary["uploaded"] > 0, summary  # each survivor did work
         assert summary["uploaded"] + summary["by_others"] + summary["skipped"] == files, summary
-    # the victim's files in doubt (sent, unanswered) that the service holds were recorded
-    # from the survivors' listing, not sent again
+    # no file uploaded by two processes: the survivors' uploads and the victim's files
+    # (done, or in doubt and settled from a survivor's listing) never overlap; a file the
+    # victim was killed on between its answer and its bookkeeping is the survivors' again
     settled = ledger_query(
         location,
         "SELECT COUNT(*) FROM files WHERE state = 'done' AND last_error LIKE '%answer was lost%'",
     )[0][0]
-    assert sum(s["uploaded"] for s in summaries) + victim_done + settled == files
+    assert sum(s["uploaded"] for s in summaries) + victim_done + settled <= files
     assert_once_on_server(server, paths)
     assert_rows_recorded_by_claim_owner(location)
 
