@@ -58,6 +58,9 @@ OBJECT_SCHEMES = frozenset({"s3", "gs", "az", "abfs", "abfss", "azure", "https",
 LIST_PAGE = 1000
 """Keys asked for per listing page."""
 READ_CHUNK_BYTES = 8 * 1024 * 1024
+OBJECT_READS = 8
+"""Objects a run reads at once (each waits on the network; a small one's check waits
+for the rest of its group)."""
 READ_ATTEMPTS = 3
 """Reads of an object that keeps being rewritten before it is given up (FileChanged)."""
 _GLOB_CHARS = frozenset("*?[")
