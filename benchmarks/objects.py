@@ -39,11 +39,10 @@ import obstore
 
 from batchload.server.process import ServerProcess
 from benchmarks.contender import TOKEN_ENV
-from benchmarks.data import ROOT, SCHEMA, frame, rows_for
+from benchmarks.data import SCHEMA, frame, rows_for
+from benchmarks.harness import RESULTS_DIR, SCRATCH_DIR, machine
 from benchmarks.s3server import S3Server, env_without_proxies, start_s3
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-SCRATCH_DIR = RESULTS_DIR / "scratch"
 TOKEN = "objects-benchmark-token"
 BUCKET = "bench"
 S3, LOCAL = "s3", "local"
@@ -164,13 +163,15 @@ def run(
         s3.create_bucket(BUCKET)
         with ServerProcess(data_dir=work / "server", tokens=(TOKEN,)) as server:
             results: dict[str, Any] = {
-                "machine": {"cores": os.cpu_count()},
+                "machine": machine(),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                 "plan": asdict(plan),
                 "s3_latency_ms": latency_ms,
             }
             for name in scenarios:
                 scenario = large if name == "large" else small
                 results[name] = scenario(plan, work, s3, server.url)
+            results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             return results
     finally:
         s3.stop()
@@ -221,7 +222,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"`{results['command']}` on {results['machine']['cores']} cores, against moto's S3",
         f"server ({results['s3_latency_ms']:g} ms a request) and `batchload serve` on loopback;",
-        "each upload is the CLI in its own process.",
+        "each upload is the CLI in its own process (git "
+        f"{results['machine'].get('git', '?')}, load average "
+        f"{results['load_average_at_start'][0]} at the start, "
+        f"{results['load_average_at_end'][0]} at the end).",
         "",
         "| source | bytes | files | parts | wall s | MB/s | files/s | client peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -232,7 +236,8 @@ def markdown(results: dict[str, Any]) -> str:
             r = scenario[name]
             lines.append(
                 f"| {label}, {name} | {scenario['bytes']:,} | {scenario.get('files', 1)} "
-                f"| {r['parts']} | {r['wall_s']} | {r['mb_per_s']} | {r['files_per_s']} "
+                f"| {r['parts']} | {r['wall_s']} | {r['mb_per_s']} "
+                f"| {r['files_per_s'] if 'files' in scenario else '-'} "
                 f"| {r['peak_rss_mb']} |"
             )
     if "large" in results:
