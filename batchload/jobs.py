@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from batchload.contract.reading import SheetChoice
 from batchload.errors import UsageError
 from batchload.protocol import FileFormat
+from batchload.read.content import Fingerprint
 from batchload.read.discover import FileSet, SourceFile
 from batchload.state.fileids import DEFAULT_TEMPLATE, FileIdTemplate
 from batchload.state.records import DatasetRecord, FileRecord, Resume
@@ -84,6 +85,10 @@ class Work:
     """Sent as parquet from its validated frame: a workbook (see SENT_AS_PARQUET) and a
     parquet file with a column of Arrow type ``null`` (sent with the contract's type).
     (A compressed CSV is sent as its text, decompressed once checked.)"""
+    read: Fingerprint | str | None = None
+    """An object read into the run's spool (its source then names the copy): the
+    fingerprint of the bytes read, or why it could not be read. None for a local file,
+    and for an object not read yet."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,10 @@ import obstore
 
 from batchload.server.process import ServerProcess
 from benchmarks.contender import TOKEN_ENV
-from benchmarks.data import ROOT, SCHEMA, frame, rows_for
+from benchmarks.data import SCHEMA, frame, rows_for
+from benchmarks.harness import RESULTS_DIR, SCRATCH_DIR, machine
 from benchmarks.s3server import S3Server, env_without_proxies, start_s3
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-SCRATCH_DIR = RESULTS_DIR / "scratch"
 TOKEN = "objects-benchmark-token"
 BUCKET = "bench"
 S3, LOCAL = "s3", "local"
@@ -52,9 +52,11 @@ PEAK_RSS_TARGET_MB = 400
 BLOCK_ROWS = 200_000
 """Rows generated (and put) at a time: about 8 MB of CSV."""
 PUT_CHUNK_BYTES = 16 * 1024 * 1024
+PUT_THREADS = 16
 CHILD_TIMEOUT_S = 1800.0
 S3_LATENCY_MS = 20.0
-"""Each request to the S3 server waits this long, as one to a bucket in the same region."""
+"""Each request to the S3 server waits this long by default, as one to a bucket in the
+same region (``--s3-latency-ms``)."""
 
 # Runs the CLI in the child and, as it exits, writes its own peak RSS (kB) to argv[1].
 _MEASURED = """
@@ -152,16 +154,24 @@ def _rate(result: dict[str, Any], size: int, files: int) -> dict[str, Any]:
 SCENARIOS = ("large", "small")
 
 
-def run(plan: Plan, work: Path, scenarios: Sequence[str] = SCENARIOS) -> dict[str, Any]:
-    log(f"starting moto S3 ({S3_LATENCY_MS:g} ms a request) and batchload serve under {work}")
-    s3 = start_s3(work, latency_ms=S3_LATENCY_MS)
+def run(
+    plan: Plan, work: Path, scenarios: Sequence[str] = SCENARIOS, latency_ms: float = S3_LATENCY_MS
+) -> dict[str, Any]:
+    log(f"starting moto S3 ({latency_ms:g} ms a request) and batchload serve under {work}")
+    s3 = start_s3(work, latency_ms=latency_ms)
     try:
         s3.create_bucket(BUCKET)
         with ServerProcess(data_dir=work / "server", tokens=(TOKEN,)) as server:
-            results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "plan": asdict(plan)}
+            results: dict[str, Any] = {
+                "machine": machine(),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                "plan": asdict(plan),
+                "s3_latency_ms": latency_ms,
+            }
             for name in scenarios:
                 scenario = large if name == "large" else small
                 results[name] = scenario(plan, work, s3, server.url)
+            results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             return results
     finally:
         s3.stop()
@@ -188,10 +198,13 @@ def small(plan: Plan, work: Path, s3: S3Server, endpoint: str) -> dict[str, Any]
     store = s3.store(BUCKET)
     rows = rows_for(plan.small_bytes)
     log(f"putting {plan.small_files} small objects across two prefixes")
-    total = 0
-    for i in range(plan.small_files):
+
+    def put(i: int) -> int:
         key = f"small/{2023 + i % 2}/s_{i:04d}.csv"
-        total += put_object(store, key, folder / key, plan.small_bytes, first_row=i * rows)
+        return put_object(store, key, folder / key, plan.small_bytes, first_row=i * rows)
+
+    with ThreadPoolExecutor(PUT_THREADS) as pool:  # each put waits for the latency
+        total = sum(pool.map(put, range(plan.small_files)))
     results: dict[str, Any] = {"files": plan.small_files, "bytes": total}
     for name, source in ((S3, f"s3://{BUCKET}/small/**/*.csv"), (LOCAL, str(folder))):
         log(f"small: uploading {source}")
@@ -208,7 +221,11 @@ def markdown(results: dict[str, Any]) -> str:
         "# Object-store sources (issue 18)",
         "",
         f"`{results['command']}` on {results['machine']['cores']} cores, against moto's S3",
-        "server and `batchload serve` on loopback; each upload is the CLI in its own process.",
+        f"server ({results['s3_latency_ms']:g} ms a request) and `batchload serve` on loopback;",
+        "each upload is the CLI in its own process (git "
+        f"{results['machine'].get('git', '?')}, load average "
+        f"{results['load_average_at_start'][0]} at the start, "
+        f"{results['load_average_at_end'][0]} at the end).",
         "",
         "| source | bytes | files | parts | wall s | MB/s | files/s | client peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -219,7 +236,8 @@ def markdown(results: dict[str, Any]) -> str:
             r = scenario[name]
             lines.append(
                 f"| {label}, {name} | {scenario['bytes']:,} | {scenario.get('files', 1)} "
-                f"| {r['parts']} | {r['wall_s']} | {r['mb_per_s']} | {r['files_per_s']} "
+                f"| {r['parts']} | {r['wall_s']} | {r['mb_per_s']} "
+                f"| {r['files_per_s'] if 'files' in scenario else '-'} "
                 f"| {r['peak_rss_mb']} |"
             )
     if "large" in results:
@@ -241,14 +259,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where objects.* go")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
     parser.add_argument("--only", choices=SCENARIOS, help="one scenario (written to scratch)")
+    parser.add_argument(
+        "--s3-latency-ms", type=float, default=S3_LATENCY_MS, help="each S3 request waits this long"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     scenarios = [args.only] if args.only else list(SCENARIOS)
-    committed = not args.quick and not args.only
+    committed = not (args.quick or args.only or args.s3_latency_ms != S3_LATENCY_MS)
     out = args.out or (RESULTS_DIR if committed else SCRATCH_DIR)
     with tempfile.TemporaryDirectory(prefix="batchload-objects-", dir=args.work) as work:
-        results = run(plan, Path(work), scenarios)
+        results = run(plan, Path(work), scenarios, args.s3_latency_ms)
     flags = [*(["--quick"] if args.quick else []), *(["--only", args.only] if args.only else [])]
+    if args.s3_latency_ms != S3_LATENCY_MS:
+        flags += ["--s3-latency-ms", f"{args.s3_latency_ms:g}"]
     results["command"] = " ".join(["uv run python -m benchmarks.objects", *flags])
     out.mkdir(parents=True, exist_ok=True)
     (out / "objects.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -10,6 +10,7 @@ child that dies is seen at once instead of after the deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import selectors
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,11 @@ S3_REGION = "us-east-1"
 
 # Runs in the child: moto's own threaded WSGI server, port 0, the real port on stdout.
 # The child exits when its stdin closes, so a killed pytest never leaves it behind. An
-# audit hook refuses any DNS lookup or connection that is not to loopback. argv[1]: the
-# milliseconds each request waits before it is answered, as a remote store's would.
+# audit hook refuses any DNS lookup or connection that is not to loopback. Every request
+# waits ``latency`` before it is answered, as a remote store's would (argv[1] in ms, then
+# ``PUT /_knobs``), and the most GETs seen at once are counted (``GET /_knobs``).
 _MOTO_CHILD = """
-import logging, os, sys, time
+import json, logging, os, sys, threading, time
 
 def loopback_only(event, args):  # moto must never reach the internet (IMDS, DNS, AWS)
     if event == "socket.getaddrinfo" and args[0] not in (None, "127.0.0.1", "localhost"):
@@ -52,15 +55,31 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
-latency_s = float(sys.argv[1]) / 1000
-if latency_s:
-    answer = server._server.app
+answer = server._server.app
+knobs = {"latency_s": float(sys.argv[1]) / 1000, "gets": 0, "peak_gets": 0}
+lock = threading.Lock()
 
-    def after_latency(environ, start_response):
-        time.sleep(latency_s)
+def with_knobs(environ, start_response):
+    get = environ["REQUEST_METHOD"] == "GET"
+    if environ["PATH_INFO"] == "/_knobs":  # no bucket name starts with "_"
+        if not get:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            asked = json.loads(environ["wsgi.input"].read(size))
+            with lock:
+                knobs.update(latency_s=asked["latency_ms"] / 1000, peak_gets=0)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"peak_gets": knobs["peak_gets"]}).encode()]
+    with lock:
+        knobs["gets"] += get
+        knobs["peak_gets"] = max(knobs["peak_gets"], knobs["gets"])
+    try:
+        time.sleep(knobs["latency_s"])
         return answer(environ, start_response)
+    finally:
+        with lock:
+            knobs["gets"] -= get
 
-    server._server.app = after_latency
+server._server.app = with_knobs
 print("moto listening on", server.get_host_and_port()[1], flush=True)
 os.dup2(2, 1)  # nothing more on the pipe nobody reads any more
 sys.stdin.read()
@@ -108,6 +127,29 @@ class S3Server:
             client_options={"allow_http": True},
             **config,
         )
+
+    @contextlib.contextmanager
+    def latency(self, ms: float) -> Iterator[None]:
+        """Every request waits ``ms`` before it is answered, until the block ends; the
+        count of GETs at once (:meth:`peak_gets`) starts again."""
+        self._knobs({"latency_ms": ms})
+        try:
+            yield
+        finally:
+            self._knobs({"latency_ms": self.latency_ms})
+
+    def peak_gets(self) -> int:
+        """The most GET requests the server has been answering at once."""
+        return int(self._knobs(None)["peak_gets"])
+
+    def _knobs(self, asked: dict[str, float] | None) -> dict[str, Any]:
+        data = None if asked is None else json.dumps(asked).encode()
+        request = urllib.request.Request(
+            self.endpoint_url + "/_knobs", data=data, method="PUT" if data else "GET"
+        )
+        with _NO_PROXY_OPENER.open(request, timeout=10) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
     def create_bucket(self, name: str, *, versioned: bool = False) -> str:
         """CreateBucket through boto3 (moto's own dependency; obstore cannot create buckets)."""

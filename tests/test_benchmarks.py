@@ -23,7 +23,7 @@ import pytest
 
 from batchload.check.validate import validate_frame
 from batchload.server.process import ServerProcess
-from benchmarks import resume, validation
+from benchmarks import objects, resume, validation
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import SCHEMA, write_files
 from benchmarks.harness import ROOT, SCENARIOS, _ratios, main, selected, summarise
@@ -168,6 +168,21 @@ def test_the_harness_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> No
     assert f"500 files, 450 done in the manifest: skipped in {skipped_ms:.0f} ms" in text
     assert not (tmp_path / "out" / "latest.png").exists()  # no sweep, no plot
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the scratch directory is gone
+
+
+def test_the_object_benchmark_uploads_from_the_store_and_from_disk(tmp_path: Path) -> None:
+    """The small scenario, tiny, with no latency: every file lands from both sources, each
+    child's peak RSS is its own, and the report shows each row."""
+    plan = objects.Plan(big_bytes=0, small_files=2, small_bytes=2_000)
+    results = objects.run(plan, tmp_path, ["small"], latency_ms=0)
+    for source in (objects.S3, objects.LOCAL):
+        run = results["small"][source]
+        assert (run["uploaded"], run["failed"]) == (2, 0)
+        assert 50 < run["peak_rss_mb"] < 2_000  # a Python child's own, not this process's
+    results["command"] = "uv run python -m benchmarks.objects --only small"
+    text = objects.markdown(results)
+    assert f"| small, s3 | {results['small']['bytes']:,} | 2 | 0 | " in text
+    assert "| small, local | " in text and "large" not in text
 
 
 def test_scenarios_are_chosen_by_key_and_alias() -> None:

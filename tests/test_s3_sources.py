@@ -108,6 +108,31 @@ def test_an_object_rewritten_after_listing_is_read_as_its_new_version(
     assert row.etag != listed_etag and row.etag == obstore.head(store, "in/f1.csv")["e_tag"]
 
 
+def test_a_groups_objects_are_read_at_once_not_one_after_another(
+    server: ServerProcess, token: str, tmp_path: Path, s3_env: services.S3Server, s3_bucket: str
+) -> None:
+    """Reads wait on the network, not the CPU: with one check thread, the six objects of
+    its one group are still read side by side (each request to the store waits 300 ms)."""
+    store = s3_env.store(s3_bucket)
+    expected = {f"f{i}": put(store, f"in/f{i}.csv", signal_csv(i, rows=5)) for i in range(6)}
+
+    async def main() -> RunSummary:
+        return await run_upload(
+            [job(f"s3://{s3_bucket}/in/*.csv")],
+            config=config(server, token),
+            manifest_path=tmp_path / "m.sqlite",
+            options=RunOptions(retry=FAST_RETRY, workers=1),
+        )
+
+    with s3_env.latency(300):
+        summary = anyio.run(main)
+        at_once = s3_env.peak_gets()
+    assert (summary.uploaded, summary.failed) == (6, 0)
+    files = ServerView(server.url, token).files(summary.dataset_id or "")
+    assert {k: v["sha256"] for k, v in files.items()} == expected
+    assert at_once > 1  # one after another in the check thread, they were one at a time
+
+
 def test_missing_objects_and_signed_urls_are_refused_with_reasons(
     cli: Cli,  # noqa: F811
     tmp_path: Path,

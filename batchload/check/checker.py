@@ -162,13 +162,14 @@ def check_group(
     for index, named in enumerate(works):
         stop_if_cancelled()
         work = named
+        if work.source.url is not None and work.read is None:
+            work = read_object(work, spool)
         try:
-            if named.source.url is not None:
-                work, fp = _fetched(named, spool)
-            else:
-                fp = fingerprint_file(named.source.path)
+            fp = work.read if work.read is not None else fingerprint_file(work.source.path)
         except FileProblem as exc:
-            results[index] = Checked(work, None, work.file_id, problem=str(exc))
+            fp = str(exc)
+        if isinstance(fp, str):
+            results[index] = Checked(work, None, work.file_id, problem=fp)
             continue
         if work.decision == "rehash" and all(r.sha256 == fp.sha256 for r in work.previous):
             results[index] = Checked(work, fp, work.file_id, unchanged=True)
@@ -264,14 +265,20 @@ def _as_text(
     return replace(checked, work=replace(work, split=True), frame=frame)
 
 
-def _fetched(work: Work, spool: PartSpool | None) -> tuple[Work, Fingerprint]:
-    """An object read into the spool, pinned to the version listed (or, rewritten since,
-    to its new one): the work now reads the copy and records the version read."""
+def read_object(work: Work, spool: PartSpool | None) -> Work:
+    """``work``'s object read into the spool, pinned to the version listed (or, rewritten
+    since, to its new one): the work then reads the copy, records the version read and
+    carries the fingerprint of the bytes read; or it carries why the object could not
+    be read. Blocking, and waiting on the network, not the CPU: the pipeline reads a
+    group's objects several at once, before the group is checked."""
     source = work.source
     assert source.url is not None
     if spool is None:
-        raise FileProblem("an object is read into the run's spool; there is none", path=source.key)
-    path, meta, fp = fetch(source.url, source.etag, source.version, spool.directory)
+        return replace(work, read="an object is read into the run's spool; there is none")
+    try:
+        path, meta, fp = fetch(source.url, source.etag, source.version, spool.directory)
+    except FileProblem as exc:
+        return replace(work, read=str(exc))
     read = replace(
         source,
         path=path,
@@ -280,7 +287,7 @@ def _fetched(work: Work, spool: PartSpool | None) -> tuple[Work, Fingerprint]:
         etag=meta.etag,
         version=meta.version,
     )
-    return replace(work, source=read), fp
+    return replace(work, source=read, read=fp)
 
 
 def _spooled(work: Work) -> bool:

@@ -37,7 +37,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchload.check.checker import check_bytes, check_group, cut_file
+from batchload.check.checker import check_bytes, check_group, cut_file, read_object
 from batchload.check.crossfile import Earlier, UniqueKeys
 from batchload.check.spool import PartSpool, sweep_dead
 from batchload.config import START_CONCURRENCY, ClientConfig, cpu_count
@@ -61,6 +61,7 @@ from batchload.progress import (
     null_sink,
 )
 from batchload.protocol import MIB, max_request_bytes
+from batchload.read.objects import OBJECT_READS
 from batchload.send.ratebudget import RateBudget
 from batchload.send.retry import AimdLimit, Pacer
 from batchload.send.sender import DatasetGate, Sender
@@ -174,6 +175,7 @@ class _Run:
         self.limit = limit
         self.workers = options.workers or cpu_count()
         self.cpu = anyio.CapacityLimiter(self.workers)
+        self.reads = anyio.CapacityLimiter(OBJECT_READS)
         self.gates: dict[str, DatasetGate] = {}
         self.problems: list[Problem] = []
         self.skipped = sum(len(p.skipped) for p in prepared)
@@ -370,12 +372,11 @@ class _Run:
         self, group: _Group, ready: ObjectSendStream[Ready], uploader: Uploader
     ) -> None:
         job = self.prepared[group.job]
-        split = group.works[0].split
+        works = await self._read_objects(group.works, uploader.spool)
+        split = works[0].split
         held = 0
         limit = uploader.max_request_bytes
-        need = check_bytes(
-            job, group.works, validate=self.options.validate, max_request_bytes=limit
-        )
+        need = check_bytes(job, works, validate=self.options.validate, max_request_bytes=limit)
         if need:  # the files are read into memory
             held = await uploader.budget.acquire(need)
         try:
@@ -383,7 +384,7 @@ class _Run:
                 functools.partial(
                     check_group,
                     job,
-                    group.works,
+                    works,
                     self.keys(job) if self.options.validate else None,
                     validate=self.options.validate,
                     spool=uploader.spool,
@@ -394,7 +395,7 @@ class _Run:
             # a split workbook's frame stays in memory until its parts are sent (a split
             # file's parts are in the spool)
             holds_frame = split and outcomes[0].frame is not None
-            keep = min(group.works[0].source.size, held) if holds_frame else 0
+            keep = min(works[0].source.size, held) if holds_frame else 0
             await uploader.budget.release(held - keep)
             held = keep
             for outcome in outcomes:
@@ -412,6 +413,20 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await uploader.budget.release(held)
+
+    async def _read_objects(self, works: tuple[Work, ...], spool: PartSpool | None) -> list[Work]:
+        """The group's objects read into the spool, several at once: a read waits on the
+        network, not the CPU, so reads have a limiter of their own, not the checks'."""
+        read = list(works)
+
+        async def one(index: int) -> None:
+            call = functools.partial(read_object, works[index], spool)
+            read[index] = await anyio.to_thread.run_sync(call, limiter=self.reads)
+
+        async with anyio.create_task_group() as reading:
+            for index in (i for i, w in enumerate(works) if w.source.url and w.read is None):
+                reading.start_soon(one, index)
+        return read
 
     # --- the result ----------------------------------------------------------------------
 

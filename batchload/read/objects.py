@@ -55,7 +55,12 @@ else:  # read only for objects' URLs
 OBJECT_SCHEMES = frozenset({"s3", "gs", "az", "abfs", "abfss", "azure", "https", "http"})
 LIST_PAGE = 1000
 """Keys asked for per listing page."""
-READ_CHUNK_BYTES = 8 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+"""Bytes of an object taken at a time: obstore buffers a few chunks ahead (+35 MiB while
+a 500 MB object was read with 8 MiB chunks, +8 MiB with these), per read in flight."""
+OBJECT_READS = 8
+"""Objects a run reads at once (each waits on the network; a small one's check waits
+for the rest of its group)."""
 READ_ATTEMPTS = 3
 """Reads of an object that keeps being rewritten before it is given up (FileChanged)."""
 _GLOB_CHARS = frozenset("*?[")
