@@ -151,20 +151,23 @@ def resume_once(job: Any, manifest_path: Path, endpoint: str) -> tuple[float, An
     limit = max_request_bytes(5)
     config = ClientConfig(endpoint=endpoint, token=Secret(TOKEN))
 
-    async def listing() -> Listed:
+    listed: dict[str, Listed] = {}
+
+    async def listing() -> None:  # it returns nothing: asyncio's runner, as it ends,
+        # formats its main task with its result (3.11), here every file listed
         async with IngestionClient(config) as client:
             files = await list_files(reader(client), DATASET_ID)
-        return Listed(
+        listed["equity_signals"] = Listed(
             name="equity_signals", dataset_id=DATASET_ID, files={f.file_id: f for f in files}
         )
 
     with Manifest.open(manifest_path) as manifest:
         start = time.perf_counter()
         prepared = prepare([job], manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
-        listed = anyio.run(listing)
+        anyio.run(listing)
         (decided,) = decide(
             prepared,
-            {"equity_signals": listed},
+            listed,
             manifest=manifest,
             on_existing="fail",
             max_request_bytes=limit,
