@@ -26,6 +26,7 @@ import polars as pl
 from batchload.check.history import HistoryRun, history_run
 from batchload.check.keyruns import SOLO_RUN_ROWS, Clash, MemoryRun, Spill, SpilledRun
 from batchload.check.verdict import MAX_EXAMPLES, Problem
+from batchload.errors import BatchloadError
 from batchload.state.ledger import Ledger
 from batchload.state.records import KeyRun
 
@@ -260,9 +261,16 @@ class UniqueKeys:
         earlier = self._pending
         first = len(self._files)
         numbers = {path: n for n, (path, _) in enumerate(earlier.files, start=first)}
-        run, repeated = history_run(
-            self._stored(earlier, numbers), sum(count for _, count in earlier.files)
-        )
+        try:
+            run, repeated = history_run(
+                self._stored(earlier, numbers), sum(count for _, count in earlier.files)
+            )
+        except OSError as exc:  # no file can be checked against them: the run stops
+            raise BatchloadError(
+                "cannot keep the keys of the files earlier runs sent in a temporary file: "
+                f"{exc.strerror or exc}",
+                hint="free space in the temporary directory, or point TMPDIR at a larger disk",
+            ) from exc
         # taken in only once read whole: a claim after a failed read tries again
         self._pending = None
         self._files += [Path(path) for path, _ in earlier.files]
