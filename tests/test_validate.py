@@ -530,10 +530,15 @@ def test_valid_verdict_is_pandera_verdict(
     assert ours == pandera_says, verdict
 
 
-def test_unique_keys_start_from_the_files_an_earlier_run_sent(manifest: Manifest) -> None:
-    """Earlier files (their hashes, as the manifest keeps them) catch a repeat, name the
-    file, and are replaced by their own keys when validated again, so a changed file
-    never repeats itself."""
+def test_unique_keys_start_from_the_files_an_earlier_run_sent(
+    manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Earlier files (their hashes, as the manifest keeps them, read one file at a time
+    here) catch a repeat, name the file, and are replaced by their own keys when
+    validated again, so a changed file never repeats itself."""
+    import batchload.check.crossfile
+
+    monkeypatch.setattr(batchload.check.crossfile, "READ_FILES", 1)
     earlier = UniqueKeys(("k",))
     monday, tuesday = Path("/d/monday.csv"), Path("/d/tuesday.csv")
     frames = {monday: pl.DataFrame({"k": [1, 2, 3]}), tuesday: pl.DataFrame({"k": [4, 5]})}

@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["Earlier", "SortedHashes", "UniqueKeys"]
 
 READ_ROWS = 1 << 19
-"""Stored hashes read from the manifest at a time (4 MiB; one larger file's, alone)."""
+"""Stored hashes read from the manifest at a time (4 MiB; one larger file's, alone)..."""
+
+READ_FILES = 500
+"""... of this many files at most (many small files' paths cost more than their keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,13 +282,13 @@ class UniqueKeys:
         self._add(repeated)
 
     def _stored(self, earlier: Earlier, numbers: dict[str, int]) -> Iterator[tuple[int, bytes]]:
-        """The earlier files' hashes with their file numbers, read ``READ_ROWS`` at a time."""
+        """The earlier files' hashes with their file numbers, a few files at a time."""
         batch: list[str] = []
         rows = 0
         for index, (path, count) in enumerate(earlier.files):
             batch.append(path)
             rows += count
-            if rows >= READ_ROWS or index == len(earlier.files) - 1:
+            if rows >= READ_ROWS or len(batch) == READ_FILES or index == len(earlier.files) - 1:
                 for stored, blob in earlier.store.key_hashes(earlier.dataset, self.scheme, batch):
                     yield numbers[stored], blob
                 batch, rows = [], 0
