@@ -23,7 +23,7 @@ import pytest
 
 from batchload.check.validate import validate_frame
 from batchload.server.process import ServerProcess
-from benchmarks import objects, resume, validation
+from benchmarks import history, objects, resume, validation
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import SCHEMA, write_files
 from benchmarks.harness import ROOT, SCENARIOS, _ratios, main, selected, summarise
@@ -147,6 +147,16 @@ def test_resume_skips_exactly_the_files_the_manifest_holds_done() -> None:
     result = resume.run(files=30, done=20, repeats=1)
     assert (result["files"], result["skipped"], result["to_send"]) == (30, 20, 10)
     assert result["runs"] == 1
+
+
+def test_a_run_against_a_key_history_sends_the_new_files_and_refuses_the_repeat() -> None:
+    """Scenario K's run, at a tiny size: the history's keys are checked, not just loaded."""
+    result = history.run(history=20, rows=50, new=2, repeats=1)
+    assert (result["history_rows"], result["new_files"], result["runs"]) == (1_000, 2, 1)
+    assert result["repeat_reason"] == (
+        "invalid: 1 row(s) repeat a (date, ticker) key (rows 2); "
+        f"already in {history.history_path(0)}, sent by an earlier run"
+    )
 
 
 def test_the_harness_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:

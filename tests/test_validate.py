@@ -19,6 +19,7 @@ from batchload.check.rows import validate_chunk
 from batchload.check.validate import MAX_EXAMPLES, Problem, validate_files, validate_frame
 from batchload.check.verdict import FileVerdict, group_by_fingerprint
 from batchload.contract.model import Contract, build_contract
+from batchload.errors import BatchloadError
 from batchload.state.manifest import Manifest
 from batchload.state.records import FileKeys, KeyRun
 from tests.test_blockwise import hashes_of, signals
@@ -529,10 +530,15 @@ def test_valid_verdict_is_pandera_verdict(
     assert ours == pandera_says, verdict
 
 
-def test_unique_keys_start_from_the_files_an_earlier_run_sent(manifest: Manifest) -> None:
-    """Earlier files (their hashes, as the manifest keeps them) catch a repeat, name the
-    file, and are replaced by their own keys when validated again, so a changed file
-    never repeats itself."""
+def test_unique_keys_start_from_the_files_an_earlier_run_sent(
+    manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Earlier files (their hashes, as the manifest keeps them, read one file at a time
+    here) catch a repeat, name the file, and are replaced by their own keys when
+    validated again, so a changed file never repeats itself."""
+    import batchload.check.crossfile
+
+    monkeypatch.setattr(batchload.check.crossfile, "READ_FILES", 1)
     earlier = UniqueKeys(("k",))
     monday, tuesday = Path("/d/monday.csv"), Path("/d/tuesday.csv")
     frames = {monday: pl.DataFrame({"k": [1, 2, 3]}), tuesday: pl.DataFrame({"k": [4, 5]})}
@@ -548,6 +554,26 @@ def test_unique_keys_start_from_the_files_an_earlier_run_sent(manifest: Manifest
     assert keys.claim([(Path("/d/a.csv"), pl.DataFrame({"k": [3]}))]) == [None]
     (again,) = keys.claim([(Path("/d/b.csv"), pl.DataFrame({"k": [6, 5]}))])
     assert again is not None and again.count == 2
+
+
+def test_earlier_keys_that_cannot_be_kept_stop_the_check_until_they_can(
+    manifest: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No temporary directory for the earlier files' keys: no file passes unchecked; the
+    error says what to do, and the next check reads them again."""
+    import tempfile
+
+    earlier = UniqueKeys(("k",))
+    blob = bytes(UniqueKeys.to_bytes(earlier.hashes(pl.DataFrame({"k": [1, 2]}))))
+    keys = UniqueKeys(("k",), earlier=stored_keys(manifest, earlier.scheme, {"/d/a.csv": blob}))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    repeat = [(Path("/d/b.csv"), pl.DataFrame({"k": [2]}))]
+    with pytest.raises(BatchloadError, match="cannot keep the keys of the files earlier") as e:
+        keys.claim(repeat)
+    assert e.value.hint == "free space in the temporary directory, or point TMPDIR at a larger disk"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (clash,) = keys.claim(repeat)
+    assert clash is not None and clash.detail == "already in /d/a.csv, sent by an earlier run"
 
 
 def test_unique_key_hashes_round_trip_and_say_how_they_were_made(

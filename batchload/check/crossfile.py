@@ -26,6 +26,7 @@ import polars as pl
 from batchload.check.history import HistoryRun, history_run
 from batchload.check.keyruns import SOLO_RUN_ROWS, Clash, MemoryRun, Spill, SpilledRun
 from batchload.check.verdict import MAX_EXAMPLES, Problem
+from batchload.errors import BatchloadError
 from batchload.state.ledger import Ledger
 from batchload.state.records import KeyRun
 
@@ -35,7 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["Earlier", "SortedHashes", "UniqueKeys"]
 
 READ_ROWS = 1 << 19
-"""Stored hashes read from the manifest at a time (4 MiB; one larger file's, alone)."""
+"""Stored hashes read from the manifest at a time (4 MiB; one larger file's, alone)..."""
+
+READ_FILES = 500
+"""... of this many files at most (many small files' paths cost more than their keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +264,16 @@ class UniqueKeys:
         earlier = self._pending
         first = len(self._files)
         numbers = {path: n for n, (path, _) in enumerate(earlier.files, start=first)}
-        run, repeated = history_run(
-            self._stored(earlier, numbers), sum(count for _, count in earlier.files)
-        )
+        try:
+            run, repeated = history_run(
+                self._stored(earlier, numbers), sum(count for _, count in earlier.files)
+            )
+        except OSError as exc:  # no file can be checked against them: the run stops
+            raise BatchloadError(
+                "cannot keep the keys of the files earlier runs sent in a temporary file: "
+                f"{exc.strerror or exc}",
+                hint="free space in the temporary directory, or point TMPDIR at a larger disk",
+            ) from exc
         # taken in only once read whole: a claim after a failed read tries again
         self._pending = None
         self._files += [Path(path) for path, _ in earlier.files]
@@ -271,13 +282,13 @@ class UniqueKeys:
         self._add(repeated)
 
     def _stored(self, earlier: Earlier, numbers: dict[str, int]) -> Iterator[tuple[int, bytes]]:
-        """The earlier files' hashes with their file numbers, read ``READ_ROWS`` at a time."""
+        """The earlier files' hashes with their file numbers, a few files at a time."""
         batch: list[str] = []
         rows = 0
         for index, (path, count) in enumerate(earlier.files):
             batch.append(path)
             rows += count
-            if rows >= READ_ROWS or index == len(earlier.files) - 1:
+            if rows >= READ_ROWS or len(batch) == READ_FILES or index == len(earlier.files) - 1:
                 for stored, blob in earlier.store.key_hashes(earlier.dataset, self.scheme, batch):
                     yield numbers[stored], blob
                 batch, rows = [], 0

@@ -97,7 +97,7 @@ class FileSet:
 
 def file_format_of(path: Path | str) -> FileFormat | None:
     """The file_format a name's suffix says (case-insensitive), or None."""
-    name = Path(path).name.lower()
+    name = os.path.basename(path).lower()
     if csv_compression(name):
         return "csv"
     return SUFFIX_FORMATS.get(os.path.splitext(name)[1])
@@ -105,7 +105,7 @@ def file_format_of(path: Path | str) -> FileFormat | None:
 
 def csv_compression(path: Path | str) -> str | None:
     """The codec of a compressed CSV (``data.csv.gz`` -> ``gzip``), or None."""
-    stem, suffix = os.path.splitext(Path(path).name.lower())
+    stem, suffix = os.path.splitext(os.path.basename(path).lower())
     return CSV_COMPRESSIONS.get(suffix) if stem.endswith(".csv") else None
 
 

@@ -82,9 +82,9 @@ class FileIdTemplate:
         """The file_id for one file (``part=None``) or one of its parts."""
         if self.needs_hash and not sha256:
             raise ValueError("this template needs the file's sha256")
-        values = {
-            "stem": id_text(stem),
-            "name": id_text(name),
+        values = {  # a field the template does not name is not worked out
+            "stem": id_text(stem) if "{stem}" in self.text else "",
+            "name": id_text(name) if "{name}" in self.text else "",
             "sha8": (sha256 or "")[:8],
             "part": part_label(part) if part else "",
         }
@@ -110,7 +110,11 @@ class FileIdTemplate:
 
 def id_text(value: str) -> str:
     """A file name (or stem) as file_id text: stable, and only of characters an id holds."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
+    if value.isascii():  # as NFKD leaves it: no accent to take off
+        bare = value
+    else:
+        normal = unicodedata.normalize("NFKD", value)
+        bare = "".join(c for c in normal if not unicodedata.combining(c))
     text = _UNSAFE.sub("_", bare)
     if len(text) <= MAX_FIELD_CHARS:
         return text
