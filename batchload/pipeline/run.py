@@ -329,7 +329,9 @@ class _Run:
         async with self.writer.running(), anyio.create_task_group() as stages:
             stages.start_soon(self._intake, group_send, group_recv, ready_send, uploader)
             async with ready_recv:
-                for _ in range(self.options.concurrency):
+                # a quarter more upload tasks than requests in flight: a task waiting for
+                # its file's commit (the writer's group commit) leaves its place to another
+                for _ in range(self.options.concurrency + self.options.concurrency // 4):
                     stages.start_soon(uploader.run, ready_recv.clone(), self.stop.draining)
 
     async def _intake(
