@@ -4,6 +4,10 @@ real PostgreSQL database (the session's server, a fresh database per test)."""
 from __future__ import annotations
 
 import itertools
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,6 +147,42 @@ def worker(owner: str, started: float, seen: float, finished: float | None) -> W
         failed=0,
         in_flight=2 if finished is None else 0,
     )
+
+
+def test_what_an_ended_process_of_this_host_held_is_free_at_once(location: str) -> None:
+    """A process that was killed is let go of when another registers, not after its
+    lease; a live one, or one of another host, keeps its claims and lock."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ended, alive = subprocess.Popen(sleep), subprocess.Popen(sleep)
+    host = socket.gethostname()
+    owners = {
+        "ended": f"{host}:{ended.pid}:aaaaaa",
+        "alive": f"{host}:{alive.pid}:bbbbbb",
+        "elsewhere": f"{host}-other:{ended.pid}:cccccc",
+    }
+    try:
+        with open_ledger(location) as ledger:
+            for owner in owners.values():
+                since = ledger.register(owner)
+            ledger.enqueue("d", [f"/f{i}" for i in range(6)], since=since)
+            for owner in owners.values():
+                assert len(ledger.claim("d", owner, limit=2, lease_s=LEASE_S)) == 2
+            assert ledger.lock("create:d", owners["ended"], lease_s=LEASE_S)
+            ended.kill()
+            ended.wait()  # its pid is gone (waited for: not even a zombie)
+
+            me = f"{host}:{os.getpid()}:dddddd"
+            ledger.register(me)
+            assert ledger.claim("d", me, limit=10, lease_s=LEASE_S) == ("/f0", "/f1")
+            assert ledger.lock("create:d", me, lease_s=LEASE_S)
+            states = {w.owner: w.gone_at is not None for w in ledger.progress().workers}
+            assert states == {**{o: n == "ended" for n, o in owners.items()}, me: False}
+            assert ledger.unregister(me, silent_s=LEASE_S) == (owners["alive"], owners["elsewhere"])
+            assert ledger.release_gone() == ()  # once is enough
+    finally:
+        for child in (ended, alive):
+            child.kill()
+            child.wait()
 
 
 def test_a_run_is_the_processes_that_overlap_back_to_its_first() -> None:

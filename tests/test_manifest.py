@@ -285,7 +285,7 @@ def test_a_version_1_manifest_is_upgraded(tmp_path: Path) -> None:
         manifest.write([record("/d/b.csv")], keys=[keys("/d/b.csv", b"B" * 8)])
         assert stored(manifest, "prices", "s1") == {"/d/b.csv": b"B" * 8}
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(UsageError, match="manifest of a newer batchload"):

@@ -5,7 +5,7 @@
   queue (:meth:`Claims.groups`), so no file is checked or sent by two processes at
   once. Each claim has a lease that a heartbeat task renews (:meth:`Claims.heartbeat`);
   a process that dies stops renewing, and after the lease another one takes its
-  files over.
+  files over (at once, if it ran on the same host and its pid is gone).
 - A process holds at most two batches of files it has not finished (claimed ahead of
   its checks and uploads), so that the others find work too: it claims the next
   batch when a batch's worth is done (:meth:`Claims.finished_with`).
@@ -114,6 +114,9 @@ class Claims:
             pending = await self.call(self.ledger.pending, job.name, self.owner, paths=left)
             if not pending.unfinished:
                 break
+            # held by others: if one of them was of this host and ended, its files are free
+            if pending.next_expiry_s is not None and len(await self.call(self.ledger.release_gone)):
+                continue
             await anyio.sleep(await self._wait_s(pending.next_expiry_s))
         self.by_others += len(by_path) - len(claimed)
 

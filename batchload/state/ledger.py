@@ -8,7 +8,9 @@ processes split one run between them without a coordinator:
   alive with :meth:`Ledger.renew` (its heartbeat), and every state change of a file is
   written only while the process still owns its claim (:meth:`Ledger.apply` with an
   owner: the rows of a file another process took over are refused, not written).
-  A killed process's leases run out and its files are claimed again by another.
+  A killed process's leases run out and its files are claimed again by another; one
+  that ran on this host and has ended (:func:`gone_here`) is let go of at once
+  (:meth:`Ledger.release_gone`), so a resume after a crash does not wait out a lease.
 - **locks**: a named row with an owner and a lease (:meth:`Ledger.lock`), so that a
   dataset is created by one process while the others wait for its id.
 - **a request budget** (:meth:`Ledger.grant`): GCRA over one row, so that all the
@@ -54,6 +56,27 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def gone_here(owner: str) -> bool:
+    """Whether ``owner`` (see :func:`new_owner`) was a process of this host that has ended.
+
+    Only a certain end counts: a pid that no longer exists. A process of another host,
+    or a pid in use (by it, or by another process since), is left to its lease.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if os.name != "posix" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: is it there (nothing is sent)
+    except ProcessLookupError:
+        return True
+    except OSError:  # there, and another user's
+        return False
+    return False
+
+
 def is_url(location: str | Path) -> bool:
     """Whether a manifest location names a PostgreSQL ledger rather than a SQLite file."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
@@ -84,6 +107,8 @@ class WorkerRow:
     started_at: float
     seen_at: float
     finished_at: float | None
+    gone_at: float | None = None
+    """When another process of its host found it had ended without finishing."""
     done: int
     failed: int
     in_flight: int
@@ -111,6 +136,8 @@ class Progress:
         def state(w: WorkerRow) -> ProcessState:
             if w.finished_at is not None:
                 return "finished"
+            if w.gone_at is not None:
+                return "gone"
             return "running" if self.now - w.seen_at <= silent_s else "gone"
 
         def end(w: WorkerRow) -> float:
@@ -209,6 +236,7 @@ class Ledger(Protocol):
     def clock(self) -> float: ...
     def register(self, owner: str) -> float: ...
     def unregister(self, owner: str, *, silent_s: float) -> tuple[str, ...]: ...
+    def release_gone(self) -> tuple[str, ...]: ...
     def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None: ...
     def claim(self, dataset: str, owner: str, *, limit: int, lease_s: float) -> tuple[str, ...]: ...
     def pending(

@@ -22,9 +22,10 @@ one manifest, each claiming files as it goes.
   :meth:`Manifest.key_hashes`) into a sorted run on disk: its memory does not grow
   with the dataset's history.
 
-Schema (``PRAGMA user_version`` = 5; an older manifest is upgraded when opened: v1
+Schema (``PRAGMA user_version`` = 6; an older manifest is upgraded when opened: v1
 gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
-``converted_from``, v3 the claims and ``owner``, v4 an object's ``etag``)::
+``converted_from``, v3 the claims and ``owner``, v4 an object's ``etag``, v5 a
+process's ``gone_at``)::
 
     datasets(name PK, dataset_id, state creating|ready, endpoint, contract,
              file_id_template, created_at, updated_at)
@@ -34,7 +35,7 @@ gains ``file_keys``, whose files sent before have no keys recorded, v2 gains
           receipt JSON, owner, created_at, updated_at, done_at;
           PK (dataset, source_path, part), UNIQUE (dataset, file_id))
     file_keys(dataset, source_path, scheme, hashes BLOB; PK (dataset, source_path))
-    claims, workers, locks, budgets: see batchload.state.sqlstore
+    claims, workers, locks, budgets: see batchload.state.sqlclaims
 
 The token is never written here.
 """
@@ -56,7 +57,7 @@ from batchload.state.records import FileKeys, KeyRun
 from batchload.state.sqlbase import Db, from_db, to_db
 from batchload.state.sqlstore import SqlLedger, keys_upsert
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BLOB_CHUNK_BYTES = 4 << 20
 """Key hashes left on disk go into their row this much at a time."""
 
@@ -142,6 +143,7 @@ _MIGRATIONS = {
     2: "ALTER TABLE files ADD COLUMN converted_from TEXT;",
     3: _CLAIMS,
     4: "ALTER TABLE files ADD COLUMN etag TEXT;",
+    5: "ALTER TABLE workers ADD COLUMN gone_at REAL;",
 }
 
 

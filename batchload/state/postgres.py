@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - installed without the extra batchload[
     psycopg = None  # type: ignore[assignment]
     psycopg_pool = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 POOL_SIZE = 4
 CONNECT_TIMEOUT_S = 10
 _SCHEMA_LOCK = 0x6261_7463_686C  # pg_advisory_xact_lock key: "batchl"
@@ -114,7 +114,11 @@ CREATE TABLE budgets (
 )
 """
 #: Each version's step from the one before (version 1: everything).
-_MIGRATIONS = {0: _SCHEMA, 1: "ALTER TABLE files ADD COLUMN etag TEXT;"}
+_MIGRATIONS = {
+    0: _SCHEMA,
+    1: "ALTER TABLE files ADD COLUMN etag TEXT;",
+    2: "ALTER TABLE workers ADD COLUMN gone_at DOUBLE PRECISION;",
+}
 
 
 @functools.lru_cache(maxsize=256)

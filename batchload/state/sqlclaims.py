@@ -4,7 +4,7 @@ Tables (beside the manifest's ``datasets``, ``files`` and ``file_keys``)::
 
     claims(dataset, source_path, seq, owner, lease_until, outcome done|invalid|failed,
            finished_at; PK (dataset, source_path))
-    workers(owner PK, started_at, seen_at, finished_at)
+    workers(owner PK, started_at, seen_at, finished_at, gone_at)
     locks(name PK, owner, lease_until)
     budgets(name PK, tat, granted_at, interval_s)
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from batchload.state.ledger import Pending, Progress, WorkerRow
-from batchload.state.sqlbase import SqlBase, chunks, marks
+from batchload.state.ledger import Pending, Progress, WorkerRow, gone_here
+from batchload.state.sqlbase import Db, SqlBase, chunks, marks
 
 THROTTLE_RECOVERY = 0.98
 """Each grant brings a budget lowered by a 429 this much closer to its set rate."""
@@ -35,8 +35,10 @@ class SqlClaims(SqlBase):
 
     def register(self, owner: str) -> float:
         """Record ``owner`` as a process of the run; returns its start on the store's clock,
-        taken before it reads the manifest (see :meth:`enqueue`)."""
+        taken before it reads the manifest (see :meth:`enqueue`). What processes of this
+        host that have ended still held is let go of first (:meth:`release_gone`)."""
         with self._write() as db:
+            self._release_gone(db)
             db.run(
                 f"INSERT INTO workers (owner, started_at, seen_at) VALUES (?, {self.NOW}, "
                 f"{self.NOW})",
@@ -47,13 +49,15 @@ class SqlClaims(SqlBase):
     def unregister(self, owner: str, *, silent_s: float) -> tuple[str, ...]:
         """``owner`` is finished: the claims it still holds go back to the queue at once.
         Returns the other processes still at work (unfinished, heard from within
-        ``silent_s``); none: ``owner`` is the last of its run to finish."""
+        ``silent_s``, and not known to have ended); none: ``owner`` is the last of its
+        run to finish."""
         with self._write() as db:
             # processes finishing together take turns here, so that one of them is last
             db.query(
                 "SELECT owner FROM workers WHERE finished_at IS NULL "
                 f"ORDER BY owner{self.FOR_UPDATE}"
             )
+            self._release_gone(db)  # an ended process of this host is not still at work
             db.run(
                 "UPDATE claims SET owner = NULL, lease_until = NULL "
                 "WHERE owner = ? AND outcome IS NULL",
@@ -61,11 +65,31 @@ class SqlClaims(SqlBase):
             )
             db.run(f"UPDATE workers SET finished_at = {self.NOW} WHERE owner = ?", (owner,))
             running = db.query(
-                "SELECT owner FROM workers WHERE finished_at IS NULL "
+                "SELECT owner FROM workers WHERE finished_at IS NULL AND gone_at IS NULL "
                 f"AND seen_at >= {self.NOW} - ? ORDER BY started_at",
                 (silent_s,),
             )
         return tuple(str(o) for (o,) in running)
+
+    def release_gone(self) -> tuple[str, ...]:
+        """Let go of what unfinished processes of this host that have ended held (their
+        claims go back to the queue, their locks are freed) instead of waiting out their
+        leases; returns them."""
+        with self._write() as db:
+            return self._release_gone(db)
+
+    def _release_gone(self, db: Db) -> tuple[str, ...]:
+        rows = db.query("SELECT owner FROM workers WHERE finished_at IS NULL AND gone_at IS NULL")
+        gone = tuple(str(o) for (o,) in rows if gone_here(str(o)))
+        for owner in gone:
+            db.run(
+                "UPDATE claims SET owner = NULL, lease_until = NULL "
+                "WHERE owner = ? AND outcome IS NULL",
+                (owner,),
+            )
+            db.run("DELETE FROM locks WHERE owner = ?", (owner,))
+            db.run(f"UPDATE workers SET gone_at = {self.NOW} WHERE owner = ?", (owner,))
+        return gone
 
     def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None:
         """Queue the files a process has to work on (in the order given).
@@ -117,7 +141,10 @@ class SqlClaims(SqlBase):
     def renew(self, owner: str, lease_s: float) -> int:
         """The heartbeat: extend every lease ``owner`` holds; returns the number of claims."""
         with self._write() as db:
-            db.run(f"UPDATE workers SET seen_at = {self.NOW} WHERE owner = ?", (owner,))
+            db.run(
+                f"UPDATE workers SET seen_at = {self.NOW}, gone_at = NULL WHERE owner = ?",
+                (owner,),
+            )
             db.run(
                 f"UPDATE locks SET lease_until = {self.NOW} + ? WHERE owner = ?", (lease_s, owner)
             )
@@ -193,7 +220,8 @@ class SqlClaims(SqlBase):
                 "GROUP BY owner, outcome"
             )
             workers = db.query(
-                "SELECT owner, started_at, seen_at, finished_at FROM workers ORDER BY started_at"
+                "SELECT owner, started_at, seen_at, finished_at, gone_at FROM workers "
+                "ORDER BY started_at"
             )
         tally: dict[str | None, dict[str, int]] = {}
         left = 0
@@ -210,12 +238,13 @@ class SqlClaims(SqlBase):
                 started_at=float(started),
                 seen_at=float(seen),
                 finished_at=None if finished is None else float(finished),
+                gone_at=None if gone is None else float(gone),
                 done=tally.get(owner, {}).get("done", 0),
                 failed=tally.get(owner, {}).get("failed", 0)
                 + tally.get(owner, {}).get("invalid", 0),
                 in_flight=tally.get(owner, {}).get("in_flight", 0),
             )
-            for owner, started, seen, finished in workers
+            for owner, started, seen, finished, gone in workers
         )
         every = list(tally.values())
         return Progress(
