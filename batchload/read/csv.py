@@ -116,7 +116,10 @@ def _plain_rows(source: _CsvSource, header: bytes) -> int | None:
     data = source.head
     if not source.whole or not data.startswith(header) or b'"' in data or b"\r" in data:
         return None
-    return sum(1 for line in data[len(header) :].split(b"\n") if line)
+    body = data[len(header) :]
+    if body.startswith(b"\n") or b"\n\n" in body:  # empty lines: count the others
+        return sum(1 for line in body.split(b"\n") if line)
+    return body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
 
 
 def _parse_plain(
