@@ -195,7 +195,8 @@ def _batchload(task: Task, outcome: Outcome, validate: bool) -> Callable[[], Non
             outcome.concurrency_end = event.concurrency
 
     def run() -> None:
-        outcome.concurrency_peak = outcome.concurrency_end = START_CONCURRENCY
+        start = min(START_CONCURRENCY, task.concurrency or START_CONCURRENCY)
+        outcome.concurrency_peak = outcome.concurrency_end = start  # (no Paced event yet)
         try:
             summary = upload_files(
                 task.files,
