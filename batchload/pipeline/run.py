@@ -97,7 +97,13 @@ async def run_upload(
             # this moment, this process's plan cannot know (see Ledger.enqueue)
             owner = new_owner()
             since = await anyio.to_thread.run_sync(manifest.register, owner)
-            claims = Claims(manifest, owner=owner, since=since, lease_s=options.lease_s)
+            claims = Claims(
+                manifest,
+                owner=owner,
+                since=since,
+                lease_s=options.lease_s,
+                in_flight=options.concurrency,
+            )
         endpoint = config.endpoint if config else None
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
@@ -329,9 +335,11 @@ class _Run:
         async with self.writer.running(), anyio.create_task_group() as stages:
             stages.start_soon(self._intake, group_send, group_recv, ready_send, uploader)
             async with ready_recv:
-                # a quarter more upload tasks than requests in flight: a task waiting for
-                # its file's commit (the writer's group commit) leaves its place to another
-                for _ in range(self.options.concurrency + self.options.concurrency // 4):
+                # a quarter more upload tasks than requests in flight (one at least): a
+                # task waiting for its file's commit (the writer's group commit) leaves
+                # its place to another
+                cap = self.options.concurrency
+                for _ in range(cap + max(1, cap // 4)):
                     stages.start_soon(uploader.run, ready_recv.clone(), self.stop.draining)
 
     async def _intake(

@@ -80,10 +80,10 @@ class Sender:
         attempt = 0
         while True:
             attempt += 1
-            await on_attempt(attempt)
             ticket = None
             try:
                 async with self.pacer.slot() as ticket:
+                    await on_attempt(attempt)  # once it has a place: about to be sent
                     result = await fn()
             except TransientError as exc:
                 await self.wait_before_retry(exc, attempt, label, ticket)
