@@ -110,11 +110,14 @@ class AimdLimit:
     """How many requests may be in flight: found by probing the link, not configured.
 
     - It starts at ``start`` and, while a window's latency holds (its median within
-      ``tolerance`` × the link's baseline), doubles after each full window (slow start)
+      ``tolerance`` × the link's baseline), doubles after each window (slow start)
       until the first sign of a queue; from then on it grows by one a window
       (additive increase). A window is ``value`` answers, about one round trip of
-      requests, as TCP's congestion window. A window grows the limit only if the limit
-      was reached in it: a limit nothing uses says nothing about the link.
+      requests, as TCP's congestion window; in slow start it is half that, the answers
+      to the places the last doubling opened, which come back one round trip after it
+      (a full window would wait for the requests sent before it too: two round trips a
+      doubling). A window grows the limit only if the limit was reached in it: a limit
+      nothing uses says nothing about the link.
     - A window whose latency rose past the tolerance scales the limit down by
       baseline × tolerance / latency (at most halving it); a 429 or a 5xx halves it
       (multiplicative decrease).
@@ -163,7 +166,7 @@ class AimdLimit:
         self._reached |= reached
         if latency_s is not None:
             self._latencies.append(latency_s)
-        if self._answers < self.value:
+        if self._answers < (max(1, self.value // 2) if self._slow_start else self.value):
             return False
         latency = statistics.median(self._latencies) if self._latencies else None
         reached = self._reached
