@@ -110,26 +110,29 @@ def test_policy_rejects_nonsense() -> None:
 # without a latency, "T" a 429 or a 5xx; "'" marks an answer to a request sent before
 # the limit last changed. Maximum 16, tolerance 2.
 LIMIT_TABLE = [
-    # slow start: the limit doubles after each half window (half the limit's answers:
-    # those to the places the last doubling opened) while latency holds
-    (2, [("20", 1), ("20", 2), ("20", 4), ("20", 8)], [4, 8, 16, 16]),
+    # slow start: the limit doubles after each window while latency holds; a window is
+    # half the limit's answers (those to the places the last doubling opened), but at
+    # least 4 or the limit: one slow answer must not cut a small limit
+    (2, [("20", 2), ("20", 4), ("20", 4), ("20", 8)], [4, 8, 16, 16]),
     # a limit nothing reached does not grow
-    (4, [("20u", 2), ("20", 2)], [4, 8]),
+    (4, [("20u", 4), ("20", 4)], [4, 8]),
     # latency rose past 2 x the baseline: cut by baseline*2/latency (8*20.2*2/50 = 6.5),
     # slow start ends, then +1 a (whole) window while latency holds
-    (4, [("20", 2), ("50", 4), ("30", 6), ("30", 7)], [8, 6, 7, 8]),
+    (4, [("20", 4), ("50", 4), ("30", 6), ("30", 7)], [8, 6, 7, 8]),
     # a cut is at most a halving
     (8, [("20", 4), ("200", 8)], [16, 8]),
     # 429/5xx halve; one from a request sent before the cut says nothing new
     (8, [("T", 1), ("T'", 1), ("20", 4), ("T", 1)], [4, 4, 5, 2]),
     # slow answers to requests sent under the old limit do not count against the new one
-    (4, [("20", 2), ("90'", 8), ("20", 4)], [8, 8, 16]),
+    (4, [("20", 4), ("90'", 8), ("20", 4)], [8, 8, 16]),
+    # a limit of 2 is judged on both its answers: one slow one does not cut it
+    (2, [("20", 1), ("90", 1)], [2, 4]),
     # without latencies it is plain AIMD; no start given: it starts at the maximum
     (None, [("S", 16), ("T", 1), ("S", 8), ("S", 9)], [16, 8, 9, 10]),
-    # the link slows down for good: cut 4 -> 3 -> 2 -> 1 (windows of 2, 3, 2 answers, then
+    # the link slows down for good: cut 4 -> 3 -> 2 -> 1 (windows of 4, 3, 2 answers, then
     # of 1), until the baseline (20 ms, +1 % a window) reaches 25 ms = 50 / 2 in the 24th
     # window: the limit grows again
-    (2, [("20", 1), ("50", 26), ("50", 1)], [4, 1, 2]),
+    (2, [("20", 2), ("50", 28), ("50", 1)], [4, 1, 2]),
     # never under the minimum; a 429 ends slow start even there
     (1, [("T", 1), ("20", 1), ("20", 2)], [1, 2, 3]),
 ]

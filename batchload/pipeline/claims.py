@@ -6,10 +6,10 @@
   once. Each claim has a lease that a heartbeat task renews (:meth:`Claims.heartbeat`);
   a process that dies stops renewing, and after the lease another one takes its
   files over (at once, if it ran on the same host and its pid is gone).
-- A process holds at most a batch of files more than it may have requests in flight
-  (and at least two batches), claimed ahead of its checks and uploads, so that the
-  others find work too and its requests never wait for a claim: it claims the next
-  batch when that much room is free (:meth:`Claims.finished_with`).
+- A process holds at most a batch of files more than its pacer lets it have requests
+  in flight (and at least two batches), claimed ahead of its checks and uploads, so
+  that the others find work too and its requests never wait for a claim: it claims
+  the next batch when that much room is free (:meth:`Claims.finished_with`).
 - A process that finds only files held by live others waits until the first of their
   leases could run out and asks again, rather than finishing early: the run is done
   for it when the queue has nothing unfinished left. Files another process settled
@@ -56,9 +56,7 @@ MIN_WAIT_S = 0.05
 class Claims:
     """This process's claims on a ledger shared with others (see the module docstring)."""
 
-    def __init__(
-        self, ledger: Ledger, *, owner: str, since: float, lease_s: float, in_flight: int
-    ) -> None:
+    def __init__(self, ledger: Ledger, *, owner: str, since: float, lease_s: float) -> None:
         self.ledger = ledger
         self.owner = owner
         self.since = since
@@ -67,8 +65,9 @@ class Claims:
         """One ledger call at a time from this process (its writer shares it)."""
         self.held = 0
         """Files claimed and not yet finished with (checked and sent, or refused)."""
-        self.hold = max(CLAIM_BATCH, in_flight)
-        """Files held before claiming the next batch: the most requests in flight."""
+        self.in_flight: Callable[[], int] = lambda: CLAIM_BATCH
+        """How many requests this process may have in flight now (the run sets it to its
+        pacer's limit): it claims the next batch while it holds no more files than that."""
         self._freed = anyio.Event()
         self.lost: set[tuple[str, str]] = set()
         self.by_others = 0
@@ -98,7 +97,7 @@ class Claims:
         foreign: set[str] = set()
         claimed: set[str] = set()
         while True:
-            while self.held > self.hold:  # enough in hand: wait for room
+            while self.held > max(CLAIM_BATCH, self.in_flight()):  # enough in hand: wait
                 self._freed = anyio.Event()
                 await self._freed.wait()
             paths = await self.call(

@@ -97,13 +97,7 @@ async def run_upload(
             # this moment, this process's plan cannot know (see Ledger.enqueue)
             owner = new_owner()
             since = await anyio.to_thread.run_sync(manifest.register, owner)
-            claims = Claims(
-                manifest,
-                owner=owner,
-                since=since,
-                lease_s=options.lease_s,
-                in_flight=options.concurrency,
-            )
+            claims = Claims(manifest, owner=owner, since=since, lease_s=options.lease_s)
         endpoint = config.endpoint if config else None
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare(jobs, manifest=manifest, endpoint=endpoint, max_request_bytes=limit)
@@ -235,6 +229,7 @@ class _Run:
             self.config, max_connections=self.options.concurrency, budget=budget
         ) as client:
             pacer = Pacer(AimdLimit(self.options.concurrency, start=START_CONCURRENCY))
+            self.claims.in_flight = lambda: pacer.concurrency
             sender = Sender(
                 client,
                 policy=self.options.retry,

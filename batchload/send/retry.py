@@ -106,6 +106,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max((when - now).total_seconds(), 0.0)
 
 
+MIN_WINDOW = 4
+"""Fewest answers a slow-start window judges latency on."""
+
+
 class AimdLimit:
     """How many requests may be in flight: found by probing the link, not configured.
 
@@ -113,11 +117,11 @@ class AimdLimit:
       ``tolerance`` × the link's baseline), doubles after each window (slow start)
       until the first sign of a queue; from then on it grows by one a window
       (additive increase). A window is ``value`` answers, about one round trip of
-      requests, as TCP's congestion window; in slow start it is half that, the answers
-      to the places the last doubling opened, which come back one round trip after it
-      (a full window would wait for the requests sent before it too: two round trips a
-      doubling). A window grows the limit only if the limit was reached in it: a limit
-      nothing uses says nothing about the link.
+      requests, as TCP's congestion window; in slow start it is half that (at least
+      ``MIN_WINDOW``), the answers to the places the last doubling opened, which come
+      back one round trip after it (a full window would wait for the requests sent
+      before it too: two round trips a doubling). A window grows the limit only if
+      the limit was reached in it: a limit nothing uses says nothing about the link.
     - A window whose latency rose past the tolerance scales the limit down by
       baseline × tolerance / latency (at most halving it); a 429 or a 5xx halves it
       (multiplicative decrease).
@@ -166,7 +170,7 @@ class AimdLimit:
         self._reached |= reached
         if latency_s is not None:
             self._latencies.append(latency_s)
-        if self._answers < (max(1, self.value // 2) if self._slow_start else self.value):
+        if self._answers < self._window():
             return False
         latency = statistics.median(self._latencies) if self._latencies else None
         reached = self._reached
@@ -190,6 +194,13 @@ class AimdLimit:
         if epoch is not None and epoch != self.epoch:
             return False
         return self._set(self.value // 2)
+
+    def _window(self) -> int:
+        """Answers a window takes: half the limit in slow start, but never fewer than
+        ``MIN_WINDOW`` (or the limit): one slow answer must not cut a small limit."""
+        if not self._slow_start:
+            return self.value
+        return max(min(self.value, MIN_WINDOW), self.value // 2)
 
     def _new_window(self) -> None:
         self._latencies.clear()
