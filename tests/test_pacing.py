@@ -35,6 +35,7 @@ def test_a_cap_holds_the_limit(
 ) -> None:
     server = server_factory("--latency-ms", "50")
     write_signals(tmp_path / "data", 40)
+    cap = START_CONCURRENCY + START_CONCURRENCY // 2
     events: list[Event] = []
     summary = run(
         server,
@@ -42,10 +43,10 @@ def test_a_cap_holds_the_limit(
         [job(tmp_path / "data" / "*.csv")],
         tmp_path / "m.sqlite",
         sink=events.append,
-        concurrency=6,
+        concurrency=cap,
     )
 
     assert summary.uploaded == 40
     limits = [e.concurrency for e in events if isinstance(e, Paced)]
-    assert limits[0] == 6  # slow start's 4 -> 8, held to the cap
-    assert max(limits) == 6
+    assert limits[0] == cap  # slow start's first doubling, held to the cap
+    assert max(limits) == cap
