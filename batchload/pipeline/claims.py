@@ -118,9 +118,10 @@ class Claims:
             pending = await self.call(self.ledger.pending, job.name, self.owner, paths=left)
             if not pending.unfinished:
                 break
-            # held by others: if one of them was of this host and ended, its files are free
-            if pending.next_expiry_s is not None and len(await self.call(self.ledger.release_gone)):
-                continue
+            if pending.next_expiry_s is not None:  # held by others: any of this host ended?
+                gone = await self.call(self.ledger.release_gone)
+                if gone:
+                    continue  # its files are free at once
             await anyio.sleep(await self._wait_s(pending.next_expiry_s))
         self.by_others += len(by_path) - len(claimed)
 

@@ -58,11 +58,7 @@ class SqlClaims(SqlBase):
                 f"ORDER BY owner{self.FOR_UPDATE}"
             )
             self._release_gone(db)  # an ended process of this host is not still at work
-            db.run(
-                "UPDATE claims SET owner = NULL, lease_until = NULL "
-                "WHERE owner = ? AND outcome IS NULL",
-                (owner,),
-            )
+            self._free_claims(db, owner)
             db.run(f"UPDATE workers SET finished_at = {self.NOW} WHERE owner = ?", (owner,))
             running = db.query(
                 "SELECT owner FROM workers WHERE finished_at IS NULL AND gone_at IS NULL "
@@ -82,14 +78,19 @@ class SqlClaims(SqlBase):
         rows = db.query("SELECT owner FROM workers WHERE finished_at IS NULL AND gone_at IS NULL")
         gone = tuple(str(o) for (o,) in rows if gone_here(str(o)))
         for owner in gone:
-            db.run(
-                "UPDATE claims SET owner = NULL, lease_until = NULL "
-                "WHERE owner = ? AND outcome IS NULL",
-                (owner,),
-            )
+            self._free_claims(db, owner)
             db.run("DELETE FROM locks WHERE owner = ?", (owner,))
             db.run(f"UPDATE workers SET gone_at = {self.NOW} WHERE owner = ?", (owner,))
         return gone
+
+    @staticmethod
+    def _free_claims(db: Db, owner: str) -> None:
+        """``owner``'s unfinished claims go back to the queue."""
+        db.run(
+            "UPDATE claims SET owner = NULL, lease_until = NULL "
+            "WHERE owner = ? AND outcome IS NULL",
+            (owner,),
+        )
 
     def enqueue(self, dataset: str, paths: Sequence[str], *, since: float) -> None:
         """Queue the files a process has to work on (in the order given).
