@@ -18,12 +18,11 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchload.check.parts import split_frame
 from batchload.check.validate import validate_frame
@@ -37,6 +36,7 @@ from batchload.config import (
 from batchload.contract.model import Contract, arrow_schema, load_contract
 from batchload.errors import FileProblem, UsageError
 from batchload.jobs import UploadJob
+from batchload.lazy import lazy_module
 from batchload.pipeline.run import RunOptions, run_upload
 from batchload.progress import Sink, null_sink
 from batchload.protocol import DEFAULT_MAX_REQUEST_MB, Envelope, max_request_bytes, raw_budget
@@ -49,6 +49,11 @@ from batchload.send.transport import IngestionClient
 from batchload.state.fileids import DEFAULT_TEMPLATE, part_label
 from batchload.state.manifest import default_manifest_path
 from batchload.summary import RunSummary
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+else:
+    pq = lazy_module("pyarrow.parquet")  # only for DataFrames: a file upload never needs it
 
 __all__ = [
     "DataFrameUpload",
@@ -209,7 +214,6 @@ def _prepare_frame(df: Any, schema: str | Path | None) -> tuple[Any, Contract | 
 
 
 def _parquet(frame: Any) -> bytes:
-
     sink = io.BytesIO()
     pq.write_table(frame.to_arrow(), sink)
     return sink.getvalue()

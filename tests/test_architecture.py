@@ -49,9 +49,11 @@ def test_no_module_grows_past_the_size_that_asks_for_a_split() -> None:
 
 
 def test_readers_a_csv_upload_does_not_use_load_when_first_used() -> None:
-    """fastexcel, obstore and pyarrow.parquet stay out of a CSV upload's process (``lazy``)."""
+    """fastexcel, obstore and pyarrow.parquet stay out of a CSV upload's process (``lazy``),
+    from the command line and from the library's entry point (which sends DataFrames as
+    parquet, and so imported it for every file upload: 6-7 MiB of a one-file run)."""
     probe = (
-        "import sys, batchload.pipeline.run, batchload.cli.upload\n"
+        "import sys, batchload.pipeline.run, batchload.cli.upload, batchload.api\n"
         "lazy = ('fastexcel', 'obstore', 'pyarrow.parquet')\n"
         "print(sorted(name for name in lazy if name in sys.modules))\n"
         "from batchload.read import excel\n"
