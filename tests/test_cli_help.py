@@ -154,6 +154,70 @@ def test_a_missing_contract_is_refused_before_the_heavy_libraries_load(
     assert "error: nope.yaml: no such contract file" in ran.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "files", "token", "said"),
+    [
+        ("upload", ["missing.csv", "gone/b.csv"], "t", "no files matched: gone/b.csv: no such"),
+        ("upload", ["signals.csv"], "", "error: no API token: set SIGTECH_PLATFORM_TOKEN"),
+        ("validate", ["missing.csv"], "", "error: no files matched: missing.csv: no such file"),
+    ],
+    ids=["upload-mistyped-paths", "upload-no-token", "validate-mistyped-path"],
+)
+def test_a_missing_file_or_token_is_refused_before_the_heavy_libraries_load(
+    command: str, files: list[str], token: str, said: str, tmp_path: Path
+) -> None:
+    """A usage error answers at once: the paths are looked at before polars and pandera load."""
+    contract = ROOT / "schemas" / "equity_signals.yaml"
+    (tmp_path / "signals.csv").write_text("date,ticker,signal,confidence,horizon_days\n")
+    argv = [command, *files, "--schema", str(contract)]
+    argv += ["--dataset", "d"] if command == "upload" else []
+    code = (
+        "import sys\n"
+        "from batchload.cli import main\n"
+        f"try:\n    main({argv!r})\n"
+        "except SystemExit as exc:\n    print(exc.code)\n"
+        "heavy = ('polars', 'pandera', 'aiohttp', 'pyarrow', 'pandas')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    environment = {**os.environ, "SIGTECH_PLATFORM_TOKEN": token}
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        check=False,
+    )
+    assert ran.stdout.split() == ["2", "[]"], ran.stderr
+    assert said in ran.stderr
+
+
+def test_a_missing_path_beside_one_that_exists_is_the_runs_to_report(
+    tmp_path: Path, signal_file: Path
+) -> None:
+    """Only when nothing named exists is the command refused; else the run goes on and
+    reports the missing path as invalid (discovery's rule, unchanged)."""
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchload",
+            "upload",
+            "missing.csv",
+            signal_file.name,
+            "--schema",
+            str(ROOT / "schemas" / "equity_signals.yaml"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stderr
+    assert "missing.csv: no such file" in ran.stdout + ran.stderr
+
+
 # --- common mistakes: the documented line and exit code ------------------------------------
 
 

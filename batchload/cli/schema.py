@@ -77,17 +77,18 @@ def infer(  # noqa: PLR0917  (click passes each option as an argument)
     Example:
       batchload schema infer data/2024-01-*.csv --name equity_signals -o schemas/equity_signals.yaml
     """
+    from batchload.errors import UsageError
+    from batchload.read.discover import discover
+
+    found = discover(files)  # (only stat: a mistyped path answers before polars loads)
+    if found.rejected:
+        raise UsageError(f"{found.rejected[0].path}: {found.rejected[0].reason}")
     from batchload.contract.infer import infer_contract
     from batchload.contract.model import contract_to_yaml, dump_contract
     from batchload.contract.reading import SheetChoice
-    from batchload.errors import UsageError
-    from batchload.read.discover import discover
     from batchload.read.frames import read_samples
 
     out = output()
-    found = discover(files)
-    if found.rejected:
-        raise UsageError(f"{found.rejected[0].path}: {found.rejected[0].reason}")
     choice = SheetChoice(sheet=sheet, header_row=header_row)
     samples = read_samples([f.path for f in found.files], sheet=choice)
     contract, drift = infer_contract(samples, name)
@@ -254,16 +255,17 @@ def validate(
         --schema schemas/market_prices.yaml
     """
     require_contracts(schema_path)
+    from batchload.read.discover import discover
+
+    found = discover(files)  # (only stat: a mistyped path answers before polars loads)
     from batchload.check.crossfile import UniqueKeys
     from batchload.check.validate import validate_files
     from batchload.check.verdict import FileVerdict, group_by_fingerprint
     from batchload.contract.model import load_contract
     from batchload.contract.reading import SheetChoice
-    from batchload.read.discover import discover
 
     choice = SheetChoice(sheet=sheet, header_row=header_row)
     contract = load_contract(schema_path)
-    found = discover(files)
     keys = UniqueKeys.for_contract(contract)
     verdicts: list[FileVerdict] = [
         FileVerdict(path=Path(r.path), status="unreadable", error=r.reason) for r in found.rejected

@@ -203,7 +203,7 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
     """
     from batchload.errors import UsageError
     from batchload.jobs import UploadJob
-    from batchload.read.discover import file_list
+    from batchload.read.discover import discover, file_list, nothing_named_exists
 
     if dataset and dataset_id:
         raise UsageError("give --dataset or --dataset-id, not both")
@@ -212,6 +212,8 @@ def upload(  # noqa: PLR0917  (click passes each option as an argument)
         raise UsageError("no files named", hint="give FILES, or --files-from LIST")
     if files_from is not None and not files and not listed:
         raise UsageError(f"{files_from.name} lists no files")
+    if nothing_named_exists(files, listed=listed):
+        discover(files, listed=listed)  # says which and why, before the pipeline loads
     job = UploadJob(
         files=files,
         listed=listed,
@@ -284,6 +286,15 @@ def _execute(
         raise click.UsageError("--workers needs --dask ADDRESS")
     if dask_scheduler is not None and dry_run:
         raise click.UsageError("a dry run is made here: leave out --dask")
+    config: ClientConfig | None = None
+    if not dry_run:  # a missing token answers before the pipeline loads
+        config = connection_config(
+            endpoint=endpoint,
+            token_file=token_file,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
+            timeout_s=timeout_s,
+        )
     import anyio
 
     from batchload.cli.allocators import exempt_start_up_objects
@@ -294,15 +305,6 @@ def _execute(
     from batchload.state.ledger import DEFAULT_LEASE_S
 
     out = output()
-    config: ClientConfig | None = None
-    if not dry_run:
-        config = connection_config(
-            endpoint=endpoint,
-            token_file=token_file,
-            ca_bundle=ca_bundle,
-            insecure=insecure,
-            timeout_s=timeout_s,
-        )
     options = RunOptions(
         concurrency=concurrency or DEFAULT_MAX_CONCURRENCY,
         max_request_mb=max_request_mb or DEFAULT_MAX_REQUEST_MB,

@@ -253,6 +253,23 @@ def discover(
     return file_set
 
 
+def nothing_named_exists(
+    patterns: Iterable[str | Path], *, listed: Iterable[str] = (), base: Path | None = None
+) -> bool:
+    """Whether every entry is a local path (no URL, no glob) and none exists: then
+    :func:`discover` refuses them without walking anything, so a command can ask it
+    before it loads what a run needs (a mistyped path answers at once)."""
+    root = base or Path.cwd()
+    entries = [*(str(p) for p in patterns), *listed]
+    named = [e for e in entries if not objects.is_url(e)]
+    return (
+        bool(entries)
+        and len(named) == len(entries)
+        and not any(_is_glob(e) for e in map(str, patterns))
+        and not any(os.path.lexists(os.path.join(root, os.path.expanduser(e))) for e in named)
+    )
+
+
 @dataclass
 class _Walk:
     """What discovery has found so far, and the three ways it finds more."""
