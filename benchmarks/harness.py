@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,7 @@ from batchload.server.process import ServerProcess
 from benchmarks import scaleout
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import ROOT, SCHEMA, write_files
+from benchmarks.install import IMPORT_BATCHLOAD, Interpreters, default_install, dev_only
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCRATCH_DIR = RESULTS_DIR / "scratch"
@@ -223,6 +225,8 @@ class Runner:
     def __init__(self, work: Path, *, shared: bool = False) -> None:
         self.work = work
         self.shared = shared
+        self.python: Interpreters = dev_only()
+        """Who runs which contender (:mod:`benchmarks.install`)."""
         self.count = 0
 
     def log(self, message: str) -> None:
@@ -276,7 +280,12 @@ class Runner:
         server_cpu_before = process_cpu_s(server.proc.pid if server.proc else None)
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.contender", *map(str, paths)],
+                [
+                    self.python.for_kinds({job.kind for job in jobs}),
+                    "-m",
+                    "benchmarks.contender",
+                    *map(str, paths),
+                ],
                 cwd=ROOT,
                 env={**os.environ, TOKEN_ENV: TOKEN},
                 capture_output=True,
@@ -527,7 +536,8 @@ STARTUP_RUNS = 5
 def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
     """Scenario U: CPU seconds of whole CLI processes (median of a few): ``--help``, a
     usage error, and ``upload`` of one small file against a local server, which bounds
-    the CPU spent before its first request."""
+    the CPU spent before its first request; and that upload's peak RSS, the one-file
+    peak a user sees."""
     data = write_files(runner.work / "data" / "S", 1, 20_000)
     spec = replace(plan.uploads["S1"], key="U", knobs=())
     runner.log("U: start-up, CPU of whole CLI processes")
@@ -538,7 +548,7 @@ def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
     }
     out: dict[str, Any] = {"runs": runs}
     for name, args in commands.items():
-        out[f"{name}_cpu_s"] = _median_cpu_s(lambda args=args: args, runs)
+        out[f"{name}_cpu_s"], _ = _median_usage(runner.python.batchload, lambda a=args: a, runs)
     with runner.server(spec) as server:
         count = iter(range(runs))
 
@@ -558,27 +568,33 @@ def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
                 "--json",
             ]
 
-        out["upload_one_file_cpu_s"] = _median_cpu_s(upload, runs)
+        cpu_s, peak_mib = _median_usage(runner.python.batchload, upload, runs)
+        out["upload_one_file_cpu_s"], out["upload_one_file_peak_mib"] = cpu_s, peak_mib
     return out
 
 
-def _median_cpu_s(args: Callable[[], list[str]], runs: int) -> float:
-    """Median user+system CPU of ``python -m batchload ARGS`` (fresh arguments each run)."""
-    import resource
-
-    spent = []
+def _median_usage(python: str, args: Callable[[], list[str]], runs: int) -> tuple[float, float]:
+    """Median user+system CPU seconds and peak RSS (MiB) of ``python -m batchload ARGS``
+    (fresh arguments each run), each process's own (``wait4``)."""
+    spent, peaks = [], []
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(
-            [sys.executable, "-m", "batchload", *args()],
+        proc = subprocess.Popen(
+            [python, "-m", "batchload", *args()],
             cwd=ROOT,
             env={**os.environ, TOKEN_ENV: TOKEN},
-            capture_output=True,
-            timeout=CHILD_TIMEOUT_S,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return round(statistics.median(spent), 3)
+        watchdog = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            watchdog.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        spent.append(usage.ru_utime + usage.ru_stime)
+        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    return round(statistics.median(spent), 3), round(statistics.median(peaks), 1)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -656,7 +672,9 @@ def warm_up(plan: Plan, runner: Runner) -> None:
     runner.log("warming up: every contender once on 2 files (not reported)")
     shared, runner.shared = runner.shared, True
     try:
-        list(runner.run(spec, [Job(kind, 2, 2) for kind in KINDS], data.paths))
+        for batch in (IMPORT_BATCHLOAD, set(KINDS) - IMPORT_BATCHLOAD):  # one per interpreter
+            jobs = [Job(kind, 2, 2) for kind in KINDS if kind in batch]
+            list(runner.run(spec, jobs, data.paths))
     finally:
         runner.shared = shared
 
@@ -668,11 +686,13 @@ def run_all(plan: Plan, keys: Sequence[str], work: Path) -> dict[str, Any]:
 
 def _run_all(plan: Plan, keys: Sequence[str], work: Path) -> dict[str, Any]:
     runner = Runner(work, shared=plan.quick)
+    if not plan.quick:  # a quick run's memory and start-up figures mean nothing anyway
+        runner.python = default_install(work / "default-install", runner.log)
     warm_up(plan, runner)
     started = time.time()
     results: dict[str, Any] = {
         "quick": plan.quick,
-        "machine": machine(),
+        "machine": {**machine(), "batchload_environment": runner.python.environment},
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "scenarios": {},
     }

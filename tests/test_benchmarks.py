@@ -27,6 +27,7 @@ from benchmarks import history, objects, resume, validation
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import SCHEMA, write_files
 from benchmarks.harness import ROOT, SCENARIOS, _ratios, main, selected, summarise
+from benchmarks.install import DEFAULT_INSTALL, DEV_ENVIRONMENT, default_install
 from benchmarks.report import findings, markdown, plot, targets
 from tests.upload_helpers import ServerView, sha256
 
@@ -178,6 +179,43 @@ def test_the_harness_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> No
     assert f"500 files, 450 done in the manifest: skipped in {skipped_ms:.0f} ms" in text
     assert not (tmp_path / "out" / "latest.png").exists()  # no sweep, no plot
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the scratch directory is gone
+
+
+def test_batchload_is_measured_in_a_default_install_where_pandas_is_not(tmp_path: Path) -> None:
+    """A full run's batchload contenders run with a default install (no dev dependencies:
+    pandera would import pandas); the guide's contenders, which need requests, do not."""
+    said: list[str] = []
+    python = default_install(tmp_path / "env", said.append)
+    assert python.environment == DEFAULT_INSTALL, said
+    probe = subprocess.run(
+        [python.batchload, "-c", PROBE_INSTALL],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    # batchload imports from this checkout; neither pandas nor requests is installed
+    assert probe.stdout.split() == [str(ROOT / "batchload"), "True", "True"]
+    assert python.for_kinds({"batchload", "batchload-novalidate", "ceiling"}) == python.batchload
+    assert python.for_kinds({"pool"}) == python.for_kinds({"pool", "batchload"}) == sys.executable
+
+
+PROBE_INSTALL = """
+import importlib.util, pathlib, batchload.api, batchload.check.validate
+print(pathlib.Path(batchload.__file__).parent)
+print(importlib.util.find_spec("pandas") is None, importlib.util.find_spec("requests") is None)
+"""
+
+
+def test_without_uv_batchload_runs_in_the_dev_environment_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV", str(tmp_path / "no-uv-here"))
+    said: list[str] = []
+    python = default_install(tmp_path / "env", said.append)
+    assert (python.batchload, python.environment) == (sys.executable, DEV_ENVIRONMENT)
+    assert len(said) == 1 and "batchload runs in the dev environment" in said[0]
 
 
 def test_the_object_benchmark_uploads_from_the_store_and_from_disk(tmp_path: Path) -> None:
@@ -401,6 +439,39 @@ def test_targets_are_met_or_missed_by_the_measured_figures(constructed: dict[str
         ("V", "≤ 2 ms per small file, grouped, read included"): (2.5, False),
         ("R", "≥ 20,000 files/s skipped on resume"): (30_000, True),
     }
+
+
+def test_the_one_file_peak_is_the_cli_processs_when_u_measured_it(
+    constructed: dict[str, Any],
+) -> None:
+    """S1's memory target is what a user sees: the whole ``batchload upload`` process of
+    scenario U, in the environment the run says; without U, the S1 contender's peak."""
+    one = {kind: contender(1.0) for kind in KINDS}
+    one["batchload"] = contender(1.0, peak_rss_mb=160.0, rss_before_mb=140.0)
+    _ratios(one)
+    constructed["scenarios"]["S1"] = upload_scenario(0.02, **one)
+    constructed["machine"]["batchload_environment"] = DEFAULT_INSTALL
+
+    def one_file_peak() -> dict[str, Any]:
+        (found,) = [t for t in targets(constructed) if "for one small file" in t["target"]]
+        return found
+
+    alone = one_file_peak()
+    assert (alone["measured"], alone["met"]) == (152.6, False)  # 160 MB in MiB
+    assert alone["note"].endswith(f"in a {DEFAULT_INSTALL}")
+    constructed["scenarios"]["U"] = {
+        "runs": 5,
+        "help_cpu_s": 0.07,
+        "usage_error_cpu_s": 0.7,
+        "upload_one_file_cpu_s": 0.8,
+        "upload_one_file_peak_mib": 148.5,
+    }
+    with_cli = one_file_peak()
+    assert (with_cli["measured"], with_cli["met"]) == (148.5, True)
+    assert with_cli["note"].startswith("the whole `batchload upload` process (scenario U); ")
+    assert "in a benchmark process 152.6 MiB (134 after imports)" in with_cli["note"]
+    text = markdown({**constructed, "targets": targets(constructed)})
+    assert "validated and sent, 0.80 s, peak RSS 148.5 MiB; in a default install" in text
 
 
 def test_findings_say_what_validation_costs_and_what_the_cpu_allows(
