@@ -187,13 +187,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         out.append(
+            target("U", "`batchload --help` ≤ 0.3 CPU s", u["help_cpu_s"], 0.3, at_most=True)
+        )
+        out.append(
             target(
                 "U",
-                "`batchload --help` ≤ 0.3 CPU s",
-                u["help_cpu_s"],
+                "a usage error (`batchload upload` of a missing file) ≤ 0.3 CPU s",
+                u["usage_error_cpu_s"],
                 0.3,
                 at_most=True,
-                note=f"a usage error: {u['usage_error_cpu_s']:.2f} s",
+                note="answered before the pipeline's libraries load",
             )
         )
     if "L" in found:
