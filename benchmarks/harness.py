@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -48,7 +47,13 @@ from batchload.server.process import ServerProcess
 from benchmarks import scaleout
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
 from benchmarks.data import ROOT, SCHEMA, write_files
-from benchmarks.install import IMPORT_BATCHLOAD, Interpreters, default_install, dev_only
+from benchmarks.install import (
+    IMPORT_BATCHLOAD,
+    Interpreters,
+    default_install,
+    dev_only,
+    measured_cli,
+)
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCRATCH_DIR = RESULTS_DIR / "scratch"
@@ -547,8 +552,9 @@ def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
         "usage_error": ["upload", str(runner.work / "missing.csv"), "--schema", str(SCHEMA)],
     }
     out: dict[str, Any] = {"runs": runs}
+    python = runner.python.batchload
     for name, args in commands.items():
-        out[f"{name}_cpu_s"], _ = _median_usage(runner.python.batchload, lambda a=args: a, runs)
+        out[f"{name}_cpu_s"], _ = _median_usage(python, lambda a=args: a, runs, runner.work)
     with runner.server(spec) as server:
         count = iter(range(runs))
 
@@ -568,32 +574,33 @@ def run_startup(plan: Plan, runner: Runner) -> dict[str, Any]:
                 "--json",
             ]
 
-        cpu_s, peak_mib = _median_usage(runner.python.batchload, upload, runs)
+        cpu_s, peak_mib = _median_usage(python, upload, runs, runner.work)
         out["upload_one_file_cpu_s"], out["upload_one_file_peak_mib"] = cpu_s, peak_mib
     return out
 
 
-def _median_usage(python: str, args: Callable[[], list[str]], runs: int) -> tuple[float, float]:
-    """Median user+system CPU seconds and peak RSS (MiB) of ``python -m batchload ARGS``
-    (fresh arguments each run), each process's own (``wait4``)."""
+def _median_usage(
+    python: str, args: Callable[[], list[str]], runs: int, work: Path
+) -> tuple[float, float]:
+    """Median user+system CPU seconds and peak RSS (MiB) of ``batchload ARGS`` run with
+    ``python`` (fresh arguments each run), each process's own."""
+    import resource
+
     spent, peaks = [], []
+    peak_file = work / "peak-kib"
     for _ in range(runs):
-        proc = subprocess.Popen(
-            [python, "-m", "batchload", *args()],
+        peak_file.unlink(missing_ok=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(
+            measured_cli(python, peak_file, args()),
             cwd=ROOT,
             env={**os.environ, TOKEN_ENV: TOKEN},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=CHILD_TIMEOUT_S,
         )
-        watchdog = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            watchdog.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        spent.append(usage.ru_utime + usage.ru_stime)
-        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        peaks.append(int(peak_file.read_text()) / 1024)
     return round(statistics.median(spent), 3), round(statistics.median(peaks), 1)
 
 

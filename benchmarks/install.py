@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +76,25 @@ def default_install(where: Path, log: Callable[[str], None]) -> Interpreters:
             problem = str(exc)
     log(f"no default install ({problem}): batchload runs in the dev environment")
     return dev_only()
+
+
+_MEASURED_CLI = """
+import atexit, sys
+from pathlib import Path
+
+def peak():
+    status = Path("/proc/self/status").read_text().splitlines()
+    kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    Path(sys.argv[1]).write_text(kb)
+
+atexit.register(peak)
+from batchload.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def measured_cli(python: str, peak_file: Path, args: Sequence[str]) -> list[str]:
+    """The command that runs ``batchload ARGS`` with ``python`` and, as it exits, writes its
+    own peak RSS (``VmHWM``, KiB) to ``peak_file``. ``wait4``'s ``ru_maxrss`` cannot say
+    it: a child's counts the memory of the parent it was forked from."""
+    return [python, "-c", _MEASURED_CLI, str(peak_file), *args]

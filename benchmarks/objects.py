@@ -41,6 +41,7 @@ from batchload.server.process import ServerProcess
 from benchmarks.contender import TOKEN_ENV
 from benchmarks.data import SCHEMA, frame, rows_for
 from benchmarks.harness import RESULTS_DIR, SCRATCH_DIR, machine
+from benchmarks.install import measured_cli
 from benchmarks.s3server import S3Server, env_without_proxies, start_s3
 
 TOKEN = "objects-benchmark-token"
@@ -59,19 +60,6 @@ S3_LATENCY_MS = 20.0
 same region (``--s3-latency-ms``)."""
 
 # Runs the CLI in the child and, as it exits, writes its own peak RSS (kB) to argv[1].
-_MEASURED = """
-import atexit, sys
-from pathlib import Path
-
-def peak():
-    status = Path("/proc/self/status").read_text().splitlines()
-    kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-    Path(sys.argv[1]).write_text(kb)
-
-atexit.register(peak)
-from batchload.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +106,7 @@ def upload(source: str, dataset: str, *, endpoint: str, s3: S3Server, work: Path
     env = env_without_proxies(**s3.env, **{TOKEN_ENV: TOKEN})
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _MEASURED, str(peak), *args],
+        measured_cli(sys.executable, peak, args),
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
