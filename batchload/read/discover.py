@@ -297,9 +297,12 @@ class _Walk:
         matches = _glob(full)
         if not matches:
             self.unmatched.append(text)
+        narrowed = bool(self.filters.include or self.filters.exclude)
         for match in matches:
-            relative = os.path.relpath(match, root).replace(os.sep, "/")
-            if not self.filters.keeps(relative):
+            # (relpath is a third of a resume's discovery: taken only when a filter asks)
+            if narrowed and not self.filters.keeps(
+                os.path.relpath(match, root).replace(os.sep, "/")
+            ):
                 continue  # left out as asked
             result = self.examine(match)
             if isinstance(result, SourceFile):
