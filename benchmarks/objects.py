@@ -59,8 +59,6 @@ S3_LATENCY_MS = 20.0
 """Each request to the S3 server waits this long by default, as one to a bucket in the
 same region (``--s3-latency-ms``)."""
 
-# Runs the CLI in the child and, as it exits, writes its own peak RSS (kB) to argv[1].
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:

@@ -139,6 +139,16 @@ def test_help_answers_without_loading_the_heavy_libraries() -> None:
 def test_a_missing_contract_is_refused_before_the_heavy_libraries_load(
     argv: list[str], tmp_path: Path
 ) -> None:
+    ran = run_and_list_heavy_imports(argv, tmp_path)
+    assert ran.stdout.split() == ["2", "[]"], ran.stderr
+    assert "error: nope.yaml: no such contract file" in ran.stderr
+
+
+def run_and_list_heavy_imports(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with ``argv`` in a fresh interpreter; its stdout is the exit code, then
+    which of the heavy libraries the command imported."""
     code = (
         "import sys\n"
         "from batchload.cli import main\n"
@@ -147,11 +157,9 @@ def test_a_missing_contract_is_refused_before_the_heavy_libraries_load(
         "heavy = ('polars', 'pandera', 'aiohttp', 'pyarrow', 'pandas')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    ran = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=False
     )
-    assert ran.stdout.split() == ["2", "[]"], ran.stderr
-    assert "error: nope.yaml: no such contract file" in ran.stderr
 
 
 @pytest.mark.parametrize(
@@ -171,23 +179,8 @@ def test_a_missing_file_or_token_is_refused_before_the_heavy_libraries_load(
     (tmp_path / "signals.csv").write_text("date,ticker,signal,confidence,horizon_days\n")
     argv = [command, *files, "--schema", str(contract)]
     argv += ["--dataset", "d"] if command == "upload" else []
-    code = (
-        "import sys\n"
-        "from batchload.cli import main\n"
-        f"try:\n    main({argv!r})\n"
-        "except SystemExit as exc:\n    print(exc.code)\n"
-        "heavy = ('polars', 'pandera', 'aiohttp', 'pyarrow', 'pandas')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
-    )
     environment = {**os.environ, "SIGTECH_PLATFORM_TOKEN": token}
-    ran = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        check=False,
-    )
+    ran = run_and_list_heavy_imports(argv, tmp_path, environment)
     assert ran.stdout.split() == ["2", "[]"], ran.stderr
     assert said in ran.stderr
 

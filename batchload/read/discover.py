@@ -260,13 +260,13 @@ def nothing_named_exists(
     :func:`discover` refuses them without walking anything, so a command can ask it
     before it loads what a run needs (a mistyped path answers at once)."""
     root = base or Path.cwd()
-    entries = [*(str(p) for p in patterns), *listed]
-    named = [e for e in entries if not objects.is_url(e)]
+    named = [str(p) for p in patterns]
+    entries = [*named, *listed]  # listed lines are taken literally: never globs
     return (
         bool(entries)
-        and len(named) == len(entries)
-        and not any(_is_glob(e) for e in map(str, patterns))
-        and not any(os.path.lexists(os.path.join(root, os.path.expanduser(e))) for e in named)
+        and not any(objects.is_url(e) for e in entries)
+        and not any(_is_glob(e) for e in named)
+        and not any(os.path.lexists(os.path.join(root, os.path.expanduser(e))) for e in entries)
     )
 
 
