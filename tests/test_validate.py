@@ -305,6 +305,35 @@ def test_unique_keys_within_one_group_and_invalid_files_do_not_claim(
     assert len(keys) == 1
 
 
+def test_a_groups_key_hashes_stand_in_for_the_within_file_check_only_when_all_distinct(
+    tmp_path: Path, contract: Contract
+) -> None:
+    """With the run's keys, a group's key hashes are sorted once. All distinct, they
+    prove every file's key unique (the proof and pandera leave that check out); one
+    repeat anywhere and the group is checked in full. The verdicts are the same."""
+    bad_value = csv(tmp_path / "b.csv", "2024-01-03,AAPL,0.1,1", "2024-01-03,MSFT,9.5,2")
+    repeated = csv(tmp_path / "d.csv", "2024-01-05,AAPL,0.1,1", "2024-01-05,AAPL,0.2,2")
+    distinct = [day_file(tmp_path, 2), bad_value, day_file(tmp_path, 4)]
+    for paths in (distinct, [*distinct, repeated]):
+        keys = UniqueKeys.for_contract(contract)
+        verdicts = validate_files(paths, contract, keys=keys, keep_key_hashes=True)
+        assert [v.problems for v in verdicts] == [
+            v.problems for v in validate_files(paths, contract)
+        ]
+        assert [v.status for v in verdicts[:3]] == ["valid", "invalid", "valid"]
+        assert problems_of(verdicts[1])[("signal", "in_range(-1.0, 1.0)")].rows == (2,)
+        assert len(keys) == 4  # the valid files' keys, claimed
+        assert all(v.key_hashes is not None for v in verdicts if v.valid)
+    assert problems_of(verdicts[3])[("date, ticker", "multiple_fields_uniqueness")].rows == (1, 2)
+    # a key in two files of the group: the later one repeats it, both otherwise valid
+    again = csv(tmp_path / "again.csv", "2024-01-04,MSFT,0.3,5")
+    keys = UniqueKeys.for_contract(contract)
+    verdicts = validate_files([*distinct, again], contract, keys=keys)
+    assert [v.status for v in verdicts] == ["valid", "invalid", "valid", "invalid"]
+    assert verdicts[3].problems[0].check == "unique_across_files"
+    assert verdicts[3].problems[0].detail == f"already in {distinct[2]}"
+
+
 def test_unique_keys_many_files_many_runs() -> None:
     keys = UniqueKeys(("k",))
     for batch in range(20):

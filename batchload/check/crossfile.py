@@ -169,16 +169,20 @@ class UniqueKeys:
         return self.claim_hashes([(path, h) for (path, _), h in zip(items, hashed, strict=True)])
 
     def claim_hashes(
-        self, items: Sequence[tuple[Path, pl.Series | SortedHashes]]
+        self,
+        items: Sequence[tuple[Path, pl.Series | SortedHashes]],
+        *,
+        pairs: pl.DataFrame | None = None,
     ) -> list[Problem | None]:
         """:meth:`claim` for files known by their key hashes (:meth:`hashes`), in row order
-        or sorted (whose clashing rows are then found by :attr:`SortedHashes.rows`)."""
+        or sorted (whose clashing rows are then found by :attr:`SortedHashes.rows`).
+        ``pairs``: the items' :meth:`sorted_pairs`, when the caller has them already."""
         if not self.key:
             return [None] * len(items)
         if not items:
             return []
         results = self._claim_hashes(
-            [(p, h.hashes if isinstance(h, SortedHashes) else h) for p, h in items]
+            [(p, h.hashes if isinstance(h, SortedHashes) else h) for p, h in items], pairs
         )
         for index, ((_, hashes), result) in enumerate(zip(items, results, strict=True)):
             if isinstance(hashes, SortedHashes) and isinstance(result, Clash):
@@ -186,18 +190,18 @@ class UniqueKeys:
         return [r.problem if isinstance(r, Clash) else r for r in results]
 
     def _claim_hashes(
-        self, items: Sequence[tuple[Path, pl.Series]]
+        self, items: Sequence[tuple[Path, pl.Series]], pairs: pl.DataFrame | None
     ) -> list[Problem | Clash | None]:
         hashed = [hashes for _, hashes in items]
-        pairs = self._pairs(hashed)
+        if pairs is None:
+            pairs = self.sorted_pairs(hashed)
         with self._lock:
             self._take_earlier()
             self._forget_earlier([path for path, _ in items])
             if self._all_new(pairs, several=len(items) > 1):  # the usual case, one lookup
                 first = len(self._files)
                 self._files += [path for path, _ in items]
-                h = pairs.get_column("h")
-                if (h.slice(1) == h.slice(0, max(h.len() - 1, 0))).any():  # keep each hash once
+                if self.repeats(pairs):  # keep each hash once
                     pairs = pairs.filter(pl.col("h").ne_missing(pl.col("h").shift(1)))
                 if len(items) == 1:
                     self._add(MemoryRun(pairs.get_column("h"), first))
@@ -225,7 +229,7 @@ class UniqueKeys:
             return results
 
     @staticmethod
-    def _pairs(hashed: Sequence[pl.Series]) -> pl.DataFrame:
+    def sorted_pairs(hashed: Sequence[pl.Series]) -> pl.DataFrame:
         """Every key hash as a row (``h``, ``f``: its file's position in ``hashed``), sorted.
 
         Sorted by hash, so that lookups in the sorted runs are fast (~5x faster than
@@ -242,6 +246,13 @@ class UniqueKeys:
         files = np.repeat(np.arange(len(hashed), dtype=np.uint32), heights)
         order = np.argsort(values)  # numpy's vectorised sort: ~3x faster than polars' here
         return pl.DataFrame({"h": pl.Series(values[order]).set_sorted(), "f": files[order]})
+
+    @staticmethod
+    def repeats(pairs: pl.DataFrame) -> bool:
+        """Whether a hash shows twice in :meth:`sorted_pairs`; when not, every key is
+        distinct, within each file and across them."""
+        h = pairs.get_column("h")
+        return bool((h.slice(1) == h.slice(0, max(h.len() - 1, 0))).any())
 
     def _all_new(self, pairs: pl.DataFrame, *, several: bool) -> bool:
         """True when no two files share a key and no key was accepted before.

@@ -83,7 +83,7 @@ def row_wise(schema: pa.DataFrameSchema) -> bool:
 
 
 def proven_valid(
-    data: pl.DataFrame, contract: Contract, grouped: bool, *, unique: bool = True
+    data: pl.DataFrame, contract: Contract, grouped: bool, *, unique: bool = True, key: bool = True
 ) -> bool:
     """Prove a frame valid in one parallel Polars pass, or say it cannot (then run pandera).
 
@@ -91,7 +91,8 @@ def proven_valid(
     Check objects, and judged as pandera judges it (``ignore_na``); dtypes must equal
     the contract's exactly; nullability counts NaN as null in float columns, as
     pandera does. Any doubt, including an error, returns False: pandera then
-    validates the frame in full and its report is the verdict.
+    validates the frame in full and its report is the verdict. ``unique=False`` leaves
+    out the ``unique`` checks, ``key=False`` the frame's key alone.
     """
     expected = contract.polars_schema()
     per_file = [FILE_COLUMN] if grouped else []  # over a concatenation, unique per file
@@ -128,7 +129,7 @@ def proven_valid(
                 if spec.dtype.is_float():
                     present = present & pl.col(spec.name).is_not_nan()
                 totals.append(present.all().alias(f"null:{spec.name}"))
-        keys = [[*contract.unique, *per_file]] if contract.unique and unique else []
+        keys = [[*contract.unique, *per_file]] if contract.unique and unique and key else []
         keys += [[n, *per_file] for n in unique_columns(contract.schema) if unique]
         for i, columns in enumerate(keys):
             distinct = pl.struct(columns).hash().n_unique() == pl.len()

@@ -97,11 +97,16 @@ def validate_rows(frame: pl.DataFrame, contract: Contract) -> list[Problem]:
 
 
 def validate_chunk(
-    chunk: Sequence[tuple[int, pl.DataFrame]], contract: Contract, *, unique: bool = True
+    chunk: Sequence[tuple[int, pl.DataFrame]],
+    contract: Contract,
+    *,
+    unique: bool = True,
+    key_distinct: bool = False,
 ) -> dict[int, list[Problem]]:
     """One pandera call for the chunk (none when it is proven valid); problems per file index.
 
-    ``unique=False`` leaves the ``unique`` checks out (a block of a file)."""
+    ``unique=False`` leaves the ``unique`` checks out (a block of a file);
+    ``key_distinct``, the key's alone (the caller found its hashes distinct)."""
     schemas = schemas_of(contract)
     grouped = len(chunk) > 1
     if grouped:
@@ -115,7 +120,8 @@ def validate_chunk(
     for index, frame in chunk:
         if frame.height == 0:
             problems[index].append(Problem("no_rows", None, 0))
-    if schemas.provable and proven_valid(data, contract, grouped, unique=unique):
+    check_key = unique and not key_distinct
+    if schemas.provable and proven_valid(data, contract, grouped, unique=unique, key=check_key):
         return problems
 
     cases: list[pl.DataFrame] = []
@@ -128,7 +134,7 @@ def validate_chunk(
             schema.validate(data, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases.append(_normalise_cases(exc.failure_cases))
-    if unique and schemas.key and all(c in data.columns for c in schemas.key):
+    if check_key and schemas.key and all(c in data.columns for c in schemas.key):
         cases.append(_uniqueness(data, (*schemas.key, *per_file), None, contract.dataset_name))
     for name in schemas.unique_columns if unique else ():
         if name in data.columns:
