@@ -21,7 +21,7 @@ MANIFEST_ENV = "BATCHLOAD_MANIFEST"
 DEFAULT_ENDPOINT = "https://api.sigtech.com"
 DEFAULT_TIMEOUT_S = 300.0
 """Longest silence while waiting for an answer (the service parses the file first)."""
-DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_MAX_CONCURRENCY = 128
 """Requests in flight at most, by default: the cap the adaptive limit grows to."""
 START_CONCURRENCY = 8
 """Requests in flight when a run starts; the limit adapts from there. As many as the

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from batchload.config import START_CONCURRENCY
+from batchload.config import DEFAULT_MAX_CONCURRENCY, START_CONCURRENCY
 from batchload.server.process import ServerProcess
 from benchmarks import scaleout
 from benchmarks.contender import KINDS, TOKEN_ENV, Task
@@ -145,7 +145,7 @@ def full_plan() -> Plan:
                 key="W",
                 what="150 ms latency (a remote service)",
                 knobs=("--latency-ms", "150"),
-                concurrency=64,
+                concurrency=DEFAULT_MAX_CONCURRENCY,  # the ceiling's: batchload's cap
                 guide_files=100,
                 data="S",
             ),
