@@ -282,6 +282,7 @@ class Runner:
             Path(task.work_dir).mkdir(parents=True)
             paths.append(run_dir / f"task-{number}.json")
             paths[-1].write_text(json.dumps(asdict(task)))
+        probe_ms = speed_probe_ms()
         server_cpu_before = process_cpu_s(server.proc.pid if server.proc else None)
         try:
             proc = subprocess.run(
@@ -302,6 +303,8 @@ class Runner:
         server_cpu_after = process_cpu_s(server.proc.pid if server.proc else None)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         outcomes: list[dict[str, Any]] = [json.loads(line) for line in lines]
+        for outcome in outcomes:
+            outcome["probe_ms"] = probe_ms
         if len(jobs) == 1 and outcomes and None not in (server_cpu_before, server_cpu_after):
             assert server_cpu_before is not None and server_cpu_after is not None
             outcomes[0]["server_cpu_s"] = round(server_cpu_after - server_cpu_before, 3)
@@ -312,6 +315,23 @@ class Runner:
                 for job in jobs[len(outcomes) :]
             ]
         return outcomes
+
+
+PROBE_STEPS = 300_000
+
+
+def speed_probe_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop, timed just before a contender's run.
+
+    This shared machine's speed drifts by tens of percent within minutes (other tenants,
+    throttling under sustained load): ratios between contenders run minutes apart move
+    with it. The probe makes that drift a measured figure of each run.
+    """
+    started = time.process_time()
+    total = 0
+    for step in range(PROBE_STEPS):
+        total += step * step
+    return round(1000 * (time.process_time() - started), 1)
 
 
 def process_cpu_s(pid: int | None) -> float | None:

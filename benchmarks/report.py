@@ -345,6 +345,7 @@ def findings(results: dict[str, Any]) -> list[str]:
             "local server's parsing for the same two cores."
         )
     out += _cpu_bounds(results)
+    out += _drift(found)
     large = found.get("L", {}).get("contenders")
     memory_missed = any(
         t["scenario"] in ("L", "L16") and "RSS" in t["target"] and not t["met"]
@@ -379,6 +380,41 @@ def _against(target: str) -> str | None:
         if NAMES[kind] in target:
             return kind
     return None
+
+
+def _drift(found: dict[str, Any]) -> list[str]:
+    """How far the machine's speed moved during the uploads (the harness's speed probe),
+    and S's ratio to the thread pool round by round beside it."""
+    uploads = [found[k] for k in ("S", "S1", "W", "M", "L", "L16") if k in found]
+    probes = sorted(
+        run["probe_ms"]
+        for scenario in uploads
+        for runs in scenario.get("runs", {}).values()
+        for run in runs
+        if run.get("probe_ms")
+    )
+    if len(probes) < 2 or probes[0] <= 0:
+        return []
+    line = (
+        "The machine's speed moved during the run: a fixed Python loop, timed before each "
+        f"contender's run, took {probes[0]:g}-{probes[-1]:g} ms (median "
+        f"{probes[len(probes) // 2]:g}), so some runs had {probes[-1] / probes[0]:.2f}× the "
+        "CPU time of others for the same work."
+    )
+    s = found.get("S", {}).get("runs", {})
+    pairs = [
+        (mine["files_ok"] / mine["wall_s"] / (pool["files_ok"] / pool["wall_s"]), mine["probe_ms"])
+        for mine, pool in zip(s.get("batchload", []), s.get("pool", []), strict=False)
+        if mine.get("wall_s") and pool.get("wall_s") and mine.get("probe_ms")
+    ]
+    if len(pairs) > 1:
+        rounds = ", ".join(f"{ratio:.2f}× ({probe:g} ms)" for ratio, probe in pairs)
+        line += (
+            " S, batchload's files/s over the thread pool's round by round (the probe before "
+            f"batchload's run): {rounds}; a CPU-bound contender moves with the machine, a "
+            "latency-bound one (the guide, the pool at 8) much less."
+        )
+    return [line]
 
 
 def _cpu_bounds(results: dict[str, Any]) -> list[str]:

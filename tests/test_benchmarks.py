@@ -496,6 +496,28 @@ def test_findings_say_what_validation_costs_and_what_the_cpu_allows(
     assert len(said) == 4
 
 
+def test_findings_measure_the_machines_drift_and_show_s_round_by_round(
+    constructed: dict[str, Any],
+) -> None:
+    """The harness times a fixed loop before each run; the report says how far it moved,
+    and S's ratio to the pool in each round beside the probe of batchload's run."""
+    constructed["targets"] = targets(constructed)
+    assert not any("speed moved" in line for line in findings(constructed))  # no probes
+    constructed["scenarios"]["S"]["runs"] = {
+        "pool": [run_outcome(2.0, 1.0, 100.0, probe_ms=20.0), run_outcome(2.5, 1.0, 100.0)],
+        "batchload": [
+            run_outcome(1.0, 1.0, 150.0, probe_ms=21.0),
+            run_outcome(2.0, 1.5, 150.0, probe_ms=32.0),
+        ],
+    }
+    (drift,) = [line for line in findings(constructed) if "speed moved" in line]
+    assert "took 20-32 ms (median 21), so some runs had 1.60× the CPU time" in drift
+    # 10 files in 1 s against 10 in 2 s, then 10 in 2 s against 10 in 2.5 s
+    assert (
+        "round by round (the probe before batchload's run): 2.00× (21 ms), 1.25× (32 ms)" in drift
+    )
+
+
 def test_the_markdown_shows_each_contenders_figures(constructed: dict[str, Any]) -> None:
     constructed["targets"] = targets(constructed)
     lines = markdown(constructed).splitlines()
