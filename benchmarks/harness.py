@@ -251,14 +251,15 @@ class Runner:
     def run(
         self, spec: Upload, jobs: Sequence[Job], files: Sequence[Path]
     ) -> Iterator[dict[str, Any]]:
-        """Run ``jobs`` in order; yield one outcome each, as it is measured."""
-        if self.shared:
+        """Run ``jobs`` in order; yield one outcome each, as it is measured (with the
+        speed probe timed before its server started: nothing else runs then)."""
+        for batch in [jobs] if self.shared else [[job] for job in jobs]:
+            probe_ms = speed_probe_ms()
             with self.server(spec) as server:
-                yield from self._child(spec, jobs, files, server)
-            return
-        for job in jobs:
-            with self.server(spec) as server:
-                yield from self._child(spec, [job], files, server)
+                outcomes = self._child(spec, batch, files, server)
+            for outcome in outcomes:
+                outcome["probe_ms"] = probe_ms
+            yield from outcomes
 
     def _child(
         self, spec: Upload, jobs: Sequence[Job], files: Sequence[Path], server: ServerProcess
@@ -282,7 +283,6 @@ class Runner:
             Path(task.work_dir).mkdir(parents=True)
             paths.append(run_dir / f"task-{number}.json")
             paths[-1].write_text(json.dumps(asdict(task)))
-        probe_ms = speed_probe_ms()
         server_cpu_before = process_cpu_s(server.proc.pid if server.proc else None)
         try:
             proc = subprocess.run(
@@ -303,8 +303,6 @@ class Runner:
         server_cpu_after = process_cpu_s(server.proc.pid if server.proc else None)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         outcomes: list[dict[str, Any]] = [json.loads(line) for line in lines]
-        for outcome in outcomes:
-            outcome["probe_ms"] = probe_ms
         if len(jobs) == 1 and outcomes and None not in (server_cpu_before, server_cpu_after):
             assert server_cpu_before is not None and server_cpu_after is not None
             outcomes[0]["server_cpu_s"] = round(server_cpu_after - server_cpu_before, 3)
@@ -321,7 +319,7 @@ PROBE_STEPS = 300_000
 
 
 def speed_probe_ms() -> float:
-    """CPU milliseconds of a fixed pure-Python loop, timed just before a contender's run.
+    """CPU milliseconds of a fixed pure-Python loop, timed before a contender's run.
 
     This shared machine's speed drifts by tens of percent within minutes (other tenants,
     throttling under sustained load): ratios between contenders run minutes apart move
