@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -163,6 +164,33 @@ def test_not_a_manifest(tmp_path: Path) -> None:
         Manifest.open(bogus)
     with pytest.raises(UsageError, match="no manifest at"):
         Manifest.open(tmp_path / "missing.sqlite", create=False)
+
+
+def test_processes_opening_a_new_manifest_at_once_all_get_it(tmp_path: Path) -> None:
+    """The processes of a shared backfill start together on a new file. SQLite's locks
+    hold between connections in one process as between processes, so threads released
+    by a barrier stand in for them (before the fix a quarter of the rounds had one
+    refused: "database is locked")."""
+    refused: list[Exception] = []
+    for n in range(40):
+        path = tmp_path / f"m{n}.sqlite"
+        start = threading.Barrier(4)
+
+        def open_it(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                Manifest.open(path).close()
+            except UsageError as exc:
+                refused.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with Manifest.open(path, create=False) as manifest:
+            assert manifest.datasets() == []
+    assert refused == []
 
 
 # --- unique-key hashes ---------------------------------------------------------------------------

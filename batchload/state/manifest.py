@@ -59,6 +59,7 @@ from batchload.state.sqlstore import SqlLedger, keys_upsert
 
 SCHEMA_VERSION = 6
 BLOB_CHUNK_BYTES = 4 << 20
+BUSY_TIMEOUT_S = 30.0
 """Key hashes left on disk go into their row this much at a time."""
 
 _SCHEMA = """
@@ -213,8 +214,8 @@ class Manifest(SqlLedger):
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.create_function("batchload_now", 0, time.time)
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            _use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE")  # two processes opening a new file: one creates it
             try:
@@ -262,6 +263,25 @@ class Manifest(SqlLedger):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting as long as the busy timeout for others opening the file.
+
+    A new file's switch takes an exclusive lock, and SQLite answers "locked" at once,
+    without its busy handler, while another connection is switching or creating the same
+    file: two processes starting a shared backfill on a new manifest saw one of them
+    refuse it as unusable.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 MANIFEST_DIR = Path(".batchload") / "manifests"
