@@ -759,8 +759,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="where latest.* go (default: benchmarks/results for a full run of every "
         "scenario, the committed results; benchmarks/results/scratch otherwise)",
     )
-    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="scratch directory, made if missing (default: tmp)"
+    )
     args = parser.parse_args(argv)
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
     plan = quick_plan() if args.quick else full_plan()
     keys = selected(args.only)
     out = args.out or results_dir(quick=args.quick, keys=keys)
