@@ -59,8 +59,9 @@ from batchload.state.sqlstore import SqlLedger, keys_upsert
 
 SCHEMA_VERSION = 6
 BLOB_CHUNK_BYTES = 4 << 20
-BUSY_TIMEOUT_S = 30.0
 """Key hashes left on disk go into their row this much at a time."""
+BUSY_TIMEOUT_S = 30.0
+"""How long a connection waits for another holding the file's lock."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
